@@ -1,0 +1,400 @@
+package pxar
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"io/fs"
+	"strings"
+)
+
+// accessBlock is the read-ahead of one random-access operation.
+const accessBlock = 4 << 10
+
+// goodbyeBatch is how many goodbye items a DirReader reads at once.
+const goodbyeBatch = 512
+
+// An Archive gives random access to an archive through its goodbye tables
+// (spec §7). It is safe for concurrent use if its readers are. Entries it
+// returns stay valid for the life of the Archive; directory and file
+// entries passed back to its methods must come from the same Archive.
+type Archive struct {
+	meta    io.ReaderAt
+	size    int64
+	payload io.ReaderAt
+	version int
+	prelude []byte
+	root    *Entry
+}
+
+// gbItem is one goodbye table item.
+type gbItem struct {
+	hash, offset, size uint64
+}
+
+// dirTable locates a directory's goodbye table.
+type dirTable struct {
+	gbPos int64 // GOODBYE header position
+	n     int64 // child items, tail excluded
+	first int64 // position where the children start (after the dir's attrs)
+}
+
+// Open opens the archive whose metadata stream is meta, of size metaSize.
+// payload is the payload stream of a split archive; nil for plain
+// archives, or to browse a split archive's metadata only.
+func Open(meta io.ReaderAt, metaSize int64, payload io.ReaderAt) (*Archive, error) {
+	if metaSize < minArchiveSize {
+		return nil, fmt.Errorf("archive of %d bytes: %w", metaSize, ErrCorrupt)
+	}
+	a := &Archive{meta: meta, size: metaSize, payload: payload}
+	w := a.window()
+	v, prelude, pos, err := w.readVersion()
+	if err != nil {
+		return nil, err
+	}
+	a.version, a.prelude = v, prelude
+	root := &Entry{Path: "/", FilenameOffset: -1, End: metaSize, goodbyeEnd: metaSize}
+	next, err := w.readEntry(pos, root, a.Split())
+	if err != nil {
+		return nil, err
+	}
+	if root.Kind != KindDir {
+		return nil, fmt.Errorf("root entry at offset %d is a %v: %w", pos, root.Kind, ErrCorrupt)
+	}
+	root.Offset = 0
+	root.attrEnd = next
+	if _, err := a.table(w, root); err != nil {
+		return nil, err
+	}
+	a.root = root
+	return a, nil
+}
+
+func (a *Archive) window() *window { return newWindow(a.meta, a.size, accessBlock) }
+
+// Version returns the format version: 1 plain, 2 split.
+func (a *Archive) Version() int { return a.version }
+
+// Split reports whether a is a split archive (metadata + payload streams).
+func (a *Archive) Split() bool { return a.version == 2 }
+
+// Prelude returns the PRELUDE content of a v2 archive, nil if absent.
+func (a *Archive) Prelude() []byte { return a.prelude }
+
+// Root returns the root directory entry.
+func (a *Archive) Root() *Entry { return a.root }
+
+// table reads and checks the goodbye tail of directory dir (spec §7 step 1).
+func (a *Archive) table(w *window, dir *Entry) (dirTable, error) {
+	if dir.Kind != KindDir {
+		return dirTable{}, fmt.Errorf("%q: %w", dir.Path, ErrNotDir)
+	}
+	end := dir.goodbyeEnd
+	if end < goodbyeItemSize+headerSize || end > a.size {
+		return dirTable{}, fmt.Errorf("directory %q: end %d out of range: %w", dir.Path, end, ErrCorrupt)
+	}
+	var b [goodbyeItemSize]byte
+	if err := w.readFull(b[:], end-goodbyeItemSize); err != nil {
+		return dirTable{}, fmt.Errorf("directory %q: goodbye tail: %w", dir.Path, err)
+	}
+	tail := decodeItem(b[:])
+	bad := func(why string) (dirTable, error) {
+		return dirTable{}, fmt.Errorf("directory %q: goodbye tail at offset %d: %s: %w", dir.Path, end-goodbyeItemSize, why, ErrCorrupt)
+	}
+	if tail.hash != goodbyeTailMarker {
+		return bad("no tail marker")
+	}
+	if tail.size < headerSize+goodbyeItemSize || tail.size > uint64(end) || (tail.size-headerSize)%goodbyeItemSize != 0 {
+		return bad(fmt.Sprintf("bad table size %d", tail.size))
+	}
+	gbPos := end - int64(tail.size)
+	if tail.offset > uint64(gbPos) || int64(tail.offset) != gbPos-dir.Offset {
+		return bad(fmt.Sprintf("start offset %d does not lead to the directory at %d", tail.offset, dir.Offset))
+	}
+	n := int64(tail.size-headerSize)/goodbyeItemSize - 1
+	if n > maxGoodbyeItems {
+		return dirTable{}, fmt.Errorf("directory %q: %d children: %w", dir.Path, n, ErrTooLarge)
+	}
+	h, err := w.readHeader(gbPos)
+	if err != nil {
+		return dirTable{}, fmt.Errorf("directory %q: %w", dir.Path, err)
+	}
+	if h.htype != typeGoodbye || h.full != int64(tail.size) {
+		return bad(fmt.Sprintf("no GOODBYE item of size %d at %d", tail.size, gbPos))
+	}
+	first := dir.attrEnd
+	if first < 0 {
+		// Not known yet (root, or an entry from elsewhere): decode again.
+		e := Entry{}
+		pos := dir.Offset
+		if dir.FilenameOffset < 0 {
+			_, _, pos, err = w.readVersion()
+			if err != nil {
+				return dirTable{}, err
+			}
+		}
+		first, err = w.readEntry(pos, &e, a.Split())
+		if err != nil {
+			return dirTable{}, err
+		}
+		dir.attrEnd = first
+	}
+	if first > gbPos {
+		return bad(fmt.Sprintf("attributes end at %d after the table at %d", first, gbPos))
+	}
+	return dirTable{gbPos: gbPos, n: n, first: first}, nil
+}
+
+func decodeItem(b []byte) gbItem {
+	le := binary.LittleEndian
+	return gbItem{hash: le.Uint64(b), offset: le.Uint64(b[8:]), size: le.Uint64(b[16:])}
+}
+
+// item reads child item i of table t.
+func (a *Archive) item(w *window, t dirTable, i int64) (gbItem, error) {
+	var b [goodbyeItemSize]byte
+	if err := w.readFull(b[:], t.gbPos+headerSize+i*goodbyeItemSize); err != nil {
+		return gbItem{}, err
+	}
+	return decodeItem(b[:]), nil
+}
+
+// child decodes the child of dir described by goodbye item it. If name is
+// not nil, the child's name must equal *name; a mismatch returns nil, nil.
+func (a *Archive) child(w *window, dir *Entry, t dirTable, it gbItem, name *string) (*Entry, error) {
+	if it.offset == 0 || it.offset > uint64(t.gbPos-t.first) {
+		return nil, fmt.Errorf("directory %q: goodbye item offset %d outside the directory: %w", dir.Path, it.offset, ErrCorrupt)
+	}
+	fpos := t.gbPos - int64(it.offset)
+	got, fh, err := w.readFilename(fpos)
+	if err != nil {
+		return nil, fmt.Errorf("directory %q: %w", dir.Path, err)
+	}
+	if name != nil && got != *name {
+		return nil, nil
+	}
+	path := dir.Path + "/" + got
+	if dir.Path == "/" {
+		path = "/" + got
+	}
+	if len(path) > maxPathLen {
+		return nil, fmt.Errorf("path under %q: %w", dir.Path, ErrTooLarge)
+	}
+	e := &Entry{Path: path, FilenameOffset: fpos, attrEnd: -1}
+	if it.size > 1<<62 {
+		return nil, fmt.Errorf("%q: goodbye size %d: %w", path, it.size, ErrCorrupt)
+	}
+	e.End = fpos + int64(it.size)
+	h, err := w.readHeader(fh.end())
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", path, err)
+	}
+	if h.htype == typeHardlink {
+		if err := w.readHardlink(h, fpos, e); err != nil {
+			return nil, fmt.Errorf("%q: %w", path, err)
+		}
+		return e, nil
+	}
+	next, err := w.readEntry(h.pos, e, a.Split())
+	if err != nil {
+		return nil, fmt.Errorf("%q: %w", path, err)
+	}
+	if e.Kind == KindDir {
+		// A directory lies strictly inside its parent, before the parent's
+		// goodbye table: this bounds every descent.
+		if e.End > t.gbPos || next > e.End {
+			return nil, fmt.Errorf("%q: directory range [%d,%d) outside its parent: %w", path, fpos, e.End, ErrCorrupt)
+		}
+		e.attrEnd = next
+		e.goodbyeEnd = e.End
+	}
+	return e, nil
+}
+
+// LookupChild returns the child of dir called name, found through the
+// goodbye table: a binary search by hash, each candidate confirmed by its
+// FILENAME (spec §6.4). It returns an error wrapping fs.ErrNotExist if
+// there is none.
+func (a *Archive) LookupChild(dir *Entry, name string) (*Entry, error) {
+	w := a.window()
+	t, err := a.table(w, dir)
+	if err != nil {
+		return nil, err
+	}
+	e, err := a.search(w, dir, t, hashName(name), name, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	if e == nil {
+		return nil, fmt.Errorf("%q in %q: %w", name, dir.Path, fs.ErrNotExist)
+	}
+	return e, nil
+}
+
+// search looks for name below tree index i. Hash collisions send it into
+// both subtrees of a non-matching candidate.
+func (a *Archive) search(w *window, dir *Entry, t dirTable, h uint64, name string, i int64, depth int) (*Entry, error) {
+	for i < t.n {
+		if depth > 64 {
+			return nil, fmt.Errorf("directory %q: goodbye tree too deep: %w", dir.Path, ErrCorrupt)
+		}
+		it, err := a.item(w, t, i)
+		if err != nil {
+			return nil, fmt.Errorf("directory %q: %w", dir.Path, err)
+		}
+		switch {
+		case h < it.hash:
+			i = 2*i + 1
+		case h > it.hash:
+			i = 2*i + 2
+		default:
+			e, err := a.child(w, dir, t, it, &name)
+			if e != nil || err != nil {
+				return e, err
+			}
+			e, err = a.search(w, dir, t, h, name, 2*i+1, depth+1)
+			if e != nil || err != nil {
+				return e, err
+			}
+			i = 2*i + 2
+		}
+		depth++
+	}
+	return nil, nil
+}
+
+// Lookup returns the entry at path, a slash-separated path from the root
+// ("", ".", "/" and "/etc/hosts" and "etc/hosts" are accepted). Symlinks
+// and hardlinks on the way are not followed; a hardlink is returned as
+// such (see Resolve). A missing entry yields an error wrapping
+// fs.ErrNotExist; a non-directory in the middle of the path, ErrNotDir.
+func (a *Archive) Lookup(path string) (*Entry, error) {
+	e := a.root
+	for _, c := range strings.Split(path, "/") {
+		if c == "" || c == "." {
+			continue
+		}
+		if c == ".." {
+			return nil, fmt.Errorf("lookup %q: %w", path, fs.ErrNotExist)
+		}
+		if e.Kind != KindDir {
+			return nil, fmt.Errorf("lookup %q: %q: %w", path, e.Path, ErrNotDir)
+		}
+		next, err := a.LookupChild(e, c)
+		if err != nil {
+			return nil, fmt.Errorf("lookup %q: %w", path, err)
+		}
+		e = next
+	}
+	return e, nil
+}
+
+// Resolve returns the file a hardlink entry points to (spec §7 step 7),
+// or e itself for every other kind. The target must be a regular file,
+// so there are no chains to follow.
+func (a *Archive) Resolve(e *Entry) (*Entry, error) {
+	if e.Kind != KindHardlink {
+		return e, nil
+	}
+	w := a.window()
+	fpos := e.HardlinkOffset
+	if fpos < 0 || fpos >= e.FilenameOffset {
+		return nil, fmt.Errorf("hardlink %q: target offset %d not before the link: %w", e.Path, fpos, ErrCorrupt)
+	}
+	_, fh, err := w.readFilename(fpos)
+	if err != nil {
+		return nil, fmt.Errorf("hardlink %q: target: %w", e.Path, err)
+	}
+	t := &Entry{Path: "/" + e.LinkTarget, FilenameOffset: fpos, attrEnd: -1}
+	end, err := w.readEntry(fh.end(), t, a.Split())
+	if err != nil {
+		return nil, fmt.Errorf("hardlink %q: target: %w", e.Path, err)
+	}
+	if t.Kind != KindFile {
+		return nil, fmt.Errorf("hardlink %q: target at offset %d is a %v: %w", e.Path, fpos, t.Kind, ErrCorrupt)
+	}
+	t.End = end
+	return t, nil
+}
+
+// Content returns the contents of regular file e (or of a hardlink's
+// target) as a section of the metadata stream (plain archives) or of the
+// payload stream (split archives).
+func (a *Archive) Content(e *Entry) (*io.SectionReader, error) {
+	e, err := a.Resolve(e)
+	if err != nil {
+		return nil, err
+	}
+	if e.Kind != KindFile {
+		return nil, fmt.Errorf("%q: %w", e.Path, ErrNotFile)
+	}
+	if !a.Split() {
+		return io.NewSectionReader(a.meta, e.ContentOffset, int64(e.Size)), nil
+	}
+	if a.payload == nil {
+		return nil, fmt.Errorf("%q: %w", e.Path, ErrNoPayload)
+	}
+	if err := checkPayloadHeader(a.payload, e); err != nil {
+		return nil, err
+	}
+	return io.NewSectionReader(a.payload, e.PayloadOffset+headerSize, int64(e.Size)), nil
+}
+
+// A DirReader lists a directory in goodbye-table order (hash order, not
+// name order), reading the table in batches, so that huge directories
+// stream in bounded memory.
+type DirReader struct {
+	a     *Archive
+	dir   *Entry
+	w     *window
+	t     dirTable
+	next  int64
+	batch []gbItem
+	err   error
+}
+
+// OpenDir returns a DirReader over directory dir.
+func (a *Archive) OpenDir(dir *Entry) (*DirReader, error) {
+	w := a.window()
+	t, err := a.table(w, dir)
+	if err != nil {
+		return nil, err
+	}
+	return &DirReader{a: a, dir: dir, w: w, t: t}, nil
+}
+
+// Len returns the number of children of the directory.
+func (r *DirReader) Len() int { return int(r.t.n) }
+
+// Next returns the next child, or io.EOF after the last one. Hardlinks
+// are returned as such. Errors are sticky.
+func (r *DirReader) Next() (*Entry, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	if len(r.batch) == 0 {
+		if r.next >= r.t.n {
+			r.err = io.EOF
+			return nil, io.EOF
+		}
+		n := min(r.t.n-r.next, goodbyeBatch)
+		b := make([]byte, n*goodbyeItemSize)
+		if err := r.w.readFull(b, r.t.gbPos+headerSize+r.next*goodbyeItemSize); err != nil {
+			r.err = fmt.Errorf("directory %q: %w", r.dir.Path, err)
+			return nil, r.err
+		}
+		r.batch = r.batch[:0]
+		for i := int64(0); i < n; i++ {
+			r.batch = append(r.batch, decodeItem(b[i*goodbyeItemSize:]))
+		}
+		r.next += n
+	}
+	it := r.batch[0]
+	r.batch = r.batch[1:]
+	e, err := r.a.child(r.w, r.dir, r.t, it, nil)
+	if err != nil {
+		r.err = err
+		return nil, err
+	}
+	return e, nil
+}
