@@ -20,16 +20,25 @@ const (
 	KindSocket                   // socket, no body
 )
 
-var kindNames = [...]string{
-	KindDir: "directory", KindFile: "file", KindSymlink: "symlink",
-	KindHardlink: "hardlink", KindCharDev: "chardev", KindBlockDev: "blockdev",
-	KindFifo: "fifo", KindSocket: "socket",
-}
-
 // String returns a lower-case name for k ("directory", "file", ...).
 func (k Kind) String() string {
-	if int(k) < len(kindNames) && kindNames[k] != "" {
-		return kindNames[k]
+	switch k {
+	case KindDir:
+		return "directory"
+	case KindFile:
+		return "file"
+	case KindSymlink:
+		return "symlink"
+	case KindHardlink:
+		return "hardlink"
+	case KindCharDev:
+		return "chardev"
+	case KindBlockDev:
+		return "blockdev"
+	case KindFifo:
+		return "fifo"
+	case KindSocket:
+		return "socket"
 	}
 	return "unknown"
 }

@@ -6,12 +6,15 @@ import (
 	"io/fs"
 	"slices"
 	"time"
+	"unicode/utf8"
 )
 
 // The Archive is an fs.FS. Symlinks are never followed: opening one gives
 // a file that describes the link itself (Stat reports fs.ModeSymlink, Read
-// fails), and ReadLink returns its target. Hardlinks appear as their
-// target file under their own name.
+// returns io.EOF), and ReadLink returns its target. Hardlinks appear as their
+// target file under their own name. Entries whose names are not valid
+// UTF-8 cannot be named by fs.FS paths and are left out of listings; use
+// OpenDir and LookupChild for raw names.
 var (
 	_ fs.FS         = (*Archive)(nil)
 	_ fs.StatFS     = (*Archive)(nil)
@@ -116,6 +119,9 @@ func (a *Archive) dirEntries(e *Entry) ([]fs.DirEntry, error) {
 			return nil, err
 		}
 		name := c.Name()
+		if !utf8.ValidString(name) {
+			continue // not representable as an fs.FS path
+		}
 		if c, err = a.Resolve(c); err != nil {
 			return nil, err
 		}
@@ -181,9 +187,7 @@ type otherFile struct{ info *fileInfo }
 
 func (f *otherFile) Stat() (fs.FileInfo, error) { return f.info, nil }
 func (f *otherFile) Close() error               { return nil }
-func (f *otherFile) Read([]byte) (int, error) {
-	return 0, &fs.PathError{Op: "read", Path: f.info.name, Err: fs.ErrInvalid}
-}
+func (f *otherFile) Read([]byte) (int, error) { return 0, io.EOF }
 
 // dirFile is an open directory; ReadDir returns entries sorted by name.
 type dirFile struct {
