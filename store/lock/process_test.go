@@ -387,3 +387,28 @@ func TestProcessLockerConcurrent(t *testing.T) {
 		t.Errorf("other process exclusive after all goroutines: %s", got)
 	}
 }
+
+// TestProcessLockerFailedUpgrade: an exclusive guard refused because
+// another process reads leaves this process's read lock in place.
+func TestProcessLockerFailedUpgrade(t *testing.T) {
+	path := newLockPath(t)
+	p := openLocker(t, path)
+	g := takeGuard(t, p, "shared")
+	h := startHelper(t, "proc", "shared", path)
+	if h.reply != replyOK {
+		t.Fatalf("helper: %s %s", h.reply, h.detail)
+	}
+	if _, err := p.Exclusive(); !errors.Is(err, ErrLocked) {
+		t.Fatalf("upgrade while another process reads: %v, want ErrLocked", err)
+	}
+	h.stop()
+	if got := childTry(t, "proc", "exclusive", path); got != replyLocked {
+		t.Errorf("after the failed upgrade, other process exclusive: %s, want locked", got)
+	}
+	x := takeGuard(t, p, "exclusive") // the reader is gone now
+	release(t, x)
+	release(t, g)
+	if got := childTry(t, "proc", "exclusive", path); got != replyOK {
+		t.Errorf("after all releases: %s, want ok", got)
+	}
+}

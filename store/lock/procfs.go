@@ -48,7 +48,9 @@ type Holder struct {
 // find a foreign PBS process holding the fcntl lock on <root>/.lock.
 //
 // On file systems whose stat reports another device than the one locks
-// are recorded under (btrfs subvolumes, overlayfs), nothing matches.
+// are recorded under (btrfs subvolumes, overlayfs), nothing matches. A
+// caller that holds a lock on the file itself should therefore find its
+// own pid in the result, and must not trust a result without it.
 func LockHolders(path string) ([]Holder, error) {
 	var st unix.Stat_t
 	if err := statNoEINTR(path, &st); err != nil {
