@@ -20,7 +20,8 @@ type DirSource struct {
 	Root string
 	// SkipXattrs leaves out xattrs, fcaps and ACLs.
 	SkipXattrs bool
-	// SkipFlags leaves out chattr flags (saves an open per file).
+	// SkipFlags leaves out chattr flags and quota project ids (saves an
+	// open per file).
 	SkipFlags bool
 }
 
@@ -86,25 +87,30 @@ func (s *DirSource) Lstat(p string) (*SourceInfo, error) {
 			}
 		}
 		if !s.SkipFlags {
-			info.Flags = readFlags(full)
+			info.Flags, info.QuotaProjID = readFileAttrs(full)
 		}
 	}
 	return info, nil
 }
 
-// readFlags returns the PBS flags of a file's chattr attributes, 0 where
-// the file system has none.
-func readFlags(full string) uint64 {
+// readFileAttrs returns the PBS flags of a file's chattr attributes (0
+// where the file system has none) and its quota project id (nil if 0 or
+// unsupported, as the PBS client writes it only then).
+func readFileAttrs(full string) (uint64, *uint64) {
 	fd, err := unix.Open(full, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
-		return 0
+		return 0, nil
 	}
 	defer unix.Close(fd)
-	fl, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS)
-	if err != nil {
-		return 0
+	var flags uint64
+	if fl, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS); err == nil {
+		flags = flagsFromChattr(uint64(fl))
 	}
-	return flagsFromChattr(uint64(fl))
+	var projID *uint64
+	if id := getProjID(fd); id != 0 {
+		projID = &id
+	}
+	return flags, projID
 }
 
 // listXattrs returns the xattr names of full in listxattr order.

@@ -52,7 +52,7 @@ func Extract(ctx context.Context, a *Archive, subpath, target string, opts Extra
 		return &os.PathError{Op: "open", Path: target, Err: err}
 	}
 	defer unix.Close(rootfd)
-	x := &extractor{ctx: ctx, a: a, opts: opts, rootfd: rootfd, files: map[int64]string{},
+	x := &extractor{ctx: ctx, a: a, opts: opts, rootfd: rootfd, files: map[int64]string{}, seen: map[int64]bool{},
 		owners: !opts.NoOwners && os.Geteuid() == 0}
 	if e.Kind == KindDir {
 		if err := x.dirContents(e, rootfd, "", 0); err != nil {
@@ -70,6 +70,7 @@ type extractor struct {
 	rootfd int
 	owners bool
 	files  map[int64]string // FILENAME offset of an extracted file -> its path below target
+	seen   map[int64]bool   // entries extracted, by Offset: a corrupt archive may share them
 }
 
 // meta reports a metadata error through OnError.
@@ -144,6 +145,10 @@ func (x *extractor) entry(e *Entry, dirfd int, parent string, depth int) error {
 		return fmt.Errorf("pxar: extract %q: %w", e.Path, ErrUnsafePath)
 	}
 	path := join(parent, name)
+	if x.seen[e.Offset] {
+		return fmt.Errorf("pxar: extract %q: entry at offset %d reached twice: %w", e.Path, e.Offset, ErrCorrupt)
+	}
+	x.seen[e.Offset] = true
 	if e.Kind == KindHardlink {
 		return x.hardlink(e, dirfd, name, path)
 	}
@@ -303,6 +308,11 @@ func (x *extractor) applyFd(fd int, tdir int, tname string, e *Entry, path strin
 	ts := []unix.Timespec{mtimeSpec(e), mtimeSpec(e)}
 	if err := x.meta(path, "set times", unix.UtimesNanoAt(tdir, tname, ts, unix.AT_SYMLINK_NOFOLLOW)); err != nil {
 		return err
+	}
+	if !x.opts.NoFlags && e.QuotaProjID != nil {
+		if err := x.meta(path, "set project id", setProjID(fd, *e.QuotaProjID)); err != nil {
+			return err
+		}
 	}
 	if !x.opts.NoFlags && e.Flags != 0 {
 		if fl := chattrFromFlags(e.Flags); fl != 0 {

@@ -187,7 +187,7 @@ type otherFile struct{ info *fileInfo }
 
 func (f *otherFile) Stat() (fs.FileInfo, error) { return f.info, nil }
 func (f *otherFile) Close() error               { return nil }
-func (f *otherFile) Read([]byte) (int, error) { return 0, io.EOF }
+func (f *otherFile) Read([]byte) (int, error)   { return 0, io.EOF }
 
 // dirFile is an open directory; ReadDir returns entries sorted by name.
 type dirFile struct {

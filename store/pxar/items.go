@@ -93,11 +93,11 @@ func (w *window) readHeader(pos int64) (header, error) {
 // (and exactly max when exact is set).
 func (w *window) readContent(h header, max int64, exact bool, what string) ([]byte, error) {
 	n := h.contentSize()
-	if n > max {
-		return nil, fmt.Errorf("%s at offset %d: content size %d above %d: %w", what, h.pos, n, max, ErrTooLarge)
-	}
 	if exact && n != max {
 		return nil, fmt.Errorf("%s at offset %d: content size %d, want %d: %w", what, h.pos, n, max, ErrCorrupt)
+	}
+	if n > max {
+		return nil, fmt.Errorf("%s at offset %d: content size %d above %d: %w", what, h.pos, n, max, ErrTooLarge)
 	}
 	b := make([]byte, n)
 	if err := w.readFull(b, h.pos+headerSize); err != nil {
