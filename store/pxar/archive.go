@@ -124,7 +124,8 @@ func (a *Archive) table(w *window, dir *Entry) (dirTable, error) {
 	}
 	first := dir.attrEnd
 	if first < 0 {
-		// Not known yet (root, or an entry from elsewhere): decode again.
+		// Not known (an entry made elsewhere): decode again. The entry is
+		// not written to, so that an Archive stays safe for concurrent use.
 		e := Entry{}
 		pos := dir.Offset
 		if dir.FilenameOffset < 0 {
@@ -137,7 +138,6 @@ func (a *Archive) table(w *window, dir *Entry) (dirTable, error) {
 		if err != nil {
 			return dirTable{}, err
 		}
-		dir.attrEnd = first
 	}
 	if first > gbPos {
 		return bad(fmt.Sprintf("attributes end at %d after the table at %d", first, gbPos))

@@ -23,8 +23,9 @@ type ExtractOptions struct {
 	// it an existing entry is an error. Existing directories are reused.
 	Overwrite bool
 	// OnError is called when metadata (owner, mode, xattr, ACL, flags,
-	// times) cannot be applied to path; returning nil continues. A nil
-	// OnError makes such errors fatal.
+	// times) cannot be applied to path, or a device or FIFO cannot be
+	// created; returning nil continues. A nil OnError makes such errors
+	// fatal.
 	OnError func(path string, err error) error
 }
 
@@ -182,7 +183,8 @@ func (x *extractor) entry(e *Entry, dirfd int, parent string, depth int) error {
 		}
 		mode := uint32(e.Mode&modeIFMT) | 0o600
 		if err := unix.Mknodat(dirfd, name, mode, int(e.Rdev())); err != nil {
-			return &os.PathError{Op: "mknod", Path: path, Err: err}
+			// Devices need privileges: a failure can be skipped by OnError.
+			return x.meta(path, "mknod", err)
 		}
 	default:
 		return fmt.Errorf("pxar: extract %q: kind %v: %w", e.Path, e.Kind, ErrCorrupt)

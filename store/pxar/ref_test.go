@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+	"unicode/utf8"
 )
 
 // refDirs lists the directories holding reference archives: the committed
@@ -204,14 +205,20 @@ func scalars(v any, out []string) []string {
 // compareFields checks want (one JSON object) against the known fields f
 // and, for unknown keys, that every leaf value is something e carries.
 // skip names keys checked elsewhere.
-func compareFields(t *testing.T, where string, want map[string]any, f map[string]string, bag map[string]bool, skip ...string) {
+// alt lists further acceptable values of known fields (a hardlink may be
+// reported as itself or as its target).
+func compareFields(t *testing.T, where string, want map[string]any, f map[string]string, alt map[string][]string, bag map[string]bool, skip ...string) {
 	t.Helper()
 	for k, wv := range want {
 		if contains(skip, k) {
 			continue
 		}
 		if got, ok := f[k]; ok {
-			if ws := fmt.Sprint(orNull(wv)); ws != got {
+			ws := fmt.Sprint(orNull(wv))
+			if (k == "path" || k == "lookup") && lossy(got) == lossy(ws) {
+				continue
+			}
+			if ws != got && !contains(alt[k], ws) {
 				t.Errorf("%s: %s = %s, want %s", where, k, got, ws)
 			}
 			continue
@@ -222,6 +229,26 @@ func compareFields(t *testing.T, where string, want map[string]any, f map[string
 			}
 		}
 	}
+}
+
+// lossy is how a JSON writer may have shown a raw name that is not UTF-8:
+// invalid bytes replaced by U+FFFD, runs of replacements collapsed (JSON
+// writers differ in per-byte or per-sequence replacement).
+func lossy(s string) string {
+	var b strings.Builder
+	last := false
+	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+		if r == utf8.RuneError {
+			if last {
+				continue
+			}
+			last = true
+		} else {
+			last = false
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func contains(l []string, s string) bool {
@@ -296,7 +323,7 @@ func TestReferenceDecode(t *testing.T) {
 				if g["fields"] == nil {
 					t.Fatalf("%s: got a %v record", where, g["kind"])
 				}
-				compareFields(t, where, w, g["fields"].(map[string]string), g["bag"].(map[string]bool), "extracted")
+				compareFields(t, where, w, g["fields"].(map[string]string), nil, g["bag"].(map[string]bool), "extracted")
 			}
 		})
 	}
@@ -341,6 +368,7 @@ func TestReferenceLookup(t *testing.T) {
 				}
 				f["entry_start"] = num(e.Offset)
 				f["entry_end"] = num(e.End)
+				alt := map[string][]string{}
 				if e.Kind == KindHardlink {
 					// The resolved target's values may be reported too.
 					tg, err := a.Resolve(e)
@@ -348,20 +376,28 @@ func TestReferenceLookup(t *testing.T) {
 						t.Errorf("%s: resolve: %v", where, err)
 						continue
 					}
-					_, tbag := known(tg)
+					tf, tbag := known(tg)
 					for k := range tbag {
 						bag[k] = true
 					}
-					tf, _ := known(tg)
-					for _, v := range tf {
+					for k, v := range tf {
 						bag[v] = true
+						alt[k] = append(alt[k], v)
 					}
+					alt["filename_header_offset"] = []string{num(tg.FilenameOffset)}
+					alt["entry_start"] = []string{num(tg.Offset)}
+					alt["entry_end"] = []string{num(tg.End)}
 				}
 				if order, ok := q["readdir_goodbye_order"]; ok {
 					names := readdirOrder(t, a, e)
 					var want []string
 					for _, n := range order.([]any) {
 						want = append(want, n.(string))
+					}
+					for i := range names {
+						if i < len(want) && lossy(names[i]) == lossy(want[i]) {
+							names[i] = want[i]
+						}
 					}
 					if fmt.Sprintf("%q", names) != fmt.Sprintf("%q", want) {
 						t.Errorf("%s: readdir order %q, want %q", where, names, want)
@@ -375,7 +411,7 @@ func TestReferenceLookup(t *testing.T) {
 						t.Errorf("%s: content: %d bytes, %v; want %d", where, len(b), err, e.Size)
 					}
 				}
-				compareFields(t, where, q, f, bag, "cat", "readdir_goodbye_order", "readdir_goodbye_order_hex")
+				compareFields(t, where, q, f, alt, bag, "cat", "readdir_goodbye_order", "readdir_goodbye_order_hex")
 			}
 		})
 	}
@@ -478,7 +514,7 @@ func TestReferenceManifest(t *testing.T) {
 					}
 					f["sha256"] = hex.EncodeToString(h.Sum(nil))
 				}
-				compareFields(t, where, w, f, bag, "content_offset", "payload_offset")
+				compareFields(t, where, w, f, nil, bag, "content_offset", "payload_offset")
 			}
 		})
 	}
