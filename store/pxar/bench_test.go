@@ -78,8 +78,14 @@ func BenchmarkEncode(b *testing.B) {
 			}
 		})
 	}
+	run("pxar=v1-stat-only", func(b *testing.B) {
+		src := &DirSource{Root: root, SkipXattrs: true, SkipFlags: true}
+		if err := Create(context.Background(), src, NewWriter(io.Discard, nil), CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	})
 	if base := results["baseline=tar"]; base > 0 {
-		for _, n := range []string{"pxar=v1", "pxar=split"} {
+		for _, n := range []string{"pxar=v1", "pxar=split", "pxar=v1-stat-only"} {
 			if d := results[n]; d > 0 {
 				b.Logf("%s: %.2fx the time of tar", n, float64(d)/float64(base))
 			}

@@ -82,6 +82,7 @@ func (d *Decoder) next() (*Entry, error) {
 		if e.Kind != KindDir {
 			return nil, fmt.Errorf("root entry at offset %d is a %v: %w", pos, e.Kind, ErrCorrupt)
 		}
+		e.Offset = 0 // the root's range starts at the archive start, as in Archive
 		d.pos = next
 		return e, nil
 	}

@@ -11,7 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DirSource is a Source over a directory of the live file system. It
+// DirSource is a Source over a directory of the live file system. It is
+// not safe for concurrent use; call Close when done with it. It
 // reads what the PBS client reads: stat, symlink targets, device numbers,
 // and for regular files and directories the xattrs user.* and trusted.*,
 // security.capability (as FCAPS), POSIX ACLs and chattr flags.
@@ -21,14 +22,21 @@ type DirSource struct {
 	// SkipXattrs leaves out xattrs, fcaps and ACLs.
 	SkipXattrs bool
 	// SkipFlags leaves out chattr flags and quota project ids (saves an
-	// open per file).
+	// open per directory).
 	SkipFlags bool
+
+	// pending is the regular file Lstat opened to read its flags, handed
+	// out by the next Open of the same path, so a file is opened once.
+	pending     *os.File
+	pendingPath string
 }
 
 // CreateFromDir archives the directory tree at root into w like the PBS
 // client (see Create and DirSource).
 func CreateFromDir(ctx context.Context, root string, w *Writer, opts CreateOptions) error {
-	return Create(ctx, &DirSource{Root: root}, w, opts)
+	src := &DirSource{Root: root}
+	defer src.Close()
+	return Create(ctx, src, w, opts)
 }
 
 func (s *DirSource) full(p string) string {
@@ -87,21 +95,36 @@ func (s *DirSource) Lstat(p string) (*SourceInfo, error) {
 			}
 		}
 		if !s.SkipFlags {
-			info.Flags, info.QuotaProjID = readFileAttrs(full)
+			s.Close()
+			fd, err := unix.Open(full, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+			if err == nil {
+				info.Flags, info.QuotaProjID = readFileAttrs(fd)
+				var fst unix.Stat_t
+				if info.Kind == KindFile && unix.Fstat(fd, &fst) == nil && fst.Dev == st.Dev && fst.Ino == st.Ino {
+					s.pending, s.pendingPath = os.NewFile(uintptr(fd), full), p
+				} else {
+					unix.Close(fd)
+				}
+			}
 		}
 	}
 	return info, nil
 }
 
-// readFileAttrs returns the PBS flags of a file's chattr attributes (0
+// Close releases a file Lstat kept open for Open.
+func (s *DirSource) Close() error {
+	if s.pending == nil {
+		return nil
+	}
+	err := s.pending.Close()
+	s.pending, s.pendingPath = nil, ""
+	return err
+}
+
+// readFileAttrs returns the PBS flags of an open file's chattr attributes (0
 // where the file system has none) and its quota project id (nil if 0 or
 // unsupported, as the PBS client writes it only then).
-func readFileAttrs(full string) (uint64, *uint64) {
-	fd, err := unix.Open(full, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-	if err != nil {
-		return 0, nil
-	}
-	defer unix.Close(fd)
+func readFileAttrs(fd int) (uint64, *uint64) {
 	var flags uint64
 	if fl, err := unix.IoctlGetUint32(fd, unix.FS_IOC_GETFLAGS); err == nil {
 		flags = flagsFromChattr(uint64(fl))
@@ -215,5 +238,10 @@ func (s *DirSource) ReadDirNames(p string) ([]string, error) {
 
 // Open implements Source.
 func (s *DirSource) Open(p string) (io.ReadCloser, error) {
+	if s.pending != nil && s.pendingPath == p {
+		f := s.pending
+		s.pending, s.pendingPath = nil, ""
+		return f, nil
+	}
 	return os.OpenFile(s.full(p), os.O_RDONLY|unix.O_NOFOLLOW, 0)
 }

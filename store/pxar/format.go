@@ -43,7 +43,6 @@ const (
 	statSize        = 40 // ENTRY content
 	statV1Size      = 32 // ENTRY_V1 content
 	goodbyeItemSize = 24 // hash, offset, size
-	versionItemSize = headerSize + 8
 	minArchiveSize  = 24 // the accessor refuses shorter archives (§11)
 )
 
