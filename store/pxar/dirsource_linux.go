@@ -11,24 +11,37 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DirSource is a Source over a directory of the live file system. It is
-// not safe for concurrent use; call Close when done with it. It
+// DirSource is a Source over a directory of the live file system. It
 // reads what the PBS client reads: stat, symlink targets, device numbers,
 // and for regular files and directories the xattrs user.* and trusted.*,
-// security.capability (as FCAPS), POSIX ACLs and chattr flags.
+// security.capability (as FCAPS), POSIX ACLs, chattr flags and quota
+// project ids.
+//
+// Every entry is reached relative to its parent directory's descriptor,
+// opened one element at a time without following symlinks, so a directory
+// replaced by a symlink during the backup cannot lead outside Root. A
+// DirSource is not safe for concurrent use; Close it when done.
 type DirSource struct {
-	// Root is the directory to archive.
+	// Root is the directory to archive (a symlink here is followed).
 	Root string
 	// SkipXattrs leaves out xattrs, fcaps and ACLs.
 	SkipXattrs bool
-	// SkipFlags leaves out chattr flags and quota project ids (saves an
-	// open per directory).
+	// SkipFlags leaves out chattr flags and quota project ids.
 	SkipFlags bool
 
-	// pending is the regular file Lstat opened to read its flags, handed
-	// out by the next Open of the same path, so a file is opened once.
+	// dirs is the chain of open directories from the root down to the
+	// directory last used, with their paths ("" is the root).
+	dirs []openFd
+	// pending is the regular file Lstat opened to read its attributes,
+	// handed out by the next Open of the same path, so a file is opened
+	// once.
 	pending     *os.File
 	pendingPath string
+}
+
+type openFd struct {
+	path string
+	fd   int
 }
 
 // CreateFromDir archives the directory tree at root into w like the PBS
@@ -37,6 +50,75 @@ func CreateFromDir(ctx context.Context, root string, w *Writer, opts CreateOptio
 	src := &DirSource{Root: root}
 	defer src.Close()
 	return Create(ctx, src, w, opts)
+}
+
+// Close releases the descriptors the DirSource holds.
+func (s *DirSource) Close() error {
+	s.dropPending()
+	for _, d := range s.dirs {
+		unix.Close(d.fd)
+	}
+	s.dirs = nil
+	return nil
+}
+
+func (s *DirSource) dropPending() {
+	if s.pending != nil {
+		s.pending.Close()
+		s.pending, s.pendingPath = nil, ""
+	}
+}
+
+// isUnder reports whether path p is dir or below it.
+func isUnder(p, dir string) bool {
+	return dir == "" || p == dir || strings.HasPrefix(p, dir+"/")
+}
+
+// dirFd returns a descriptor of directory dir, opening the missing path
+// elements relative to the deepest open ancestor with O_NOFOLLOW.
+func (s *DirSource) dirFd(dir string) (int, error) {
+	for len(s.dirs) > 0 && !isUnder(dir, s.dirs[len(s.dirs)-1].path) {
+		unix.Close(s.dirs[len(s.dirs)-1].fd)
+		s.dirs = s.dirs[:len(s.dirs)-1]
+	}
+	if len(s.dirs) == 0 {
+		fd, err := unix.Open(s.Root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: s.Root, Err: err}
+		}
+		s.dirs = append(s.dirs, openFd{path: "", fd: fd})
+	}
+	for {
+		top := s.dirs[len(s.dirs)-1]
+		if top.path == dir {
+			return top.fd, nil
+		}
+		rest := dir
+		if top.path != "" {
+			rest = dir[len(top.path)+1:]
+		}
+		elem, _, _ := strings.Cut(rest, "/")
+		fd, err := unix.Openat(top.fd, elem, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: s.full(join(top.path, elem)), Err: err}
+		}
+		s.dirs = append(s.dirs, openFd{path: join(top.path, elem), fd: fd})
+	}
+}
+
+// at returns the parent descriptor and the name of path p; the root is
+// reached through its own descriptor and ".".
+func (s *DirSource) at(p string) (int, string, error) {
+	if p == "" {
+		fd, err := s.dirFd("")
+		return fd, ".", err
+	}
+	dir, name := "", p
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		dir, name = p[:i], p[i+1:]
+	}
+	fd, err := s.dirFd(dir)
+	return fd, name, err
 }
 
 func (s *DirSource) full(p string) string {
@@ -48,9 +130,14 @@ func (s *DirSource) full(p string) string {
 
 // Lstat implements Source.
 func (s *DirSource) Lstat(p string) (*SourceInfo, error) {
+	s.dropPending()
+	dfd, name, err := s.at(p)
+	if err != nil {
+		return nil, err
+	}
 	full := s.full(p)
 	var st unix.Stat_t
-	if err := unix.Lstat(full, &st); err != nil {
+	if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil, &os.PathError{Op: "lstat", Path: full, Err: err}
 	}
 	info := &SourceInfo{
@@ -70,11 +157,15 @@ func (s *DirSource) Lstat(p string) (*SourceInfo, error) {
 		info.Size = uint64(st.Size)
 	case unix.S_IFLNK:
 		info.Kind = KindSymlink
-		t, err := os.Readlink(full)
+		buf := make([]byte, maxNameLen+1)
+		n, err := unix.Readlinkat(dfd, name, buf)
 		if err != nil {
-			return nil, err
+			return nil, &os.PathError{Op: "readlink", Path: full, Err: err}
 		}
-		info.LinkTarget = t
+		if n > maxNameLen {
+			return nil, &os.PathError{Op: "readlink", Path: full, Err: unix.ENAMETOOLONG}
+		}
+		info.LinkTarget = string(buf[:n])
 	case unix.S_IFCHR, unix.S_IFBLK:
 		info.Kind = KindCharDev
 		if st.Mode&unix.S_IFMT == unix.S_IFBLK {
@@ -88,37 +179,33 @@ func (s *DirSource) Lstat(p string) (*SourceInfo, error) {
 	default:
 		return nil, fmt.Errorf("%s: unknown file type %o", full, st.Mode)
 	}
-	if info.Kind == KindDir || info.Kind == KindFile {
-		if !s.SkipXattrs {
-			if err := readXattrs(full, &info.Metadata); err != nil {
-				return nil, err
-			}
+	if (info.Kind != KindDir && info.Kind != KindFile) || (s.SkipXattrs && s.SkipFlags) {
+		return info, nil
+	}
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: full, Err: err}
+	}
+	var fst unix.Stat_t
+	if err := unix.Fstat(fd, &fst); err != nil || fst.Dev != st.Dev || fst.Ino != st.Ino {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "open", Path: full, Err: errors.New("file replaced while being read")}
+	}
+	if !s.SkipXattrs {
+		if err := readXattrs(fd, &info.Metadata); err != nil {
+			unix.Close(fd)
+			return nil, &os.PathError{Op: "read xattrs", Path: full, Err: err}
 		}
-		if !s.SkipFlags {
-			s.Close()
-			fd, err := unix.Open(full, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-			if err == nil {
-				info.Flags, info.QuotaProjID = readFileAttrs(fd)
-				var fst unix.Stat_t
-				if info.Kind == KindFile && unix.Fstat(fd, &fst) == nil && fst.Dev == st.Dev && fst.Ino == st.Ino {
-					s.pending, s.pendingPath = os.NewFile(uintptr(fd), full), p
-				} else {
-					unix.Close(fd)
-				}
-			}
-		}
+	}
+	if !s.SkipFlags {
+		info.Flags, info.QuotaProjID = readFileAttrs(fd)
+	}
+	if info.Kind == KindFile {
+		s.pending, s.pendingPath = os.NewFile(uintptr(fd), full), p
+	} else {
+		unix.Close(fd)
 	}
 	return info, nil
-}
-
-// Close releases a file Lstat kept open for Open.
-func (s *DirSource) Close() error {
-	if s.pending == nil {
-		return nil
-	}
-	err := s.pending.Close()
-	s.pending, s.pendingPath = nil, ""
-	return err
 }
 
 // readFileAttrs returns the PBS flags of an open file's chattr attributes (0
@@ -136,10 +223,10 @@ func readFileAttrs(fd int) (uint64, *uint64) {
 	return flags, projID
 }
 
-// listXattrs returns the xattr names of full in listxattr order.
-func listXattrs(full string) ([]string, error) {
+// listXattrs returns the xattr names of an open file in listxattr order.
+func listXattrs(fd int) ([]string, error) {
 	for range 8 {
-		n, err := unix.Llistxattr(full, nil)
+		n, err := unix.Flistxattr(fd, nil)
 		if err != nil || n == 0 {
 			if errors.Is(err, unix.ENOTSUP) {
 				err = nil
@@ -147,7 +234,7 @@ func listXattrs(full string) ([]string, error) {
 			return nil, err
 		}
 		buf := make([]byte, n)
-		n, err = unix.Llistxattr(full, buf)
+		n, err = unix.Flistxattr(fd, buf)
 		if errors.Is(err, unix.ERANGE) {
 			continue
 		}
@@ -165,10 +252,10 @@ func listXattrs(full string) ([]string, error) {
 	return nil, unix.ERANGE
 }
 
-// getXattr returns one xattr value, nil if it vanished.
-func getXattr(full, name string) ([]byte, error) {
+// getXattr returns one xattr value of an open file, nil if it vanished.
+func getXattr(fd int, name string) ([]byte, error) {
 	for range 8 {
-		n, err := unix.Lgetxattr(full, name, nil)
+		n, err := unix.Fgetxattr(fd, name, nil)
 		if err != nil {
 			if errors.Is(err, unix.ENODATA) {
 				return nil, nil
@@ -176,7 +263,7 @@ func getXattr(full, name string) ([]byte, error) {
 			return nil, err
 		}
 		buf := make([]byte, n)
-		n, err = unix.Lgetxattr(full, name, buf)
+		n, err = unix.Fgetxattr(fd, name, buf)
 		if errors.Is(err, unix.ERANGE) {
 			continue
 		}
@@ -193,10 +280,10 @@ func getXattr(full, name string) ([]byte, error) {
 
 // readXattrs fills the xattrs, fcaps and ACLs of md as the PBS client does
 // (spec §5.13, §5.14).
-func readXattrs(full string, md *Metadata) error {
-	names, err := listXattrs(full)
+func readXattrs(fd int, md *Metadata) error {
+	names, err := listXattrs(fd)
 	if err != nil {
-		return &os.PathError{Op: "listxattr", Path: full, Err: err}
+		return fmt.Errorf("listxattr: %w", err)
 	}
 	for _, name := range names {
 		isACL := name == aclXattrAccess || name == aclXattrDefault
@@ -205,9 +292,9 @@ func readXattrs(full string, md *Metadata) error {
 		if !keep {
 			continue
 		}
-		v, err := getXattr(full, name)
+		v, err := getXattr(fd, name)
 		if err != nil {
-			return &os.PathError{Op: "getxattr " + name, Path: full, Err: err}
+			return fmt.Errorf("getxattr %s: %w", name, err)
 		}
 		if v == nil {
 			continue
@@ -217,7 +304,7 @@ func readXattrs(full string, md *Metadata) error {
 			md.FCaps = v
 		case isACL:
 			if err := parseACLXattr(v, name == aclXattrDefault, &md.ACL); err != nil {
-				return fmt.Errorf("%s: %w", full, err)
+				return err
 			}
 		default:
 			md.Xattrs = append(md.Xattrs, Xattr{Name: name, Value: v})
@@ -228,10 +315,18 @@ func readXattrs(full string, md *Metadata) error {
 
 // ReadDirNames implements Source.
 func (s *DirSource) ReadDirNames(p string) ([]string, error) {
-	f, err := os.Open(s.full(p))
+	s.dropPending()
+	fd, err := s.dirFd(p)
 	if err != nil {
 		return nil, err
 	}
+	// Read through a fresh descriptor of the same directory, so that the
+	// kept one is not consumed.
+	rfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: s.full(p), Err: err}
+	}
+	f := os.NewFile(uintptr(rfd), s.full(p))
 	defer f.Close()
 	return f.Readdirnames(-1)
 }
@@ -243,5 +338,14 @@ func (s *DirSource) Open(p string) (io.ReadCloser, error) {
 		s.pending, s.pendingPath = nil, ""
 		return f, nil
 	}
-	return os.OpenFile(s.full(p), os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	s.dropPending()
+	dfd, name, err := s.at(p)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: s.full(p), Err: err}
+	}
+	return os.NewFile(uintptr(fd), s.full(p)), nil
 }

@@ -147,6 +147,7 @@ type diskEntry struct {
 func readDisk(t *testing.T, root string) map[string]diskEntry {
 	t.Helper()
 	src := &DirSource{Root: root}
+	defer src.Close()
 	out := map[string]diskEntry{}
 	firstPath := map[[2]uint64]string{}
 	var walk func(p string)
@@ -440,4 +441,93 @@ func TestExtractSubpath(t *testing.T) {
 	if err := Extract(context.Background(), a, "sub", dst, ExtractOptions{Overwrite: true}); err != nil {
 		t.Errorf("overwrite: %v", err)
 	}
+}
+
+// swapSource swaps a directory for a symlink to another place right
+// before the directory is listed, forcing the race a backup of a live
+// tree can meet.
+type swapSource struct {
+	*DirSource
+	dir, outside string
+}
+
+func (s *swapSource) ReadDirNames(p string) ([]string, error) {
+	if p == s.dir {
+		full := filepath.Join(s.Root, p)
+		if err := os.Rename(full, full+".old"); err != nil {
+			return nil, err
+		}
+		if err := os.Symlink(s.outside, full); err != nil {
+			return nil, err
+		}
+	}
+	return s.DirSource.ReadDirNames(p)
+}
+
+// TestDirSourceSwapRace checks that a directory replaced by a symlink
+// between its stat and its listing does not lead the backup outside the
+// tree: the directory is reported and skipped.
+func TestDirSourceSwapRace(t *testing.T) {
+	root, outside := t.TempDir(), t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "sub/inner"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := &swapSource{DirSource: &DirSource{Root: root}, dir: "sub/inner", outside: outside}
+	defer src.Close()
+	var reported []string
+	var meta bytes.Buffer
+	err := Create(context.Background(), src, NewWriter(&meta, nil), CreateOptions{OnError: func(p string, err error) error {
+		reported = append(reported, p)
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(reported, []string{"sub/inner"}) {
+		t.Errorf("reported %q, want [sub/inner]", reported)
+	}
+	if bytes.Contains(meta.Bytes(), []byte("secret")) {
+		t.Error("the archive holds a file from outside the tree")
+	}
+}
+
+// TestCreateOnError checks that an unreadable file is reported and
+// skipped, and that the backup goes on.
+func TestCreateOnError(t *testing.T) {
+	tree := basicTree()
+	tree["b"] = &memNode{info: SourceInfo{Kind: KindFile, Size: 1, Metadata: Metadata{Mode: 0o100644}}}
+	tree["c"] = &memNode{info: SourceInfo{Kind: KindFile, Size: 1, Metadata: Metadata{Mode: 0o100644}}, content: []byte("c")}
+	src := &failOpen{memSource: tree, fail: "b"}
+	var reported []string
+	var meta bytes.Buffer
+	err := Create(context.Background(), src, NewWriter(&meta, nil), CreateOptions{OnError: func(p string, err error) error {
+		reported = append(reported, p)
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readArchive(t, meta.Bytes(), nil)
+	if _, ok := got["/b"]; ok || len(got) != 3 || !slices.Equal(reported, []string{"b"}) {
+		t.Errorf("archive %v, reported %q", got, reported)
+	}
+	// Without OnError the first failure aborts.
+	if err := Create(context.Background(), src, NewWriter(io.Discard, nil), CreateOptions{}); !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("got %v, want ErrPermission", err)
+	}
+}
+
+type failOpen struct {
+	memSource
+	fail string
+}
+
+func (f *failOpen) Open(p string) (io.ReadCloser, error) {
+	if p == f.fail {
+		return nil, fs.ErrPermission
+	}
+	return f.memSource.Open(p)
 }
