@@ -19,7 +19,7 @@ package catalog
 import "errors"
 
 // Magic is the 8-byte file magic: sha256("Proxmox Backup Catalog file v1.0")[0:8] (§10.3).
-var Magic = [8]byte{0x91, 0xfd, 0x60, 0xf9, 0xc4, 0x67, 0x58, 0xd5}
+const Magic = "\x91\xfd\x60\xf9\xc4\x67\x58\xd5"
 
 // Entry types (§10.3).
 const (

@@ -40,7 +40,7 @@ func NewReader(r io.ReaderAt, size int64) (*Reader, error) {
 	if err := readFull(r, m[:], 0); err != nil {
 		return nil, err
 	}
-	if m != Magic {
+	if string(m[:]) != Magic {
 		return nil, fmt.Errorf("bad magic %x: %w", m, ErrCorrupt)
 	}
 	var b [8]byte

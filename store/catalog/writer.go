@@ -36,7 +36,7 @@ type Writer struct {
 // snapshot root.
 func NewWriter(w io.Writer) (*Writer, error) {
 	cw := &Writer{w: w, stack: []openDir{{}}}
-	if err := cw.write(Magic[:]); err != nil {
+	if err := cw.write([]byte(Magic)); err != nil {
 		return nil, err
 	}
 	return cw, nil
