@@ -28,6 +28,9 @@ type DirSource struct {
 	SkipXattrs bool
 	// SkipFlags leaves out chattr flags and quota project ids.
 	SkipFlags bool
+	// OneFileSystem stops at mount points, as the PBS client does by
+	// default: a directory on another device than Root is archived empty.
+	OneFileSystem bool
 
 	// dirs is the chain of open directories from the root down to the
 	// directory last used, with their paths ("" is the root).
@@ -328,6 +331,18 @@ func (s *DirSource) ReadDirNames(p string) ([]string, error) {
 	}
 	f := os.NewFile(uintptr(rfd), s.full(p))
 	defer f.Close()
+	if s.OneFileSystem && p != "" {
+		var st, root unix.Stat_t
+		if err := unix.Fstat(rfd, &st); err != nil {
+			return nil, &os.PathError{Op: "stat", Path: s.full(p), Err: err}
+		}
+		if err := unix.Fstat(s.dirs[0].fd, &root); err != nil {
+			return nil, &os.PathError{Op: "stat", Path: s.Root, Err: err}
+		}
+		if st.Dev != root.Dev {
+			return nil, nil
+		}
+	}
 	return f.Readdirnames(-1)
 }
 

@@ -531,3 +531,42 @@ func (f *failOpen) Open(p string) (io.ReadCloser, error) {
 	}
 	return f.memSource.Open(p)
 }
+
+// TestOneFileSystem archives /dev, where /dev/shm is a mount point: with
+// OneFileSystem the mount point is kept, empty.
+func TestOneFileSystem(t *testing.T) {
+	var dev, shm unix.Stat_t
+	if unix.Stat("/dev", &dev) != nil || unix.Stat("/dev/shm", &shm) != nil || dev.Dev == shm.Dev {
+		t.Skip("no mount point at /dev/shm")
+	}
+	f, err := os.CreateTemp("/dev/shm", "pxar-test-")
+	if err != nil {
+		t.Skip(err)
+	}
+	f.Close()
+	t.Cleanup(func() { os.Remove(f.Name()) })
+	for _, one := range []bool{true, false} {
+		var meta bytes.Buffer
+		src := &DirSource{Root: "/dev", OneFileSystem: one, SkipXattrs: true, SkipFlags: true}
+		err := Create(context.Background(), src, NewWriter(&meta, nil), CreateOptions{OnError: func(string, error) error { return nil }})
+		src.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := Open(bytes.NewReader(meta.Bytes()), int64(meta.Len()), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := a.Lookup("shm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := a.OpenDir(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if one && r.Len() != 0 || !one && r.Len() == 0 {
+			t.Errorf("OneFileSystem=%v: shm has %d entries", one, r.Len())
+		}
+	}
+}

@@ -60,6 +60,9 @@ func (m memSource) Open(p string) (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(n.content)), nil
 }
 
+// catalog.Writer is what the encoder feeds.
+var _ CatalogWriter = (*catalog.Writer)(nil)
+
 // basicTree is the tree of spec §12 (basic.manifest.json).
 func basicTree() memSource {
 	return memSource{
