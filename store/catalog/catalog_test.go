@@ -101,8 +101,17 @@ func dumpCatalog(r *Reader) (dump, error) {
 	return d, err
 }
 
+// TestReadDumps reads every catalog to its *.pcat1.dump.json: the
+// committed ones, and those in the directories listed in
+// PBSFS_PXAR_REFDATA (colon-separated), such as a larger reference corpus.
 func TestReadDumps(t *testing.T) {
 	files, _ := filepath.Glob("testdata/*.pcat1")
+	if env := os.Getenv("PBSFS_PXAR_REFDATA"); env != "" {
+		for _, dir := range strings.Split(env, ":") {
+			more, _ := filepath.Glob(filepath.Join(dir, "*.pcat1"))
+			files = append(files, more...)
+		}
+	}
 	if len(files) == 0 {
 		t.Fatal("no catalogs")
 	}
