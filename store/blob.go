@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"runtime"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -73,7 +74,7 @@ type Codec struct {
 func NewCodec() *Codec {
 	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
 		zstd.WithZeroFrames(true))
 	if err != nil {
 		panic(err) // only fails on invalid options

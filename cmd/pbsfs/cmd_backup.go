@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pbsfs/pbsfs/store"
+	"github.com/spf13/pflag"
+)
+
+// backupCmd makes a snapshot, like proxmox-backup-client backup.
+type backupCmd struct {
+	ns         string
+	typ        string
+	id         string
+	time       string
+	owner      string
+	split      bool
+	noProgress bool
+}
+
+func (c *backupCmd) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.ns, "ns", "", "namespace (created if missing)")
+	fs.StringVar(&c.typ, "type", "host", "backup type: host, vm or ct")
+	fs.StringVar(&c.id, "id", "", "backup id, e.g. 100 or the host name (default: this host's name)")
+	fs.StringVar(&c.time, "time", "", "backup time, RFC 3339 or Unix seconds (default: now)")
+	fs.StringVar(&c.owner, "owner", store.DefaultOwner, "owner recorded for a new group")
+	fs.BoolVar(&c.split, "split", false, "write pxar archives split into .mpxar and .ppxar")
+	fs.BoolVar(&c.noProgress, "no-progress", false, "never show progress")
+}
+
+// archiveSpec is one NAME.TYPE:PATH argument.
+type archiveSpec struct {
+	name string // "drive-scsi0.img", "qemu-server.conf", "root.pxar"
+	kind string // img, conf, log, pxar
+	path string
+}
+
+func parseArchiveSpec(arg string) (archiveSpec, error) {
+	name, p, ok := strings.Cut(arg, ":")
+	if !ok || name == "" || p == "" {
+		return archiveSpec{}, usagef("archive %q: want NAME.TYPE:PATH, e.g. drive-scsi0.img:/dev/sda", arg)
+	}
+	dot := strings.LastIndexByte(name, '.')
+	if dot <= 0 {
+		return archiveSpec{}, usagef("archive %q: name needs a type suffix .img, .conf, .log or .pxar", arg)
+	}
+	spec := archiveSpec{name: name, kind: name[dot+1:], path: p}
+	switch spec.kind {
+	case "img", "conf", "log", "pxar":
+	default:
+		return archiveSpec{}, usagef("archive %q: unknown type %q (want img, conf, log or pxar)", arg, spec.kind)
+	}
+	return spec, nil
+}
+
+func parseBackupTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Now().Truncate(time.Second), nil
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.Unix(n, 0), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, usagef("--time %q: want RFC 3339 (2026-11-20T10:00:00Z) or Unix seconds", s)
+	}
+	return t, nil
+}
+
+func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
+	if len(args) == 0 {
+		return usagef("no ARCHIVE given")
+	}
+	var specs []archiveSpec
+	for _, a := range args {
+		spec, err := parseArchiveSpec(a)
+		if err != nil {
+			return err
+		}
+		if spec.kind == "pxar" {
+			return fmt.Errorf("archive %s: pxar archives are not supported yet", spec.name)
+		}
+		specs = append(specs, spec)
+	}
+	if c.id == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return usagef("no --id and no host name: %v", err)
+		}
+		c.id = h
+	}
+	ns, err := store.ParseNamespace(c.ns)
+	if err != nil {
+		return usageError{err}
+	}
+	g := store.GroupRef{NS: ns, Type: c.typ, ID: c.id}
+	if err := g.Validate(); err != nil {
+		return usageError{err}
+	}
+	t, err := parseBackupTime(c.time)
+	if err != nil {
+		return err
+	}
+	s, err := e.openStore()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if ns != "" {
+		if err := s.CreateNamespace(ns); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	b, err := s.StartBackup(ctx, g, t, store.BackupOptions{Owner: c.owner})
+	if err != nil {
+		return err
+	}
+	prog := startProgress(e.stderr, !c.noProgress, func() string {
+		return fmt.Sprintf("%s read, %d new chunks, %d reused", humanBytes(uint64(b.Stats.BytesRead.Load())),
+			b.Stats.NewChunks.Load(), b.Stats.ReusedChunks.Load())
+	})
+	err = c.addArchives(ctx, b, specs)
+	prog.stop()
+	if err != nil {
+		b.Abort()
+		return err
+	}
+	if err := b.Finish(); err != nil {
+		return err
+	}
+	el := time.Since(start)
+	read := b.Stats.BytesRead.Load()
+	fmt.Fprintf(e.stdout, "snapshot %s\n", b.Ref())
+	fmt.Fprintf(e.stdout, "read %s, %d new chunks, %d reused, wrote %s in %s (%s/s)\n",
+		humanBytes(uint64(read)), b.Stats.NewChunks.Load(), b.Stats.ReusedChunks.Load(),
+		humanBytes(uint64(b.Stats.BytesWritten.Load())), el.Round(time.Millisecond),
+		humanBytes(uint64(float64(read)/max(el.Seconds(), 1e-9))))
+	return nil
+}
+
+func (c *backupCmd) addArchives(ctx context.Context, b *store.Backup, specs []archiveSpec) error {
+	for _, spec := range specs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		switch spec.kind {
+		case "img":
+			if err := addImage(ctx, b, spec); err != nil {
+				return err
+			}
+		case "conf", "log":
+			data, err := os.ReadFile(spec.path)
+			if err != nil {
+				return fmt.Errorf("archive %s: %w", spec.name, err)
+			}
+			if err := b.AddBlob(spec.name, data); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// addImage backs up a regular file or block device as a fixed index.
+func addImage(ctx context.Context, b *store.Backup, spec archiveSpec) error {
+	f, err := os.Open(spec.path)
+	if err != nil {
+		return fmt.Errorf("archive %s: %w", spec.name, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	switch {
+	case st.Mode().IsRegular():
+	case st.Mode()&os.ModeDevice != 0:
+		if size, err = f.Seek(0, io.SeekEnd); err == nil {
+			_, err = f.Seek(0, io.SeekStart)
+		}
+		if err != nil {
+			return fmt.Errorf("archive %s: size of %s: %w", spec.name, spec.path, err)
+		}
+	default:
+		return fmt.Errorf("archive %s: %s is neither a file nor a block device", spec.name, spec.path)
+	}
+	err = b.AddImage(ctx, spec.name, f, uint64(size))
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("archive %s: %s shrank while it was read: %w", spec.name, spec.path, err)
+	}
+	return err
+}

@@ -1,0 +1,167 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+)
+
+// LoadManifest reads and parses the manifest of snapshot ref. Errors name
+// the file.
+func (s *Store) LoadManifest(ref SnapshotRef) (*Manifest, error) {
+	p := path.Join(ref.Dir(), ManifestName)
+	data, err := s.readBlobFile(p)
+	if err != nil {
+		return nil, err
+	}
+	m, err := ParseManifest(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Path(p), err)
+	}
+	return m, nil
+}
+
+func (s *Store) readBlobFile(rel string) ([]byte, error) {
+	b, err := os.ReadFile(s.Path(rel))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", s.Path(rel), ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	data, err := s.codec.Decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Path(rel), err)
+	}
+	return data, nil
+}
+
+// ReadBlob returns the decoded content of blob archive name (with its
+// .blob suffix) of snapshot ref.
+func (s *Store) ReadBlob(ref SnapshotRef, name string) ([]byte, error) {
+	if KindOf(name) != KindBlob {
+		return nil, fmt.Errorf("%s: not a blob: %w", name, ErrInvalidName)
+	}
+	return s.readBlobFile(path.Join(ref.Dir(), name))
+}
+
+// OpenIndex opens index archive name (with its .fidx or .didx suffix) of
+// snapshot ref.
+func (s *Store) OpenIndex(ref SnapshotRef, name string) (Index, error) {
+	if err := validArchiveName(name); err != nil {
+		return nil, err
+	}
+	idx, err := OpenIndex(s.Path(path.Join(ref.Dir(), name)))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s/%s: %w", ref, name, ErrNotFound)
+	}
+	return idx, err
+}
+
+// ResolveArchive maps a user's archive name to a file of the snapshot: an
+// exact file name, or a name without its .fidx/.didx/.blob suffix
+// ("drive-scsi0.img", "root.pxar", "qemu-server.conf").
+func (s *Store) ResolveArchive(si SnapshotInfo, name string) (string, error) {
+	if si.HasFile(name) {
+		return name, nil
+	}
+	for _, ext := range []string{".fidx", ".didx", ".blob"} {
+		if si.HasFile(name + ext) {
+			return name + ext, nil
+		}
+	}
+	return "", fmt.Errorf("snapshot %s has no archive %q (has %s): %w", si.Ref, name, strings.Join(si.Files, ", "), ErrNotFound)
+}
+
+// Archive gives random access to the decoded bytes of an index archive.
+// It is safe for concurrent use.
+type Archive struct {
+	s   *Store
+	idx Index
+	ctx context.Context
+}
+
+// NewArchive returns random access over the archive idx describes.
+// ctx bounds the chunk loads of the ReadAt method.
+func (s *Store) NewArchive(ctx context.Context, idx Index) *Archive {
+	return &Archive{s: s, idx: idx, ctx: ctx}
+}
+
+// OpenArchive opens index archive name of snapshot ref for reading.
+func (s *Store) OpenArchive(ctx context.Context, ref SnapshotRef, name string) (*Archive, error) {
+	idx, err := s.OpenIndex(ref, name)
+	if err != nil {
+		return nil, err
+	}
+	return s.NewArchive(ctx, idx), nil
+}
+
+// Index returns the archive's index.
+func (a *Archive) Index() Index { return a.idx }
+
+// Size returns the archive size.
+func (a *Archive) Size() int64 { return int64(a.idx.Size()) }
+
+// ReadAt reads decoded archive bytes at off, loading chunks through the
+// store's cache. A missing or corrupt chunk is an error naming its digest.
+func (a *Archive) ReadAt(p []byte, off int64) (int, error) {
+	return a.ReadAtContext(a.ctx, p, off)
+}
+
+// ReadAtContext is ReadAt with its own context.
+func (a *Archive) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("negative offset %d", off)
+	}
+	size := a.idx.Size()
+	n := 0
+	for n < len(p) {
+		pos := uint64(off) + uint64(n)
+		if pos >= size {
+			return n, io.EOF
+		}
+		i, in, err := a.idx.Locate(pos)
+		if err != nil {
+			return n, err
+		}
+		d, start, end := a.idx.Chunk(i)
+		data, err := a.s.ReadChunk(ctx, d)
+		if err != nil {
+			return n, err
+		}
+		if uint64(len(data)) != end-start {
+			return n, fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), end-start, ErrCorrupt)
+		}
+		n += copy(p[n:], data[in:])
+	}
+	return n, nil
+}
+
+// Reader returns an io.ReadSeeker over the whole archive.
+func (a *Archive) Reader() *io.SectionReader { return io.NewSectionReader(a, 0, a.Size()) }
+
+// WriteTo streams the whole archive to w, chunk by chunk.
+func (a *Archive) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for i := range a.idx.Len() {
+		d, start, end := a.idx.Chunk(i)
+		data, err := a.s.ReadChunk(a.ctx, d)
+		if err != nil {
+			return total, err
+		}
+		if uint64(len(data)) != end-start {
+			return total, fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), end-start, ErrCorrupt)
+		}
+		n, err := w.Write(data)
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}

@@ -1,0 +1,588 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pbsfs/pbsfs/store/lock"
+)
+
+// DefaultOwner is the owner written for new groups.
+const DefaultOwner = "root@pam"
+
+// BackupOptions configure a backup session.
+type BackupOptions struct {
+	// Owner is the Authid recorded for a new group (DefaultOwner if empty).
+	Owner string
+	// Workers is the number of goroutines hashing and compressing chunks
+	// (GOMAXPROCS if zero).
+	Workers int
+}
+
+// BackupStats counts the work of a backup session. It is updated while the
+// session runs and may be read concurrently.
+type BackupStats struct {
+	BytesRead    atomic.Int64 // archive bytes read from the source
+	NewChunks    atomic.Int64 // chunks written to the store
+	ReusedChunks atomic.Int64 // chunks already present (touched, not written)
+	BytesWritten atomic.Int64 // encoded bytes written: chunks, indexes, blobs
+	ChunkBytes   atomic.Int64 // plain bytes of new chunks
+}
+
+// Backup is a running backup session: one new snapshot of one group
+// (§5.4). It holds the group lock, an exclusive lock on the new snapshot,
+// a shared lock on the previous finished snapshot (the base) and the
+// shared process lock until Finish or Abort.
+type Backup struct {
+	s       *Store
+	ref     SnapshotRef
+	opts    BackupOptions
+	base    *SnapshotInfo
+	files   []FileInfo
+	started time.Time
+	Stats   BackupStats
+
+	release []func() error // undone in reverse order
+	done    bool
+}
+
+// WritersDir is the directory where pbsfs writers register themselves for
+// cross-process collectors (design/gc-safety.md, hazard 1).
+func (s *Store) WritersDir() string {
+	return filepath.Join(s.rtDir, "pbsfs", s.name, "writers")
+}
+
+// StartBackup begins a backup of group g at backup time t (whole seconds,
+// later than every finished snapshot of the group).
+func (s *Store) StartBackup(ctx context.Context, g GroupRef, t time.Time, opts BackupOptions) (*Backup, error) {
+	if err := g.Validate(); err != nil {
+		return nil, err
+	}
+	t = t.UTC().Truncate(time.Second)
+	if t.Unix() < 1 {
+		return nil, fmt.Errorf("backup time %v: %w", t, ErrInvalidName)
+	}
+	if opts.Owner == "" {
+		opts.Owner = DefaultOwner
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	b := &Backup{s: s, ref: SnapshotRef{Group: g, Time: t}, opts: opts, started: time.Now()}
+	if err := b.start(ctx); err != nil {
+		b.unlock()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Backup) start(ctx context.Context) error {
+	s, g, ns := b.s, b.ref.Group, b.ref.Group.NS.Components()
+	if err := os.MkdirAll(s.Path(path.Join(g.NS.Dir(), g.Type)), 0o755); err != nil {
+		return fmt.Errorf("backup %s: %w", b.ref, err)
+	}
+	if err := os.Mkdir(s.Path(g.Dir()), 0o755); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("backup %s: %w", b.ref, err)
+	}
+	gl, err := s.locks.LockGroup(ns, g.Type, g.ID, true)
+	if err != nil {
+		return fmt.Errorf("backup group %s: %w", g, err)
+	}
+	b.release = append(b.release, gl.Unlock)
+	if err := s.ensureOwner(g, b.opts.Owner); err != nil {
+		return err
+	}
+	base, ok, err := s.LastFinished(g)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if !base.Ref.Time.Before(b.ref.Time) {
+			return fmt.Errorf("backup time %s is not after the last snapshot %s: %w", b.ref.TimeString(), base.Ref.TimeString(), ErrExists)
+		}
+		if m, err := s.LoadManifest(base.Ref); err == nil {
+			if v, ok := m.Verify(); !ok || v.State != "failed" {
+				bl, err := s.locks.LockSnapshot(ns, g.Type, g.ID, base.Ref.TimeString(), false)
+				if err != nil {
+					return fmt.Errorf("base snapshot %s: %w", base.Ref, err)
+				}
+				b.release = append(b.release, bl.Unlock)
+				b.base = &base
+			}
+		}
+	}
+	reg, err := lock.RegisterWriter(s.WritersDir())
+	if err != nil {
+		return fmt.Errorf("register writer: %w", err)
+	}
+	b.release = append(b.release, reg.Release)
+	guard, err := s.plock.Shared()
+	if err != nil {
+		return fmt.Errorf("datastore %s: %w", s.root, err)
+	}
+	b.release = append(b.release, guard.Release)
+	sl, err := s.locks.LockSnapshot(ns, g.Type, g.ID, b.ref.TimeString(), true)
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", b.ref, err)
+	}
+	b.release = append(b.release, sl.Unlock)
+	if err := os.Mkdir(s.Path(b.ref.Dir()), 0o755); err != nil {
+		if os.IsExist(err) {
+			return fmt.Errorf("snapshot %s: %w", b.ref, ErrExists)
+		}
+		return fmt.Errorf("snapshot %s: %w", b.ref, err)
+	}
+	return nil
+}
+
+// ensureOwner writes the owner file of a new group (create-new).
+func (s *Store) ensureOwner(g GroupRef, owner string) error {
+	p := s.Path(path.Join(g.Dir(), OwnerName))
+	if ok, err := exists(p); err != nil || ok {
+		return err
+	}
+	return WriteFileAtomic(p, []byte(owner+"\n"), 0o644)
+}
+
+func (b *Backup) unlock() {
+	for i := len(b.release) - 1; i >= 0; i-- {
+		if err := b.release[i](); err != nil {
+			b.s.log.Warn("release lock", "snapshot", b.ref.String(), "err", err)
+		}
+	}
+	b.release = nil
+}
+
+// Ref returns the snapshot being written.
+func (b *Backup) Ref() SnapshotRef { return b.ref }
+
+// Base returns the previous finished snapshot the session holds, if any.
+func (b *Backup) Base() (SnapshotInfo, bool) {
+	if b.base == nil {
+		return SnapshotInfo{}, false
+	}
+	return *b.base, true
+}
+
+func (b *Backup) archivePath(file string) (string, error) {
+	if err := validArchiveName(file); err != nil {
+		return "", err
+	}
+	if file == ManifestName || file == ClientLogName {
+		return "", fmt.Errorf("archive name %q is reserved: %w", file, ErrInvalidName)
+	}
+	for _, f := range b.files {
+		if f.Filename == file {
+			return "", fmt.Errorf("archive %s written twice: %w", file, ErrExists)
+		}
+	}
+	return b.s.Path(path.Join(b.ref.Dir(), file)), nil
+}
+
+// AddBlob stores data as blob archive name (".blob" is appended), e.g.
+// "qemu-server.conf".
+func (b *Backup) AddBlob(name string, data []byte) error {
+	file := name + ".blob"
+	p, err := b.archivePath(file)
+	if err != nil {
+		return err
+	}
+	blob, err := b.s.codec.Encode(data, true)
+	if err != nil {
+		return fmt.Errorf("blob %s: %w", name, err)
+	}
+	if err := WriteFileAtomic(p, blob, 0o644); err != nil {
+		return err
+	}
+	sum := sha256.Sum256(blob)
+	b.files = append(b.files, FileInfo{Filename: file, CryptMode: CryptNone, Size: uint64(len(blob)), Csum: hex.EncodeToString(sum[:])})
+	b.Stats.BytesRead.Add(int64(len(data)))
+	b.Stats.BytesWritten.Add(int64(len(blob)))
+	return nil
+}
+
+// AddImage stores the size bytes read from r as fixed-index archive name
+// (".fidx" is appended), e.g. "drive-scsi0.img", in 4 MiB chunks.
+func (b *Backup) AddImage(ctx context.Context, name string, r io.Reader, size uint64) error {
+	file := name + ".fidx"
+	p, err := b.archivePath(file)
+	if err != nil {
+		return err
+	}
+	w, err := CreateFixedIndex(p, size, FixedChunkSize)
+	if err != nil {
+		return err
+	}
+	up := b.newUploader(ctx, func(c chunkRef) error { return w.Add(c.end, c.length, c.digest) })
+	var off uint64
+	for off < size {
+		n := min(uint64(FixedChunkSize), size-off)
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			up.abort(err)
+			break
+		}
+		off += n
+		b.Stats.BytesRead.Add(int64(n))
+		if !up.submit(buf, off) {
+			break
+		}
+	}
+	if err := up.wait(); err != nil {
+		w.Abort()
+		return fmt.Errorf("image %s: %w", name, err)
+	}
+	if off == size {
+		var extra [1]byte
+		if n, _ := r.Read(extra[:]); n > 0 {
+			w.Abort()
+			return fmt.Errorf("image %s: source is longer than %d bytes", name, size)
+		}
+	}
+	csum, err := w.Close()
+	if err != nil {
+		return err
+	}
+	b.Stats.BytesWritten.Add(int64(indexHeaderSize + 32*len(w.digests)))
+	b.files = append(b.files, FileInfo{Filename: file, CryptMode: CryptNone, Size: size, Csum: hex.EncodeToString(csum[:])})
+	return nil
+}
+
+// StreamWriter cuts a stream into content-defined chunks as it is written
+// and records them in a dynamic index. Close finishes the archive.
+type StreamWriter struct {
+	b      *Backup
+	name   string
+	file   string
+	w      *DynamicIndexWriter
+	ch     *Chunker
+	up     *uploader
+	buf    []byte
+	off    uint64
+	closed bool
+}
+
+// CreateStream starts dynamic-index archive name (".didx" is appended),
+// e.g. "root.pxar", chunked with average chunk size avg.
+func (b *Backup) CreateStream(ctx context.Context, name string, avg int) (*StreamWriter, error) {
+	file := name + ".didx"
+	p, err := b.archivePath(file)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := NewChunker(avg)
+	if err != nil {
+		return nil, err
+	}
+	w, err := CreateDynamicIndex(p)
+	if err != nil {
+		return nil, err
+	}
+	sw := &StreamWriter{b: b, name: name, file: file, w: w, ch: ch}
+	var pending []chunkRef
+	sw.up = b.newUploader(ctx, func(c chunkRef) error {
+		pending = append(pending, c)
+		return nil
+	})
+	sw.up.ordered = func() error {
+		slices.SortFunc(pending, func(a, b chunkRef) int { return cmp.Compare(a.end, b.end) })
+		for _, c := range pending {
+			if err := w.Append(c.end, c.digest); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// Reserve the placeholder so the manifest lists it in write order.
+	b.files = append(b.files, FileInfo{Filename: file, CryptMode: CryptNone})
+	return sw, nil
+}
+
+// Write feeds stream bytes to the chunker.
+func (sw *StreamWriter) Write(p []byte) (int, error) {
+	if sw.closed {
+		return 0, fmt.Errorf("stream %s: write after close", sw.name)
+	}
+	total := len(p)
+	for len(p) > 0 {
+		n, cut := sw.ch.Scan(p)
+		sw.buf = append(sw.buf, p[:n]...)
+		p = p[n:]
+		if cut {
+			if err := sw.emit(); err != nil {
+				return total - len(p), err
+			}
+		}
+	}
+	sw.b.Stats.BytesRead.Add(int64(total))
+	return total, nil
+}
+
+func (sw *StreamWriter) emit() error {
+	sw.off += uint64(len(sw.buf))
+	if !sw.up.submit(sw.buf, sw.off) {
+		return sw.up.wait()
+	}
+	sw.buf = make([]byte, 0, cap(sw.buf))
+	return nil
+}
+
+// Close flushes the last chunk, waits for every upload and writes the
+// index. It returns the archive size.
+func (sw *StreamWriter) Close() (uint64, error) {
+	if sw.closed {
+		return 0, fmt.Errorf("stream %s: closed twice", sw.name)
+	}
+	sw.closed = true
+	if len(sw.buf) > 0 {
+		sw.emit()
+	}
+	err := sw.up.wait()
+	if err == nil {
+		err = sw.up.ordered()
+	}
+	if err != nil {
+		sw.w.Abort()
+		sw.b.dropFile(sw.file)
+		return 0, fmt.Errorf("stream %s: %w", sw.name, err)
+	}
+	csum, err := sw.w.Close()
+	if err != nil {
+		sw.b.dropFile(sw.file)
+		return 0, err
+	}
+	sw.b.Stats.BytesWritten.Add(int64(indexHeaderSize + dynamicEntrySize*sw.w.n))
+	for i := range sw.b.files {
+		if sw.b.files[i].Filename == sw.file {
+			sw.b.files[i].Size = sw.off
+			sw.b.files[i].Csum = hex.EncodeToString(csum[:])
+		}
+	}
+	return sw.off, nil
+}
+
+// Abort drops the stream and its temporary index.
+func (sw *StreamWriter) Abort() {
+	if !sw.closed {
+		sw.closed = true
+		sw.up.abort(errors.New("aborted"))
+		sw.up.wait()
+		sw.w.Abort()
+		sw.b.dropFile(sw.file)
+	}
+}
+
+func (b *Backup) dropFile(file string) {
+	for i, f := range b.files {
+		if f.Filename == file {
+			b.files = append(b.files[:i], b.files[i+1:]...)
+			return
+		}
+	}
+}
+
+// AddStream stores everything read from r as dynamic-index archive name.
+func (b *Backup) AddStream(ctx context.Context, name string, r io.Reader, avg int) error {
+	sw, err := b.CreateStream(ctx, name, avg)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(sw, r); err != nil {
+		sw.Abort()
+		return fmt.Errorf("stream %s: %w", name, err)
+	}
+	_, err = sw.Close()
+	return err
+}
+
+// Finish writes the manifest, which marks the snapshot finished, and
+// releases the session's locks. At least one archive must exist.
+func (b *Backup) Finish() error {
+	if b.done {
+		return errors.New("backup already finished")
+	}
+	defer b.unlock()
+	b.done = true
+	for _, f := range b.files {
+		if f.Csum == "" {
+			b.abortFiles()
+			return fmt.Errorf("backup %s: archive %s was not closed", b.ref, f.Filename)
+		}
+	}
+	if len(b.files) == 0 {
+		b.abortFiles()
+		return fmt.Errorf("backup %s: no archive written", b.ref)
+	}
+	if b.base != nil {
+		if ok, _ := exists(b.s.Path(b.base.Ref.Dir())); !ok {
+			b.abortFiles()
+			return fmt.Errorf("backup %s: base snapshot %s vanished", b.ref, b.base.Ref)
+		}
+	}
+	m := &Manifest{BackupType: b.ref.Group.Type, BackupID: b.ref.Group.ID, BackupTime: b.ref.Time.Unix(), Files: b.files}
+	m.SetUnprotected("chunk_upload_stats", map[string]int64{
+		"count":           b.Stats.NewChunks.Load(),
+		"size":            b.Stats.ChunkBytes.Load(),
+		"compressed_size": b.Stats.BytesWritten.Load(),
+		"duplicates":      b.Stats.ReusedChunks.Load(),
+	})
+	if err := b.s.writeManifest(b.ref, m); err != nil {
+		b.abortFiles()
+		return err
+	}
+	return nil
+}
+
+// writeManifest stores m as the snapshot's index.json.blob, atomically.
+func (s *Store) writeManifest(ref SnapshotRef, m *Manifest) error {
+	js, err := m.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	blob, err := s.codec.Encode(js, true)
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(s.Path(path.Join(ref.Dir(), ManifestName)), blob, 0o644)
+}
+
+// Abort removes the unfinished snapshot and releases the session's locks.
+func (b *Backup) Abort() {
+	if b.done {
+		return
+	}
+	b.done = true
+	b.abortFiles()
+	b.unlock()
+}
+
+func (b *Backup) abortFiles() {
+	if err := os.RemoveAll(b.s.Path(b.ref.Dir())); err != nil {
+		b.s.log.Warn("remove aborted snapshot", "snapshot", b.ref.String(), "err", err)
+	}
+}
+
+// chunkRef is one chunk of an archive as the uploader reports it.
+type chunkRef struct {
+	end, length uint64
+	digest      Digest
+}
+
+// uploader hashes, compresses and stores chunks on a pool of goroutines.
+// Chunks that are already present are touched, not rewritten.
+type uploader struct {
+	b      *Backup
+	ctx    context.Context
+	cancel context.CancelFunc
+	jobs   chan upJob
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	err    error
+	record func(chunkRef) error // called under mu, in any order
+	seq    int
+	// ordered, when set, is run by the stream's Close after every chunk
+	// was recorded, to write the entries in stream order.
+	ordered func() error
+}
+
+type upJob struct {
+	seq  int
+	data []byte
+	end  uint64
+}
+
+func (b *Backup) newUploader(ctx context.Context, record func(chunkRef) error) *uploader {
+	ctx, cancel := context.WithCancel(ctx)
+	u := &uploader{b: b, ctx: ctx, cancel: cancel, jobs: make(chan upJob, b.opts.Workers), record: record}
+	for range b.opts.Workers {
+		u.wg.Add(1)
+		go u.work(u.jobs)
+	}
+	return u
+}
+
+// submit queues a chunk ending at archive offset end; false means the
+// upload failed and the caller should stop and wait.
+func (u *uploader) submit(data []byte, end uint64) bool {
+	select {
+	case u.jobs <- upJob{seq: u.seq, data: data, end: end}:
+		u.seq++
+		return true
+	case <-u.ctx.Done():
+		u.abort(u.ctx.Err())
+		return false
+	}
+}
+
+func (u *uploader) abort(err error) {
+	u.mu.Lock()
+	if u.err == nil {
+		u.err = err
+	}
+	u.mu.Unlock()
+	u.cancel()
+}
+
+// wait ends the upload and returns its first error.
+func (u *uploader) wait() error {
+	if u.jobs != nil {
+		close(u.jobs)
+		u.jobs = nil
+		u.wg.Wait()
+	}
+	u.cancel()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.err
+}
+
+func (u *uploader) work(jobs <-chan upJob) {
+	defer u.wg.Done()
+	var blob []byte
+	for job := range jobs {
+		if u.ctx.Err() != nil {
+			continue
+		}
+		d := DigestOf(job.data)
+		ref := chunkRef{end: job.end, length: uint64(len(job.data)), digest: d}
+		reused, err := u.b.s.chunks.TouchIfPresent(u.ctx, d)
+		if err == nil && !reused {
+			blob, err = u.b.s.codec.AppendEncode(blob[:0], job.data, true)
+			if err == nil {
+				var dup bool
+				dup, err = u.b.s.chunks.Insert(u.ctx, d, blob)
+				reused = dup
+				if !dup {
+					u.b.Stats.NewChunks.Add(1)
+					u.b.Stats.BytesWritten.Add(int64(len(blob)))
+					u.b.Stats.ChunkBytes.Add(int64(len(job.data)))
+				}
+			}
+		}
+		if reused {
+			u.b.Stats.ReusedChunks.Add(1)
+		}
+		u.mu.Lock()
+		if err == nil {
+			err = u.record(ref)
+		}
+		if err != nil && u.err == nil {
+			u.err = err
+			u.cancel()
+		}
+		u.mu.Unlock()
+	}
+}

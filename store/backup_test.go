@@ -1,0 +1,258 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// newTestStore creates a datastore in a temporary directory with its lock
+// runtime directory in another.
+func newTestStore(t testing.TB) *Store {
+	t.Helper()
+	s, err := Create(filepath.Join(t.TempDir(), "ds"), Options{RuntimeDir: t.TempDir(), LazyChunkDirs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func verifyAll(t *testing.T, s *Store, ref SnapshotRef) *VerifyReport {
+	t.Helper()
+	r, err := s.VerifySnapshot(context.Background(), ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range r.Problems {
+		t.Errorf("verify %s: %v", ref, p)
+	}
+	return r
+}
+
+func TestBackupRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	g := GroupRef{Type: TypeVM, ID: "100"}
+	image := xorshiftBytes(7, 9<<20+123) // 3 chunks, the last short
+	stream := append(xorshiftBytes(8, 3<<20), bytes.Repeat([]byte{0}, 2<<20)...)
+	t1 := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+
+	b, err := s.StartBackup(ctx, g, t1, BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddBlob("qemu-server.conf", []byte("memory: 2048\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddImage(ctx, "drive-scsi0.img", bytes.NewReader(image), uint64(len(image))); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddStream(ctx, "data.pxar", bytes.NewReader(stream), 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	// In progress: no manifest yet.
+	if si, err := s.Snapshot(b.Ref()); err != nil || si.Finished {
+		t.Fatalf("in-progress snapshot %+v, %v", si, err)
+	}
+	if err := b.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	si, err := s.Snapshot(b.Ref())
+	if err != nil || !si.Finished || len(si.Files) != 4 {
+		t.Fatalf("snapshot %+v, %v", si, err)
+	}
+	r := verifyAll(t, s, b.Ref())
+	if r.Files != 3 || r.Chunks == 0 {
+		t.Errorf("verified %d files %d chunks", r.Files, r.Chunks)
+	}
+	for name, want := range map[string][]byte{"drive-scsi0.img.fidx": image, "data.pxar.didx": stream} {
+		a, err := s.OpenArchive(ctx, b.Ref(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(a.Reader())
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: read %d bytes, %v", name, len(got), err)
+		}
+		p := make([]byte, 100)
+		off := int64(len(want)) - 150
+		if n, err := a.ReadAt(p, off); n != 100 || err != nil || !bytes.Equal(p, want[off:off+100]) {
+			t.Errorf("%s: ReadAt near the end: %d, %v", name, n, err)
+		}
+		if n, err := a.ReadAt(p, int64(len(want))-10); n != 10 || err != io.EOF {
+			t.Errorf("%s: ReadAt across the end: %d, %v", name, n, err)
+		}
+	}
+	conf, err := s.ReadBlob(b.Ref(), "qemu-server.conf.blob")
+	if err != nil || string(conf) != "memory: 2048\n" {
+		t.Errorf("blob %q %v", conf, err)
+	}
+	if owner, err := s.Owner(g); err != nil || owner != DefaultOwner {
+		t.Errorf("owner %q %v", owner, err)
+	}
+
+	// An unchanged second backup writes no new chunk and touches the old ones.
+	old := time.Now().Add(-48 * time.Hour)
+	ageChunks(t, s, old)
+	b2, err := s.StartBackup(ctx, g, t1.Add(time.Hour), BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if base, ok := b2.Base(); !ok || !base.Ref.Time.Equal(t1) {
+		t.Errorf("base %v %v", base, ok)
+	}
+	if err := b2.AddImage(ctx, "drive-scsi0.img", bytes.NewReader(image), uint64(len(image))); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if n := b2.Stats.NewChunks.Load(); n != 0 || b2.Stats.ReusedChunks.Load() != 3 {
+		t.Errorf("second backup: %d new chunks, %d reused", n, b2.Stats.ReusedChunks.Load())
+	}
+	idx, _ := s.OpenIndex(b2.Ref(), "drive-scsi0.img.fidx")
+	for i := range idx.Len() {
+		d, _, _ := idx.Chunk(i)
+		st, err := s.chunks.Stat(ctx, d)
+		if err != nil || st.Atime.Before(time.Now().Add(-time.Hour)) {
+			t.Errorf("reused chunk %s not touched: %v %v", d, st.Atime, err)
+		}
+	}
+	verifyAll(t, s, b2.Ref())
+
+	// Backup time must move forward.
+	if _, err := s.StartBackup(ctx, g, t1, BackupOptions{}); !errors.Is(err, ErrExists) {
+		t.Errorf("old backup time: %v", err)
+	}
+}
+
+func ageChunks(t *testing.T, s *Store, when time.Time) {
+	t.Helper()
+	for p := range 0x10000 {
+		if _, err := os.Stat(s.chunks.PrefixDir(uint16(p))); err != nil {
+			continue
+		}
+		infos, _ := s.chunks.ListPrefix(context.Background(), uint16(p))
+		for _, ci := range infos {
+			path := filepath.Join(s.chunks.PrefixDir(uint16(p)), ci.Name)
+			if err := os.Chtimes(path, when, ci.Mtime); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func TestBackupLocksAndAbort(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	g := GroupRef{NS: "", Type: TypeHost, ID: "web1"}
+	t1 := time.Unix(1_800_000_000, 0)
+	b, err := s.StartBackup(ctx, g, t1, BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second session on the same group is refused while the first runs.
+	if _, err := s.StartBackup(ctx, g, t1.Add(time.Minute), BackupOptions{}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second session: %v, want ErrLocked", err)
+	}
+	if err := b.Finish(); err == nil {
+		t.Fatal("Finish with no archive succeeded")
+	}
+	if _, err := os.Stat(s.Path(b.Ref().Dir())); !os.IsNotExist(err) {
+		t.Errorf("empty snapshot left behind: %v", err)
+	}
+	b, err = s.StartBackup(ctx, g, t1.Add(time.Minute), BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddImage(ctx, "disk.img", bytes.NewReader(make([]byte, 10)), 20); err == nil {
+		t.Error("short image source accepted")
+	}
+	b.Abort()
+	if _, err := os.Stat(s.Path(b.Ref().Dir())); !os.IsNotExist(err) {
+		t.Errorf("aborted snapshot left behind: %v", err)
+	}
+	snaps, _, err := s.Snapshots(g)
+	if err != nil || len(snaps) != 0 {
+		t.Errorf("snapshots after abort: %v %v", snaps, err)
+	}
+}
+
+func TestMissingAndCorruptChunks(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	g := GroupRef{Type: TypeVM, ID: "101"}
+	image := xorshiftBytes(9, 8<<20)
+	b, _ := s.StartBackup(ctx, g, time.Unix(1_800_000_000, 0), BackupOptions{})
+	if err := b.AddImage(ctx, "d.img", bytes.NewReader(image), uint64(len(image))); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	idx, _ := s.OpenIndex(b.Ref(), "d.img.fidx")
+	d0, _, _ := idx.Chunk(0)
+	d1, _, _ := idx.Chunk(1)
+	os.Remove(s.chunks.Path(d0))
+	blob, _ := os.ReadFile(s.chunks.Path(d1))
+	blob[len(blob)-1] ^= 0xff
+	os.WriteFile(s.chunks.Path(d1), blob, 0o644)
+
+	s2, err := Open(s.Root(), Options{RuntimeDir: s.RuntimeDir()}) // fresh cache
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	a, _ := s2.OpenArchive(ctx, b.Ref(), "d.img.fidx")
+	p := make([]byte, 10)
+	if _, err := a.ReadAt(p, 0); !errors.Is(err, ErrChunkMissing) || !bytes.Contains([]byte(err.Error()), []byte(d0.String())) {
+		t.Errorf("missing chunk: %v", err)
+	}
+	if _, err := a.ReadAt(p, 4<<20); !errors.Is(err, ErrCorrupt) || !bytes.Contains([]byte(err.Error()), []byte(d1.String())) {
+		t.Errorf("corrupt chunk: %v", err)
+	}
+	r, err := s2.VerifySnapshot(ctx, b.Ref(), nil)
+	if err != nil || len(r.Problems) != 2 {
+		t.Errorf("verify found %v, %v", r.Problems, err)
+	}
+}
+
+func TestCreateLayout(t *testing.T) {
+	if testing.Short() {
+		t.Skip("creates 65536 directories")
+	}
+	root := filepath.Join(t.TempDir(), "store1")
+	s, err := Create(root, Options{RuntimeDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Name() != "store1" {
+		t.Errorf("name %q", s.Name())
+	}
+	for _, c := range []struct {
+		rel  string
+		mode os.FileMode
+	}{{".chunks", 0o750 | os.ModeDir}, {".chunks/0000", 0o750 | os.ModeDir}, {".chunks/a342", 0o750 | os.ModeDir}, {".chunks/ffff", 0o750 | os.ModeDir}, {".lock", 0o644}} {
+		st, err := os.Stat(s.Path(c.rel))
+		if err != nil || st.Mode()&^0o022 != c.mode&^0o022 {
+			t.Errorf("%s: %v %v, want %v", c.rel, st.Mode(), err, c.mode)
+		}
+	}
+	ents, _ := os.ReadDir(s.Path(".chunks"))
+	if len(ents) != 65536 {
+		t.Errorf("%d prefix directories", len(ents))
+	}
+	if _, err := Create(root, Options{RuntimeDir: t.TempDir()}); !errors.Is(err, ErrExists) {
+		t.Errorf("second Create: %v", err)
+	}
+	if _, err := Open(t.TempDir(), Options{}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Open of a plain directory: %v", err)
+	}
+}

@@ -1,0 +1,85 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestManifestRoundTrip(t *testing.T) {
+	in := `{
+  "backup-id": "100",
+  "backup-time": 1718000000,
+  "backup-type": "vm",
+  "files": [
+    {"crypt-mode": "none", "csum": "4c038ad982f42733f8cf5de38af46a51c822e758fd72497bc1187040bb42f5ca", "filename": "drive-scsi0.img.fidx", "size": 6291456},
+    {"csum": "9c5944aba3379b450612203cafb5bf60c2358103550b7f799d197f4668f169d5", "filename": "qemu-server.conf.blob", "size": 17}
+  ],
+  "signature": null,
+  "unprotected": {"zeta": [1, 2,   3], "verify_state": {"state": "failed", "upid": "UPID:x"}, "key-fingerprint": "aa:bb"},
+  "future-key": {"x": 1}
+}`
+	m, err := ParseManifest([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := m.File("qemu-server.conf.blob"); !ok || f.CryptMode != CryptNone || f.Size != 17 {
+		t.Errorf("blob entry %+v", f)
+	}
+	if v, ok := m.Verify(); !ok || v.State != "failed" {
+		t.Errorf("verify state %+v %v", v, ok)
+	}
+	if err := m.SetUnprotected("notes", "first line\nsecond"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := m.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	// Keys sorted, two-space indentation, unknown key kept, untouched values verbatim.
+	order := []string{`"backup-id"`, `"backup-time"`, `"backup-type"`, `"files"`, `"future-key"`, `"unprotected"`}
+	last := -1
+	for _, k := range order {
+		i := strings.Index(s, k)
+		if i < last {
+			t.Errorf("key %s out of order in\n%s", k, s)
+		}
+		last = i
+	}
+	if !strings.Contains(s, "\n  \"backup-id\": \"100\"") || strings.Contains(s, `"signature"`) {
+		t.Errorf("layout:\n%s", s)
+	}
+	var back map[string]json.RawMessage
+	json.Unmarshal(out, &back)
+	var unprot map[string]json.RawMessage
+	json.Unmarshal(back["unprotected"], &unprot)
+	if string(unprot["key-fingerprint"]) != `"aa:bb"` || len(unprot) != 4 {
+		t.Errorf("unprotected %v", unprot)
+	}
+	m2, err := ParseManifest(out)
+	if err != nil || m2.Notes() != "first line\nsecond" {
+		t.Fatalf("reparse: %v, notes %q", err, m2.Notes())
+	}
+}
+
+func TestManifestRejects(t *testing.T) {
+	for _, tc := range []struct{ name, in string }{
+		{"not json", `{"backup-type":`},
+		{"array", `[]`},
+		{"missing files", `{"backup-type":"vm","backup-id":"1","backup-time":1}`},
+		{"bad type", `{"backup-type":"lxc","backup-id":"1","backup-time":1,"files":[]}`},
+		{"bad id", `{"backup-type":"vm","backup-id":"../x","backup-time":1,"files":[]}`},
+		{"bad csum", `{"backup-type":"vm","backup-id":"1","backup-time":1,"files":[{"filename":"a.blob","size":1,"csum":"zz"}]}`},
+		{"bad file name", `{"backup-type":"vm","backup-id":"1","backup-time":1,"files":[{"filename":"../a.blob","size":1,"csum":"` + strings.Repeat("0", 64) + `"}]}`},
+		{"bad crypt mode", `{"backup-type":"vm","backup-id":"1","backup-time":1,"files":[{"filename":"a.blob","crypt-mode":"rot13","size":1,"csum":"` + strings.Repeat("0", 64) + `"}]}`},
+		{"unprotected not object", `{"backup-type":"vm","backup-id":"1","backup-time":1,"files":[],"unprotected":3}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := ParseManifest([]byte(tc.in)); !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrInvalidName) {
+				t.Fatalf("error %v", err)
+			}
+		})
+	}
+}
