@@ -185,3 +185,22 @@ func chattrFromFlags(f uint64) uint64 {
 	}
 	return fl
 }
+
+// AllXattrs returns m's extended attributes the way Linux lists them for
+// the restored file: the stored xattrs in order, then security.capability
+// from FCAPS, then the POSIX ACLs encoded as system.posix_acl_access and
+// system.posix_acl_default values. A FUSE mount can serve
+// listxattr/getxattr from it.
+func (m *Metadata) AllXattrs() []Xattr {
+	list := append([]Xattr(nil), m.Xattrs...)
+	if m.FCaps != nil {
+		list = append(list, Xattr{Name: "security.capability", Value: m.FCaps})
+	}
+	if v := accessACLXattr(m.Mode, &m.ACL); v != nil {
+		list = append(list, Xattr{Name: aclXattrAccess, Value: v})
+	}
+	if v := defaultACLXattr(&m.ACL); v != nil && m.Mode&modeIFMT == modeIFDIR {
+		list = append(list, Xattr{Name: aclXattrDefault, Value: v})
+	}
+	return list
+}

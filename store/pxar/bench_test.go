@@ -160,3 +160,44 @@ func BenchmarkLookup(b *testing.B) {
 		b.ReportMetric(float64(cr.calls.Load())/float64(b.N), "reads/op")
 	})
 }
+
+// BenchmarkDecode decodes an in-memory archive of 20k small files
+// sequentially, reading every file, beside copying the same bytes.
+func BenchmarkDecode(b *testing.B) {
+	tree := memSource{"": {info: SourceInfo{Kind: KindDir, Metadata: Metadata{Mode: 0o40755}}}}
+	content := bytes.Repeat([]byte("0123456789abcdef"), 256)
+	for i := 0; i < 20000; i++ {
+		n := (i * 7919) % len(content)
+		tree[fmt.Sprintf("d%03d/f%05d", i/100, i)] = &memNode{info: SourceInfo{Kind: KindFile, Size: uint64(n), Metadata: Metadata{Mode: 0o100644}}, content: content[:n]}
+		if i%100 == 0 {
+			tree[fmt.Sprintf("d%03d", i/100)] = &memNode{info: SourceInfo{Kind: KindDir, Metadata: Metadata{Mode: 0o40755}}}
+		}
+	}
+	var meta bytes.Buffer
+	if err := Create(context.Background(), tree, NewWriter(&meta, nil), CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	data := meta.Bytes()
+	b.Run("baseline=copy", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			io.Copy(io.Discard, io.NewSectionReader(bytes.NewReader(data), 0, int64(len(data))))
+		}
+	})
+	b.Run("decode", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			d := NewDecoder(bytes.NewReader(data), int64(len(data)), nil)
+			for {
+				_, err := d.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, d)
+			}
+		}
+	})
+}
