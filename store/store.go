@@ -111,11 +111,25 @@ func Open(root string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open datastore %s: %w", root, err)
 	}
+	chunks := NewFileChunkStore(filepath.Join(abs, ".chunks"))
+	chunks.PrefixLock = func(prefix uint16, exclusive bool) (func(), error) {
+		dir := chunks.PrefixDir(prefix)
+		l, err := lock.LockPrefixDir(dir, exclusive)
+		if errors.Is(err, fs.ErrNotExist) {
+			if err = os.Mkdir(dir, 0o750); err == nil || errors.Is(err, fs.ErrExist) {
+				l, err = lock.LockPrefixDir(dir, exclusive)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		return func() { l.Unlock() }, nil
+	}
 	return &Store{
 		root:   abs,
 		name:   opts.Name,
 		rtDir:  opts.RuntimeDir,
-		chunks: NewFileChunkStore(filepath.Join(abs, ".chunks")),
+		chunks: chunks,
 		codec:  NewCodec(),
 		cache:  newChunkCache(opts.CacheBytes),
 		plock:  plock,

@@ -36,6 +36,8 @@
 //
 // Entry.Offset is a stable identity within one archive, usable as an inode
 // number (resolve hardlinks first so that all names of a file share it).
+// Metadata.AllXattrs gives the xattrs, fcaps and ACLs as Linux would list
+// them, for getxattr/listxattr.
 // Names, paths and link targets are raw bytes held in Go strings. Entries
 // returned by an Archive can be passed back to its methods; entries from a
 // Decoder carry no goodbye-table information and cannot.

@@ -24,7 +24,7 @@ import (
 )
 
 // oddNames are file names the round trip must keep byte for byte.
-var oddNames = []string{"with space", "new\nline", "\xff\xfe-not-utf8", "é-accent", "UPPER", strings.Repeat("L", 255)}
+var oddNames = []string{"with space", "back\\slash", "new\nline", "\xff\xfe-not-utf8", "é-accent", "UPPER", strings.Repeat("L", 255)}
 
 // genTree builds a tree with every entry kind in dir and returns what it
 // could not create (xattrs, ACLs or devices when not permitted).
@@ -390,11 +390,11 @@ func TestRoundTrip(t *testing.T) {
 			// fs.FS view (paths that are valid fs.FS names).
 			var names []string
 			for p := range want {
-				if p != "/" && fs.ValidPath(p[1:]) {
+				if p != "/" && fs.ValidPath(p[1:]) && !strings.Contains(p, `\`) {
 					names = append(names, p[1:])
 				}
 			}
-			if err := fstest.TestFS(a, names...); err != nil {
+			if err := fstest.TestFS(portableFS{a}, names...); err != nil {
 				t.Error(err)
 			}
 			// Extraction restores the same tree.
