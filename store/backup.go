@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pbsfs/pbsfs/store/catalog"
 	"github.com/pbsfs/pbsfs/store/lock"
 )
 
@@ -57,6 +58,9 @@ type Backup struct {
 
 	release []func() error // undone in reverse order
 	done    bool
+
+	catalog       *catalog.Writer // catalog of plain pxar archives, if any
+	catalogStream *StreamWriter
 }
 
 // WritersDir is the directory where pbsfs writers register themselves for
@@ -416,6 +420,10 @@ func (b *Backup) Finish() error {
 	}
 	defer b.unlock()
 	b.done = true
+	if err := b.finishCatalog(); err != nil {
+		b.abortFiles()
+		return err
+	}
 	for _, f := range b.files {
 		if f.Csum == "" {
 			b.abortFiles()
@@ -465,6 +473,9 @@ func (b *Backup) Abort() {
 		return
 	}
 	b.done = true
+	if b.catalogStream != nil {
+		b.catalogStream.Abort()
+	}
 	b.abortFiles()
 	b.unlock()
 }

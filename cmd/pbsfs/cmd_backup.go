@@ -22,7 +22,10 @@ type backupCmd struct {
 	time       string
 	owner      string
 	split      bool
+	allFS      bool
 	noProgress bool
+	skipped    int
+	warnf      func(format string, a ...any)
 }
 
 func (c *backupCmd) flags(fs *pflag.FlagSet) {
@@ -32,6 +35,7 @@ func (c *backupCmd) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.time, "time", "", "backup time, RFC 3339 or Unix seconds (default: now)")
 	fs.StringVar(&c.owner, "owner", store.DefaultOwner, "owner recorded for a new group")
 	fs.BoolVar(&c.split, "split", false, "write pxar archives split into .mpxar and .ppxar")
+	fs.BoolVar(&c.allFS, "all-file-systems", false, "cross mount points in pxar archives")
 	fs.BoolVar(&c.noProgress, "no-progress", false, "never show progress")
 }
 
@@ -84,9 +88,6 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		if spec.kind == "pxar" {
-			return fmt.Errorf("archive %s: pxar archives are not supported yet", spec.name)
-		}
 		specs = append(specs, spec)
 	}
 	if c.id == "" {
@@ -123,6 +124,10 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	c.warnf = func(format string, a ...any) {
+		prog := fmt.Sprintf(format, a...)
+		fmt.Fprintf(e.stderr, "warning: %s\n", prog)
+	}
 	prog := startProgress(e.stderr, !c.noProgress, func() string {
 		return fmt.Sprintf("%s read, %d new chunks, %d reused", humanBytes(uint64(b.Stats.BytesRead.Load())),
 			b.Stats.NewChunks.Load(), b.Stats.ReusedChunks.Load())
@@ -139,6 +144,9 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 	el := time.Since(start)
 	read := b.Stats.BytesRead.Load()
 	fmt.Fprintf(e.stdout, "snapshot %s\n", b.Ref())
+	if c.skipped > 0 {
+		fmt.Fprintf(e.stdout, "%d unreadable entries skipped (see warnings)\n", c.skipped)
+	}
 	fmt.Fprintf(e.stdout, "read %s, %d new chunks, %d reused, wrote %s in %s (%s/s)\n",
 		humanBytes(uint64(read)), b.Stats.NewChunks.Load(), b.Stats.ReusedChunks.Load(),
 		humanBytes(uint64(b.Stats.BytesWritten.Load())), el.Round(time.Millisecond),
@@ -154,6 +162,20 @@ func (c *backupCmd) addArchives(ctx context.Context, b *store.Backup, specs []ar
 		switch spec.kind {
 		case "img":
 			if err := addImage(ctx, b, spec); err != nil {
+				return err
+			}
+		case "pxar":
+			st, err := os.Stat(spec.path)
+			if err != nil {
+				return fmt.Errorf("archive %s: %w", spec.name, err)
+			}
+			if !st.IsDir() {
+				return fmt.Errorf("archive %s: %s is not a directory", spec.name, spec.path)
+			}
+			n, err := b.AddPxar(ctx, spec.name, spec.path, store.PxarOptions{Split: c.split, AllFileSystems: c.allFS,
+				OnError: func(path string, err error) { c.warnf("skipped %s: %v", path, err) }})
+			c.skipped += n
+			if err != nil {
 				return err
 			}
 		case "conf", "log":

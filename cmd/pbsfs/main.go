@@ -39,6 +39,7 @@ func commands() []commandInfo {
 		{"backup", "ARCHIVE...", "back up files, images and trees into a new snapshot", func() command { return &backupCmd{} }},
 		{"snapshots", "[GROUP]", "list snapshots", func() command { return &snapshotsCmd{} }},
 		{"cat", "SNAPSHOT ARCHIVE", "write an archive's decoded bytes to stdout", func() command { return &catCmd{} }},
+		{"restore", "SNAPSHOT ARCHIVE TARGET", "restore an archive, or a path of a pxar archive", func() command { return &restoreCmd{} }},
 		{"demo", "[DIR]", "build a demo datastore with a few backups", func() command { return &demoCmd{} }},
 	}
 }
@@ -108,7 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fs.SortFlags = false
 	if info.name != "init" {
-		fs.StringVarP(&e.storePath, "store", "s", os.Getenv("PBSFS_STORE"), "datastore directory (default $PBSFS_STORE)")
+		fs.StringVarP(&e.storePath, "store", "s", os.Getenv("PBSFS_STORE"), "datastore directory (env PBSFS_STORE)")
 	}
 	fs.StringVar(&e.storeName, "store-name", os.Getenv("PBSFS_STORE_NAME"), "PBS datastore name for lock files (default: the directory's base name)")
 	fs.StringVar(&e.runtimeDir, "runtime-dir", envOr("PBSFS_RUNTIME_DIR", store.DefaultRuntimeDir), "PBS runtime directory holding lock files")
