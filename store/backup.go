@@ -28,8 +28,9 @@ const DefaultOwner = "root@pam"
 type BackupOptions struct {
 	// Owner is the Authid recorded for a new group (DefaultOwner if empty).
 	Owner string
-	// Workers is the number of goroutines hashing and compressing chunks
-	// (GOMAXPROCS if zero).
+	// Workers is the number of goroutines hashing, compressing and
+	// storing chunks. The default, four per CPU, keeps the CPUs busy while
+	// some workers wait for fsync.
 	Workers int
 }
 
@@ -83,7 +84,7 @@ func (s *Store) StartBackup(ctx context.Context, g GroupRef, t time.Time, opts B
 		opts.Owner = DefaultOwner
 	}
 	if opts.Workers <= 0 {
-		opts.Workers = runtime.GOMAXPROCS(0)
+		opts.Workers = 4 * runtime.GOMAXPROCS(0)
 	}
 	b := &Backup{s: s, ref: SnapshotRef{Group: g, Time: t}, opts: opts, started: time.Now()}
 	if err := b.start(ctx); err != nil {
@@ -234,7 +235,7 @@ func (b *Backup) AddImage(ctx context.Context, name string, r io.Reader, size ui
 	var off uint64
 	for off < size {
 		n := min(uint64(FixedChunkSize), size-off)
-		buf := make([]byte, n)
+		buf := b.s.getChunkBuf(int(n))
 		if _, err := io.ReadFull(r, buf); err != nil {
 			up.abort(err)
 			break
@@ -340,7 +341,7 @@ func (sw *StreamWriter) emit() error {
 	if !sw.up.submit(sw.buf, sw.off) {
 		return sw.up.wait()
 	}
-	sw.buf = make([]byte, 0, cap(sw.buf))
+	sw.buf = sw.b.s.getChunkBuf(0)
 	return nil
 }
 
@@ -565,6 +566,7 @@ func (u *uploader) work(jobs <-chan upJob) {
 	var blob []byte
 	for job := range jobs {
 		if u.ctx.Err() != nil {
+			u.b.s.putChunkBuf(job.data)
 			continue
 		}
 		d := DigestOf(job.data)
@@ -586,6 +588,7 @@ func (u *uploader) work(jobs <-chan upJob) {
 		if reused {
 			u.b.Stats.ReusedChunks.Add(1)
 		}
+		u.b.s.putChunkBuf(job.data)
 		u.mu.Lock()
 		if err == nil {
 			err = u.record(ref)
@@ -595,5 +598,21 @@ func (u *uploader) work(jobs <-chan upJob) {
 			u.cancel()
 		}
 		u.mu.Unlock()
+	}
+}
+
+// getChunkBuf returns a buffer of n bytes from the store's pool, sparing
+// the allocation and zeroing of one per chunk. Its content is undefined.
+func (s *Store) getChunkBuf(n int) []byte {
+	if p, ok := s.bufs.Get().(*[]byte); ok && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]byte, n, max(n, FixedChunkSize))
+}
+
+// putChunkBuf returns b to the pool once nothing refers to it.
+func (s *Store) putChunkBuf(b []byte) {
+	if cap(b) >= FixedChunkSize {
+		s.bufs.Put(&b)
 	}
 }

@@ -75,7 +75,8 @@ func NewCodec() *Codec {
 	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedFastest),
 		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
-		zstd.WithZeroFrames(true))
+		zstd.WithZeroFrames(true),
+		zstd.WithEncoderCRC(false)) // libzstd, as PBS uses it, writes no frame checksum
 	if err != nil {
 		panic(err) // only fails on invalid options
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/pbsfs/pbsfs/store/lock"
 )
@@ -46,6 +47,7 @@ type Store struct {
 	plock  *lock.ProcessLocker
 	locks  *lock.Locks
 	log    *slog.Logger
+	bufs   sync.Pool // chunk buffers of writers, see getChunkBuf
 }
 
 // Create makes a new datastore at root (§1.1): the directory, `.chunks`

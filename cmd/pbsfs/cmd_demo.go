@@ -47,6 +47,7 @@ func (c *demoCmd) run(ctx context.Context, e *env, args []string) error {
 	}
 	defer s.Close()
 	fmt.Fprintf(e.stdout, "demo datastore: %s\n", s.Root())
+	e.storePath = s.Root()
 
 	src, err := os.MkdirTemp("", "pbsfs-demo-src-")
 	if err != nil {
@@ -71,7 +72,6 @@ func (c *demoCmd) run(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	e.storePath = s.Root()
 	if err := (&snapshotsCmd{output: "text"}).run(ctx, e, nil); err != nil {
 		return err
 	}
