@@ -1,0 +1,83 @@
+// Package gc is the garbage collector of a PBS datastore: PBS's mark and
+// sweep (shared/spec/datastore.md §6), made safe against writers and
+// pruners in other processes (shared/design/gc-safety.md).
+//
+// A run (Collector.Run):
+//
+//  1. takes the GC lock, an flock on <runtime>/pbsfs/<store>/gc.lock: one
+//     collection per store across processes and within one (ErrRunning,
+//     naming the holder's pid);
+//  2. takes the shared fcntl process lock on <store>/.lock for the run,
+//     which keeps a PBS garbage collection out and lets pbsfs writers of
+//     other processes go on, and refuses to run when /proc/locks shows a
+//     holder of .lock that is neither this process nor a registered pbsfs
+//     writer (ErrForeignLock) — a PBS daemon's writers are invisible to
+//     pbsfs;
+//  3. reads the oldest active writer from the writer registry and from
+//     this process's process locker, runs the access time self-test and
+//     computes the cutoff (Safety, cutoff);
+//  4. phase 1 marks (utimensat atime NOW, mtime OMIT) every chunk of every
+//     index, each digest once per run;
+//  5. checks for foreign holders of .lock again, then sweeps each chunk
+//     directory while holding its prefix lock exclusively;
+//  6. writes .gc-status (PBS's JSON) atomically.
+//
+// Any error before the sweep ends the run with nothing removed.
+//
+// # Phase 1
+//
+// As PBS 2025+: the list of index files from a walk of the whole store is
+// taken first; then every namespace (pre-order), every group, each
+// group's snapshots from the newest on. When an index vanishes, the group
+// may be listed again; after 10 relists the group's lock is taken, after
+// 11 the run fails (ErrRelists). Index files of the first walk that the
+// iteration did not reach are marked last. An index that exists but does
+// not parse fails the run; a missing chunk is a warning, and its .bad
+// copies are touched instead.
+//
+// pbsfs relists in more cases than PBS. PBS relists when an index of the
+// newest listed snapshot vanished: then a newer snapshot, which may reuse
+// its chunks without touching them, has landed and its base was pruned
+// (the race PBS fixed in 2025, spec §6.3). If the newest listed snapshot
+// was a backup still in progress, its base is the newest finished one, and
+// PBS misses that base's removal. pbsfs therefore relists when an index
+// vanishes from the newest finished listed snapshot or anything newer. The
+// issue asked to relist when any index vanished; limiting it to these
+// snapshots is as safe — a new backup's base is always the newest finished
+// snapshot at its start, which is at or after the newest finished one
+// listed, and older snapshots are nobody's base — and it keeps a prune of
+// many old snapshots from driving a run into the group lock and ErrRelists.
+//
+// The set of touched digests is an unbounded map, where PBS keeps an LRU
+// of 1,048,576 entries: each chunk is touched once per run (Status.Touches
+// reports the calls), and WillRemove can rely on "already touched in this
+// run". It costs about 60 bytes per distinct chunk.
+//
+// # Removals and open files
+//
+// The mount passes WillRemove as the store.RemoveHook of its removals.
+// While phase 1 runs it marks the snapshot's indexes before the files go.
+// Removals made elsewhere (PBS, another pbsfs, rm) are covered by the
+// relisting above; the mount's ones by both. Pin makes an index a root of
+// every run, so a removed snapshot whose file is still open through the
+// mount keeps its chunks; pins are seen by collectors of the same process
+// only.
+//
+// # Sweep
+//
+// Per PBS (spec §6.4), in whole seconds: atime < min_atime → removed; atime
+// < oldest writer → pending; else in use. min_atime = min(start − Cutoff,
+// oldest writer − WriterMargin), never later than PBS 2025+'s value (see
+// cutoff). A Cutoff shorter than PBS's 24 h 5 min requires the atime
+// self-test, which, unlike PBS's, needs no one-second sleep (checkAtime).
+// While a chunk directory is swept, its prefix lock is held exclusively;
+// pbsfs inserts hold it shared around "exists, then touch, else write", so
+// the stat → unlink of the sweep never interleaves with another process's
+// reuse of the same chunk. Temporary chunk files (<digest>.tmp_*) older
+// than min_atime are removed; PBS leaves them.
+//
+// # Daemon
+//
+// Daemon runs a collector every interval, skipping quietly when another
+// collection holds the store.
+package gc
