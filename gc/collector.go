@@ -67,6 +67,7 @@ type safeguards struct {
 	prefixLock     bool // hold the prefix directory exclusively while sweeping it
 	foreignCheck   bool // refuse when a non-pbsfs process holds .lock
 	gcLock         bool // one collection per store
+	writers        bool // bound the cutoff by the oldest registered writer
 }
 
 // testHooks are internal hooks for tests.

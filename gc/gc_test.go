@@ -110,7 +110,7 @@ func TestSweepBands(t *testing.T) {
 		}
 	}
 	want := Status{IndexFileCount: 1, IndexDataBytes: 3 * 512,
-		DiskChunks: 4, // used + the zero chunk of the atime check
+		DiskChunks:    4, // used + the zero chunk of the atime check
 		RemovedChunks: 2, RemovedBytes: wantRemoved, RemovedBad: 1,
 		PendingChunks: 1, PendingBytes: wantPending, StillBad: 1}
 	got := st

@@ -155,7 +155,7 @@ func (c *Collector) oldestWriter(start, own time.Time) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	if len(ws) > 0 && ws[0].Start.Before(oldest) {
+	if len(ws) > 0 && ws[0].Start.Before(oldest) && !c.opts.off.writers {
 		oldest = ws[0].Start
 	}
 	if t, ok := c.s.ProcessLocker().OldestShared(); ok && !t.Equal(own) && t.Before(oldest) {

@@ -1,0 +1,247 @@
+package gc
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pbsfs/pbsfs/store"
+	"golang.org/x/sys/unix"
+)
+
+// The tests in this file re-execute the test binary as a helper process
+// ($GC_TEST_HELPER names the role); helperMain runs instead of the tests.
+
+func TestMain(m *testing.M) {
+	if role := os.Getenv("GC_TEST_HELPER"); role != "" {
+		os.Exit(helperMain(role))
+	}
+	os.Exit(m.Run())
+}
+
+// helperMain runs a helper role:
+//
+//   - gc: run a collection of $GC_TEST_STORE (runtime dir $GC_TEST_RUNTIME),
+//     print the error, exit 1 on failure;
+//   - holdlock: hold a POSIX read lock on $GC_TEST_STORE/.lock, as a PBS
+//     daemon's writer does;
+//   - writer: do what a pbsfs writer does, with a start time of
+//     $GC_TEST_START (unix nanoseconds): register in the writer registry
+//     $GC_TEST_WRITERS and hold the read lock on .lock.
+//
+// holdlock and writer print "ready" and hold until stdin closes.
+func helperMain(role string) int {
+	root := os.Getenv("GC_TEST_STORE")
+	switch role {
+	case "gc":
+		s, err := store.Open(root, store.Options{RuntimeDir: os.Getenv("GC_TEST_RUNTIME")})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		if _, err := New(s, Options{}).Run(context.Background()); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	case "writer":
+		dir := os.Getenv("GC_TEST_WRITERS")
+		start, _ := strconv.ParseInt(os.Getenv("GC_TEST_START"), 10, 64)
+		name := fmt.Sprintf("%d-%d", start, os.Getpid())
+		tmp := filepath.Join(dir, ".tmp-"+name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		f, err := os.Create(tmp)
+		if err == nil {
+			err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		}
+		if err == nil {
+			err = os.Link(tmp, filepath.Join(dir, name))
+		}
+		if err == nil {
+			err = os.Remove(tmp)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		fallthrough
+	case "holdlock":
+		f, err := os.OpenFile(filepath.Join(root, ".lock"), os.O_RDWR, 0)
+		if err == nil {
+			err = unix.FcntlFlock(f.Fd(), unix.F_SETLK, &unix.Flock_t{Type: unix.F_RDLCK, Whence: 0})
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		fmt.Println("ready")
+		io.Copy(io.Discard, os.Stdin)
+		return 0
+	}
+	return 2
+}
+
+// helper starts the test binary in role and waits until it is ready; the
+// returned func ends it.
+func helper(t *testing.T, ts *testStore, role string, env ...string) (pid int, stop func()) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), append([]string{"GC_TEST_HELPER=" + role, "GC_TEST_STORE=" + ts.Root(),
+		"GC_TEST_RUNTIME=" + ts.RuntimeDir(), "GC_TEST_WRITERS=" + ts.WritersDir()}, env...)...)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		in.Close()
+		cmd.Wait()
+		t.Fatalf("helper %s: %q, %v", role, line, err)
+	}
+	stopped := false
+	stop = func() {
+		if !stopped {
+			stopped = true
+			in.Close()
+			cmd.Wait()
+		}
+	}
+	t.Cleanup(stop)
+	return cmd.Process.Pid, stop
+}
+
+// TestSecondGCFromProcess: a `pbsfs gc` in another process is refused
+// while this one runs, names this process and exits non-zero.
+func TestSecondGCFromProcess(t *testing.T) {
+	ts := newTestStore(t)
+	var out strings.Builder
+	var code int
+	hooks := Hooks{BeforeSweep: func(context.Context) {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "GC_TEST_HELPER=gc", "GC_TEST_STORE="+ts.Root(), "GC_TEST_RUNTIME="+ts.RuntimeDir())
+		cmd.Stderr = &out
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Error(err)
+		}
+	}}
+	run(t, ts.collector(Options{Hooks: hooks}))
+	if code != 1 {
+		t.Errorf("second gc exit code %d, want 1; stderr: %s", code, out.String())
+	}
+	want := fmt.Sprintf("held by pid %d", os.Getpid())
+	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), ErrRunning.Error()) {
+		t.Errorf("second gc said %q, want it to contain %q", out.String(), want)
+	}
+}
+
+// TestForeignLockHolder: a process holding .lock that is not a registered
+// pbsfs writer (a PBS daemon) makes the collector refuse to start.
+func TestForeignLockHolder(t *testing.T) {
+	tests := []struct {
+		name    string
+		off     safeguards
+		wantErr bool
+	}{
+		{"check", safeguards{}, true},
+		{"no check", safeguards{foreignCheck: true}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := newTestStore(t)
+			garbage := ts.chunks(2)
+			ts.age(3*days, garbage...)
+			pid, _ := helper(t, ts, "holdlock")
+			_, err := ts.collector(Options{off: tc.off}).Run(context.Background())
+			if got := errors.Is(err, ErrForeignLock); got != tc.wantErr {
+				t.Fatalf("Run = %v, want ErrForeignLock=%v", err, tc.wantErr)
+			}
+			if tc.wantErr {
+				if !strings.Contains(err.Error(), fmt.Sprintf("pid %d", pid)) {
+					t.Errorf("error does not name pid %d: %v", pid, err)
+				}
+				if lost := ts.lost(garbage); len(lost) > 0 {
+					t.Errorf("refused run removed %d chunks", len(lost))
+				}
+			}
+		})
+	}
+}
+
+// TestForeignLockHolderBeforeSweep: a foreign holder that appears during
+// phase 1 stops the run before the sweep.
+func TestForeignLockHolderBeforeSweep(t *testing.T) {
+	ts := newTestStore(t)
+	garbage := ts.chunks(2)
+	ts.age(3*days, garbage...)
+	hooks := Hooks{BeforeSweep: func(context.Context) { helper(t, ts, "holdlock") }}
+	_, err := ts.collector(Options{Hooks: hooks}).Run(context.Background())
+	if !errors.Is(err, ErrForeignLock) || !strings.Contains(err.Error(), "before sweep") {
+		t.Fatalf("Run = %v, want ErrForeignLock before sweep", err)
+	}
+	if lost := ts.lost(garbage); len(lost) > 0 {
+		t.Errorf("removed %d chunks", len(lost))
+	}
+}
+
+// TestWriterInOtherProcess: a pbsfs writer of another process, registered
+// two days ago and holding .lock, is not foreign, and the chunks it may
+// have written since its start survive while older garbage goes.
+func TestWriterInOtherProcess(t *testing.T) {
+	tests := []struct {
+		name     string
+		off      safeguards
+		wantLost bool
+	}{
+		{"registry", safeguards{}, false},
+		{"no registry", safeguards{writers: true}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := newTestStore(t)
+			start := time.Now().Add(-2 * days)
+			helper(t, ts, "writer", fmt.Sprintf("GC_TEST_START=%d", start.UnixNano()))
+			written := ts.chunks(3) // by the writer, after its start, no index yet
+			ts.age(36*time.Hour, written...)
+			garbage := ts.chunks(2) // older than the writer
+			ts.age(3*days, garbage...)
+			st := run(t, ts.collector(Options{off: tc.off}))
+			if lost := ts.lost(written); (len(lost) == len(written)) != tc.wantLost {
+				t.Fatalf("lost %d of %d chunks of the running writer, want lost=%v", len(lost), len(written), tc.wantLost)
+			}
+			if lost := ts.lost(garbage); len(lost) != len(garbage) {
+				t.Errorf("kept %d chunks older than the writer", len(garbage)-len(lost))
+			}
+			if tc.wantLost {
+				return
+			}
+			// Younger than the writer means in use (spec §6.4): 3 + the zero chunk.
+			if !st.OldestWriter.Equal(time.Unix(0, start.UnixNano())) || st.DiskChunks != 4 || st.RemovedChunks != 2 {
+				t.Errorf("oldest writer %v (want %v), in use %d (want 4), removed %d (want 2)", st.OldestWriter, start, st.DiskChunks, st.RemovedChunks)
+			}
+		})
+	}
+}
