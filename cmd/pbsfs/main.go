@@ -41,6 +41,7 @@ func commands() []commandInfo {
 		{"cat", "SNAPSHOT ARCHIVE", "write an archive's decoded bytes to stdout", func() command { return &catCmd{} }},
 		{"restore", "SNAPSHOT ARCHIVE TARGET", "restore an archive, or a path of a pxar archive", func() command { return &restoreCmd{} }},
 		{"verify", "[GROUP|SNAPSHOT]", "check snapshots and their chunks, as PBS verify does", func() command { return &verifyCmd{} }},
+		{"gc", "", "collect garbage: remove chunks no snapshot uses", func() command { return &gcCmd{} }},
 		{"demo", "[DIR]", "build a demo datastore with a few backups", func() command { return &demoCmd{} }},
 	}
 }
