@@ -96,10 +96,7 @@ func (s *Store) StartBackup(ctx context.Context, g GroupRef, t time.Time, opts B
 
 func (b *Backup) start(ctx context.Context) error {
 	s, g, ns := b.s, b.ref.Group, b.ref.Group.NS.Components()
-	if err := os.MkdirAll(s.Path(path.Join(g.NS.Dir(), g.Type)), 0o755); err != nil {
-		return fmt.Errorf("backup %s: %w", b.ref, err)
-	}
-	if err := os.Mkdir(s.Path(g.Dir()), 0o755); err != nil && !os.IsExist(err) {
+	if err := s.mkdirAll(g.Dir(), 0o755); err != nil {
 		return fmt.Errorf("backup %s: %w", b.ref, err)
 	}
 	gl, err := s.locks.LockGroup(ns, g.Type, g.ID, true)
@@ -150,6 +147,9 @@ func (b *Backup) start(ctx context.Context) error {
 		}
 		return fmt.Errorf("snapshot %s: %w", b.ref, err)
 	}
+	if err := s.owner.chown(s.Path(b.ref.Dir())); err != nil {
+		return fmt.Errorf("snapshot %s: %w", b.ref, err)
+	}
 	return nil
 }
 
@@ -159,7 +159,7 @@ func (s *Store) ensureOwner(g GroupRef, owner string) error {
 	if ok, err := exists(p); err != nil || ok {
 		return err
 	}
-	return WriteFileAtomic(p, []byte(owner+"\n"), 0o644)
+	return s.writeFile(p, []byte(owner+"\n"))
 }
 
 func (b *Backup) unlock() {
@@ -209,7 +209,7 @@ func (b *Backup) AddBlob(name string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("blob %s: %w", name, err)
 	}
-	if err := WriteFileAtomic(p, blob, 0o644); err != nil {
+	if err := b.s.writeFile(p, blob); err != nil {
 		return err
 	}
 	sum := sha256.Sum256(blob)
@@ -229,6 +229,10 @@ func (b *Backup) AddImage(ctx context.Context, name string, r io.Reader, size ui
 	}
 	w, err := CreateFixedIndex(p, size, FixedChunkSize)
 	if err != nil {
+		return err
+	}
+	if err := b.s.owner.chownFile(w.tmp); err != nil {
+		w.Abort()
 		return err
 	}
 	up := b.newUploader(ctx, func(c chunkRef) error { return w.Add(c.end, c.length, c.digest) })
@@ -294,6 +298,10 @@ func (b *Backup) CreateStream(ctx context.Context, name string, avg int) (*Strea
 	}
 	w, err := CreateDynamicIndex(p)
 	if err != nil {
+		return nil, err
+	}
+	if err := b.s.owner.chownFile(w.tmp); err != nil {
+		w.Abort()
 		return nil, err
 	}
 	sw := &StreamWriter{b: b, name: name, file: file, w: w, ch: ch}
@@ -465,7 +473,7 @@ func (s *Store) writeManifest(ref SnapshotRef, m *Manifest) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(s.Path(path.Join(ref.Dir(), ManifestName)), blob, 0o644)
+	return s.writeFile(s.Path(path.Join(ref.Dir(), ManifestName)), blob)
 }
 
 // Abort removes the unfinished snapshot and releases the session's locks.

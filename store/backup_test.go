@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -254,5 +255,46 @@ func TestCreateLayout(t *testing.T) {
 	}
 	if _, err := Open(t.TempDir(), Options{}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Open of a plain directory: %v", err)
+	}
+}
+
+// TestOwnerFollowsDatastore checks that a root-run backup into a datastore
+// owned by another user (PBS's backup user) leaves nothing owned by root.
+func TestOwnerFollowsDatastore(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown")
+	}
+	root := filepath.Join(t.TempDir(), "ds")
+	s, err := Create(root, Options{RuntimeDir: t.TempDir(), LazyChunkDirs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	const uid, gid = 34, 34
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error { return os.Lchown(p, uid, gid) })
+	s, err = Open(root, Options{RuntimeDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.CreateNamespace("prod"); err != nil {
+		t.Fatal(err)
+	}
+	ref := backupOne(t, s, GroupRef{NS: "prod", Type: TypeVM, ID: "1"}, time.Unix(1_800_000_000, 0))
+	if err := s.SetProtected(ref, true); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		info, _ := d.Info()
+		st := info.Sys().(*syscall.Stat_t)
+		if st.Uid != uid || st.Gid != gid {
+			t.Errorf("%s owned by %d:%d", p, st.Uid, st.Gid)
+		}
+		n++
+		return nil
+	})
+	if n < 10 {
+		t.Errorf("only %d entries walked", n)
 	}
 }

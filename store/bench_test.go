@@ -6,10 +6,10 @@ import (
 	"crypto/sha256"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"path/filepath"
 	"testing"
 	"time"
 )

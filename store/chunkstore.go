@@ -57,11 +57,13 @@ type FileChunkStore struct {
 	// directory (shared) so a sweep holding it exclusively never races an
 	// insert of the same chunk (gc-safety.md, hazard 2).
 	PrefixLock func(prefix uint16, exclusive bool) (unlock func(), err error)
+
+	owner fileOwner
 }
 
 // NewFileChunkStore returns the chunk store in dir (the `.chunks` directory).
 func NewFileChunkStore(dir string) *FileChunkStore {
-	return &FileChunkStore{dir: dir, SyncWrites: true}
+	return &FileChunkStore{dir: dir, SyncWrites: true, owner: noOwner}
 }
 
 // Dir returns the `.chunks` directory.
@@ -274,6 +276,7 @@ func (s *FileChunkStore) write(path string, blob []byte) error {
 		// A prefix directory that is missing (a store created with
 		// LazyChunkDirs, or one removed by hand) is made on demand.
 		if err = os.Mkdir(dir, 0o750); err == nil || errors.Is(err, fs.ErrExist) {
+			s.owner.chown(dir)
 			f, err = os.CreateTemp(dir, name+".tmp_")
 		}
 	}
@@ -285,7 +288,10 @@ func (s *FileChunkStore) write(path string, blob []byte) error {
 		os.Remove(f.Name())
 		return err
 	}
-	if err := f.Chmod(0o644); err != nil {
+	if err := f.Chmod(0o644); err == nil {
+		err = s.owner.chownFile(f)
+	}
+	if err != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return err

@@ -228,12 +228,16 @@ func (s *Store) GroupNotes(g GroupRef) (string, error) {
 
 // SetGroupNotes replaces the notes of group g atomically (PBS takes no lock).
 func (s *Store) SetGroupNotes(g GroupRef, notes string) error {
-	return WriteFileAtomic(s.Path(path.Join(g.Dir(), NotesName)), []byte(notes), 0o644)
+	return s.writeFile(s.Path(path.Join(g.Dir(), NotesName)), []byte(notes))
 }
 
 // WriteFileAtomic writes data to path through a temporary file in the same
 // directory: write, fsync, rename, fsync the directory.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeFileAtomic(path, data, perm, noOwner)
+}
+
+func writeFileAtomic(path string, data []byte, perm os.FileMode, owner fileOwner) error {
 	dir, name := path[:strings.LastIndexByte(path, '/')+1], path[strings.LastIndexByte(path, '/')+1:]
 	if dir == "" {
 		dir = "."
@@ -246,6 +250,9 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err == nil {
 		err = f.Chmod(perm)
 	}
+	if err == nil {
+		err = owner.chownFile(f)
+	}
 	if err := finishFile(f, path, err); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -257,7 +264,7 @@ func (s *Store) CreateNamespace(ns Namespace) error {
 	if _, err := ParseNamespace(string(ns)); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(s.Path(ns.Dir()), 0o755); err != nil {
+	if err := s.mkdirAll(ns.Dir(), 0o755); err != nil {
 		return fmt.Errorf("namespace %q: %w", ns, err)
 	}
 	return nil

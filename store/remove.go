@@ -177,6 +177,10 @@ func (s *Store) SetProtected(ref SnapshotRef, protected bool) error {
 	if err != nil {
 		return err
 	}
+	if err := s.owner.chownFile(f); err != nil {
+		f.Close()
+		return err
+	}
 	if err := f.Close(); err != nil {
 		return err
 	}

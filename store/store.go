@@ -48,6 +48,7 @@ type Store struct {
 	locks  *lock.Locks
 	log    *slog.Logger
 	bufs   sync.Pool // chunk buffers of writers, see getChunkBuf
+	owner  fileOwner // owner of what pbsfs creates, see ownerOf
 }
 
 // Create makes a new datastore at root (§1.1): the directory, `.chunks`
@@ -113,12 +114,15 @@ func Open(root string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open datastore %s: %w", root, err)
 	}
+	owner := ownerOf(abs)
 	chunks := NewFileChunkStore(filepath.Join(abs, ".chunks"))
+	chunks.owner = owner
 	chunks.PrefixLock = func(prefix uint16, exclusive bool) (func(), error) {
 		dir := chunks.PrefixDir(prefix)
 		l, err := lock.LockPrefixDir(dir, exclusive)
 		if errors.Is(err, fs.ErrNotExist) {
 			if err = os.Mkdir(dir, 0o750); err == nil || errors.Is(err, fs.ErrExist) {
+				owner.chown(dir)
 				l, err = lock.LockPrefixDir(dir, exclusive)
 			}
 		}
@@ -135,8 +139,9 @@ func Open(root string, opts Options) (*Store, error) {
 		codec:  NewCodec(),
 		cache:  newChunkCache(opts.CacheBytes),
 		plock:  plock,
-		locks:  lock.NewLocks(opts.RuntimeDir, opts.Name, abs),
+		locks:  newLocks(opts.RuntimeDir, opts.Name, abs, owner),
 		log:    opts.Logger,
+		owner:  owner,
 	}, nil
 }
 
