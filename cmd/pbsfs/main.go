@@ -41,6 +41,11 @@ func commands() []commandInfo {
 		{"cat", "SNAPSHOT ARCHIVE", "write an archive's decoded bytes to stdout", func() command { return &catCmd{} }},
 		{"restore", "SNAPSHOT ARCHIVE TARGET", "restore an archive, or a path of a pxar archive", func() command { return &restoreCmd{} }},
 		{"verify", "[GROUP|SNAPSHOT]", "check snapshots and their chunks, as PBS verify does", func() command { return &verifyCmd{} }},
+		{"prune", "[GROUP]", "remove the snapshots a retention policy does not keep", func() command { return &pruneCmd{} }},
+		{"forget", "SNAPSHOT", "remove one snapshot", func() command { return &forgetCmd{} }},
+		{"protect", "SNAPSHOT", "protect a snapshot from prune and forget", func() command { return &protectCmd{protect: true} }},
+		{"unprotect", "SNAPSHOT", "remove a snapshot's protection", func() command { return &protectCmd{} }},
+		{"notes", "SNAPSHOT", "print a snapshot's notes, or set them with --set", func() command { return &notesCmd{} }},
 		{"gc", "", "collect garbage: remove chunks no snapshot uses", func() command { return &gcCmd{} }},
 		{"demo", "[DIR]", "build a demo datastore with a few backups", func() command { return &demoCmd{} }},
 	}
