@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"text/tabwriter"
@@ -123,7 +124,7 @@ func (c *pruneCmd) run(ctx context.Context, e *env, args []string) error {
 			case r.Err != nil:
 				failed++
 				it.Error = r.Err.Error()
-				action, note = "remove", "failed: "+it.Error
+				action, note = "remove", "failed: "+failure(r.Err)
 				fmt.Fprintf(e.stderr, "pbsfs prune: %v\n", r.Err)
 			default:
 				action = "remove"
@@ -158,6 +159,20 @@ func (c *pruneCmd) run(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("%d removals or groups failed", failed)
 	}
 	return nil
+}
+
+// failure names why a removal failed, briefly, for the table; the
+// whole error goes to stderr.
+func failure(err error) string {
+	switch {
+	case errors.Is(err, store.ErrLocked):
+		return "locked (in use by a backup, reader or verify)"
+	case errors.Is(err, store.ErrProtected):
+		return "protected"
+	case errors.Is(err, store.ErrNotFound):
+		return "already gone"
+	}
+	return err.Error()
 }
 
 // allGroups lists the groups of ns and of its namespaces down to
