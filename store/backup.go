@@ -101,7 +101,7 @@ func (b *Backup) start(ctx context.Context) error {
 	}
 	gl, err := s.locks.LockGroup(ns, g.Type, g.ID, true)
 	if err != nil {
-		return fmt.Errorf("backup group %s: %w", g, err)
+		return fmt.Errorf("backup: %w", err)
 	}
 	b.release = append(b.release, gl.Unlock)
 	if err := s.ensureOwner(g, b.opts.Owner); err != nil {
@@ -119,7 +119,7 @@ func (b *Backup) start(ctx context.Context) error {
 			if v, ok := m.Verify(); !ok || v.State != "failed" {
 				bl, err := s.locks.LockSnapshot(ns, g.Type, g.ID, base.Ref.TimeString(), false)
 				if err != nil {
-					return fmt.Errorf("base snapshot %s: %w", base.Ref, err)
+					return fmt.Errorf("base: %w", err)
 				}
 				b.release = append(b.release, bl.Unlock)
 				b.base = &base
@@ -138,7 +138,7 @@ func (b *Backup) start(ctx context.Context) error {
 	b.release = append(b.release, guard.Release)
 	sl, err := s.locks.LockSnapshot(ns, g.Type, g.ID, b.ref.TimeString(), true)
 	if err != nil {
-		return fmt.Errorf("snapshot %s: %w", b.ref, err)
+		return err
 	}
 	b.release = append(b.release, sl.Unlock)
 	if err := os.Mkdir(s.Path(b.ref.Dir()), 0o755); err != nil {

@@ -39,12 +39,12 @@ func (s *Store) destroySnapshot(ctx context.Context, ref SnapshotRef, hook Remov
 	}
 	sl, err := s.locks.LockSnapshot(ns, g.Type, g.ID, ts, true)
 	if err != nil {
-		return fmt.Errorf("snapshot %s: %w", ref, err)
+		return err // names the snapshot
 	}
 	defer sl.Unlock()
 	ml, err := s.locks.LockManifest(ctx, ns, g.Type, g.ID, ts)
 	if err != nil {
-		return fmt.Errorf("snapshot %s manifest: %w", ref, err)
+		return err
 	}
 	defer ml.Unlock()
 	if ok, err := exists(path.Join(dir, ProtectedName)); err != nil {
@@ -125,7 +125,7 @@ func (s *Store) RemoveGroup(ctx context.Context, g GroupRef, hook RemoveHook) er
 	}
 	gl, err := s.locks.LockGroup(g.NS.Components(), g.Type, g.ID, true)
 	if err != nil {
-		return fmt.Errorf("group %s: %w", g, err)
+		return err
 	}
 	defer gl.Unlock()
 	snaps, _, err := s.Snapshots(g)
@@ -160,7 +160,7 @@ func (s *Store) SetProtected(ref SnapshotRef, protected bool) error {
 	g := ref.Group
 	sl, err := s.locks.LockSnapshot(g.NS.Components(), g.Type, g.ID, ref.TimeString(), true)
 	if err != nil {
-		return fmt.Errorf("snapshot %s: %w", ref, err)
+		return err
 	}
 	defer sl.Unlock()
 	p := s.Path(path.Join(ref.Dir(), ProtectedName))
@@ -193,7 +193,7 @@ func (s *Store) UpdateManifest(ctx context.Context, ref SnapshotRef, fn func(*Ma
 	g := ref.Group
 	ml, err := s.locks.LockManifest(ctx, g.NS.Components(), g.Type, g.ID, ref.TimeString())
 	if err != nil {
-		return fmt.Errorf("snapshot %s manifest: %w", ref, err)
+		return err
 	}
 	defer ml.Unlock()
 	m, err := s.LoadManifest(ref)
