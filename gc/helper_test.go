@@ -207,3 +207,5 @@ func run(t *testing.T, c *Collector) Status {
 }
 
 const days = 24 * time.Hour
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

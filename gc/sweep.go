@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 
 	"github.com/pbsfs/pbsfs/store"
-	"github.com/pbsfs/pbsfs/store/lock"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,16 +35,6 @@ func (c *Collector) sweep(ctx context.Context, st *Status) error {
 // sweepDir sweeps one chunk directory. A missing directory is skipped, as
 // in PBS (and as stores made with LazyChunkDirs need).
 func (c *Collector) sweepDir(ctx context.Context, dir string, minAtime, oldest int64, st *Status) error {
-	if !c.opts.off.prefixLock {
-		l, err := lock.LockPrefixDir(dir, true)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		defer l.Unlock()
-	}
 	f, err := os.Open(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -53,7 +42,15 @@ func (c *Collector) sweepDir(ctx context.Context, dir string, minAtime, oldest i
 	if err != nil {
 		return fmt.Errorf("chunk directory: %w", err)
 	}
-	defer f.Close()
+	defer f.Close() // drops the lock
+	if !c.opts.off.prefixLock {
+		// The prefix lock: an flock on the directory, the same lock
+		// lock.LockPrefixDir takes for inserts; taken on the descriptor
+		// that is read, to save an open per directory.
+		if err := flockWait(int(f.Fd())); err != nil {
+			return fmt.Errorf("chunk directory %s: flock: %w", dir, err)
+		}
+	}
 	names, err := f.Readdirnames(-1)
 	if err != nil {
 		return fmt.Errorf("chunk directory %s: %w", dir, err)
@@ -137,4 +134,14 @@ func (c *Collector) unlink(dfd int, dir, name string) error {
 // the 64 hex digits of the digest, ".tmp_", and a random suffix.
 func isTempChunkName(name string) bool {
 	return len(name) > 69 && name[64:69] == ".tmp_" && store.IsChunkName(name[:64])
+}
+
+// flockWait takes an exclusive flock on fd, waiting for it.
+func flockWait(fd int) error {
+	for {
+		err := unix.Flock(fd, unix.LOCK_EX)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
 }
