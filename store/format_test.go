@@ -196,7 +196,7 @@ func TestDynamicIndexVector(t *testing.T) {
 }
 
 func TestRealPBSDynamicIndex(t *testing.T) {
-	path := "../../shared/testdata/pbs-client/backup-client-pxar-data.ppxar.didx"
+	path := "testdata/pbs-client/backup-client-pxar-data.ppxar.didx"
 	idx, err := OpenIndex(path)
 	if err != nil {
 		t.Fatal(err)

@@ -57,7 +57,7 @@ func FuzzFixedIndex(f *testing.F) {
 func FuzzDynamicIndex(f *testing.F) {
 	f.Add((&DynamicIndex{ends: []uint64{5, 11}, digests: make([]Digest, 2)}).MarshalBinary())
 	f.Add((&DynamicIndex{}).MarshalBinary())
-	if b, err := os.ReadFile("../../shared/testdata/pbs-client/backup-client-pxar-data.ppxar.didx"); err == nil {
+	if b, err := os.ReadFile("testdata/pbs-client/backup-client-pxar-data.ppxar.didx"); err == nil {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
