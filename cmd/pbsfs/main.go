@@ -47,6 +47,7 @@ func commands() []commandInfo {
 		{"unprotect", "SNAPSHOT", "remove a snapshot's protection", func() command { return &protectCmd{} }},
 		{"notes", "SNAPSHOT", "print a snapshot's notes, or set them with --set", func() command { return &notesCmd{} }},
 		{"gc", "", "collect garbage: remove chunks no snapshot uses", func() command { return &gcCmd{} }},
+		{"mount", "STORE MOUNTPOINT", "serve the datastore over FUSE; rm -r of a snapshot forgets it", func() command { return &mountCmd{} }},
 		{"demo", "[DIR]", "build a demo datastore with a few backups", func() command { return &demoCmd{} }},
 	}
 }

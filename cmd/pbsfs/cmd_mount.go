@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	pbsfs "github.com/pbsfs/pbsfs/fs"
+	"github.com/pbsfs/pbsfs/gc"
+	"github.com/pbsfs/pbsfs/store"
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+)
+
+// mountCmd serves a datastore over FUSE in the foreground until SIGINT or
+// SIGTERM, then unmounts. Removals through the mount (rm -r of a snapshot
+// or group) are announced to the garbage collector, which can run in the
+// background (--gc-interval).
+type mountCmd struct {
+	readOnly       bool
+	allowOther     bool
+	debug          bool
+	gcInterval     time.Duration
+	gcCutoff       time.Duration
+	skipAtimeCheck bool
+}
+
+func (c *mountCmd) flags(fs *pflag.FlagSet) {
+	fs.BoolVar(&c.readOnly, "read-only", false, "mount read-only: rm cannot remove snapshots")
+	fs.BoolVar(&c.allowOther, "allow-other", false, "let other users in, with the kernel checking the archives' modes (default_permissions)")
+	fs.DurationVar(&c.gcInterval, "gc-interval", 0, "collect garbage in the background this often, e.g. 24h (0: never)")
+	fs.DurationVar(&c.gcCutoff, "gc-cutoff", gc.PBSSafety().Cutoff, "keep unreferenced chunks touched within this time (see pbsfs gc --cutoff)")
+	fs.BoolVar(&c.skipAtimeCheck, "skip-atime-check", false, "skip the collector's access time self-test (then --gc-cutoff must be at least 24h5m)")
+	fs.BoolVar(&c.debug, "debug", false, "log every FUSE request")
+}
+
+func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
+	switch len(args) {
+	case 1:
+	case 2:
+		if e.storePath != "" && e.storePath != args[0] {
+			return usagef("datastore given twice: --store %s and %s", e.storePath, args[0])
+		}
+		e.storePath, args = args[0], args[1:]
+	default:
+		return usagef("want STORE MOUNTPOINT, or MOUNTPOINT with --store")
+	}
+	if c.gcCutoff < gc.MinCutoff {
+		return usagef("--gc-cutoff %s: must be at least %s", c.gcCutoff, gc.MinCutoff)
+	}
+	mnt := args[0]
+	if fi, err := os.Stat(mnt); err != nil || !fi.IsDir() {
+		return usagef("mount point %s: not a directory", mnt)
+	}
+	s, err := e.openStore()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+
+	safety := gc.PBSSafety()
+	safety.Cutoff = c.gcCutoff
+	col := gc.New(s, gc.Options{Safety: safety, SkipAtimeCheck: c.skipAtimeCheck, Logger: e.log})
+	mctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, err := pbsfs.Mount(mctx, mnt, s, pbsfs.Options{
+		Logger:     e.log,
+		Observer:   col,
+		Pin:        func(idx store.Index) func() { return col.Pin(idx) },
+		ReadOnly:   c.readOnly,
+		AllowOther: c.allowOther,
+		Debug:      c.debug,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "pbsfs: %s mounted on %s; stop with Ctrl-C or kill\n", s.Root(), mnt)
+
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		d := &gc.Daemon{Collector: col, Interval: c.gcInterval, Logger: e.log}
+		if err := d.Run(mctx); err != nil && !errors.Is(err, context.Canceled) {
+			e.log.Error("garbage collector stopped", "err", err)
+		}
+	}()
+	served := make(chan struct{})
+	go func() { srv.Wait(); close(served) }()
+
+	select {
+	case <-served: // unmounted from outside (umount, fusermount -u)
+	case <-ctx.Done():
+		if err := srv.Unmount(); err != nil {
+			// Busy: detach now; the kernel finishes when the last user
+			// leaves.
+			e.log.Warn("mount busy, detaching", "mountpoint", mnt, "err", err)
+			if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+				cancel()
+				<-gcDone
+				return fmt.Errorf("unmount %s: %w", mnt, err)
+			}
+		}
+		<-served
+	}
+	cancel()
+	<-gcDone
+	return nil
+}

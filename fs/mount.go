@@ -1,0 +1,126 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/pbsfs/pbsfs/store"
+)
+
+// RemovalObserver is told of every snapshot removal made through the
+// mount, once the snapshot's locks are held and before any of its files
+// go; an error aborts the removal. *gc.Collector satisfies it
+// (design/gc-safety.md, hazard 3).
+type RemovalObserver interface {
+	WillRemove(ctx context.Context, ref store.SnapshotRef) error
+}
+
+// Options configure a mount.
+type Options struct {
+	// Logger receives one line per refused or failed operation that the
+	// user cannot otherwise diagnose (bad data, missing keys) and one per
+	// removal; the store's logger if nil.
+	Logger *slog.Logger
+	// Observer, if set, is told of each removal before files go.
+	Observer RemovalObserver
+	// Pin, if set, is called with the index of each archive the mount
+	// opens, and the function it returns when the archive is closed, so
+	// that a collector keeps the chunks of open files of removed
+	// snapshots (gc.Collector.Pin).
+	Pin func(idx store.Index) (unpin func())
+	// UID and GID own the datastore hierarchy (namespaces, groups,
+	// snapshots and the files in them); the current process's if both
+	// are zero. Archive contents keep their stored owners.
+	UID, GID uint32
+	// HierarchyTimeout is how long the kernel may cache names and
+	// attributes of the hierarchy, which changes when backups land or
+	// prune runs (default 1 s).
+	HierarchyTimeout time.Duration
+	// ArchiveTimeout is the same for the contents of archives, which
+	// never change (default 1 h).
+	ArchiveTimeout time.Duration
+	// ReadOnly mounts read-only: removal through rm is refused too.
+	ReadOnly bool
+	// AllowOther lets other users in; the kernel then checks
+	// permissions against the stored modes (default_permissions).
+	AllowOther bool
+	// Debug logs every FUSE request.
+	Debug bool
+	// PanicHandler, if set, is called when a request panics (tests fail
+	// with it).
+	PanicHandler func(any) fuse.Status
+}
+
+// mount is the state every node of one mount shares.
+type mount struct {
+	ctx      context.Context
+	s        *store.Store
+	log      *slog.Logger
+	obs      RemovalObserver
+	pin      func(store.Index) func()
+	uid, gid uint32
+	hierTTL  time.Duration
+	archTTL  time.Duration
+	started  time.Time
+
+	mu        sync.Mutex
+	manifests map[string]manifestEntry // by snapshot directory
+}
+
+// NewRoot returns the root node of a mount of s. ctx bounds the chunk
+// loads of every archive the mount opens; cancel it only after unmounting.
+func NewRoot(ctx context.Context, s *store.Store, opts Options) fusefs.InodeEmbedder {
+	m := &mount{
+		ctx: ctx, s: s, log: opts.Logger, obs: opts.Observer, pin: opts.Pin,
+		uid: opts.UID, gid: opts.GID,
+		hierTTL: opts.HierarchyTimeout, archTTL: opts.ArchiveTimeout,
+		started:   time.Now(),
+		manifests: make(map[string]manifestEntry),
+	}
+	if m.log == nil {
+		m.log = s.Logger()
+	}
+	if m.uid == 0 && m.gid == 0 {
+		m.uid, m.gid = uint32(os.Getuid()), uint32(os.Getgid())
+	}
+	if m.hierTTL == 0 {
+		m.hierTTL = time.Second
+	}
+	if m.archTTL == 0 {
+		m.archTTL = time.Hour
+	}
+	return &nsNode{m: m, ns: ""}
+}
+
+// Mount mounts s at dir and returns the serving FUSE server; call Wait
+// on it, and Unmount to end it.
+func Mount(ctx context.Context, dir string, s *store.Store, opts Options) (*fuse.Server, error) {
+	mo := fuse.MountOptions{
+		DirectMount:  true,
+		FsName:       s.Root(),
+		Name:         "pbsfs",
+		AllowOther:   opts.AllowOther,
+		MaxReadAhead: 1 << 20,
+		Debug:        opts.Debug,
+		PanicHandler: opts.PanicHandler,
+	}
+	if opts.ReadOnly {
+		mo.Options = append(mo.Options, "ro")
+	}
+	if opts.AllowOther {
+		mo.Options = append(mo.Options, "default_permissions")
+		mo.EnableAcl = true
+	}
+	root := NewRoot(ctx, s, opts)
+	srv, err := fusefs.Mount(dir, root, &fusefs.Options{MountOptions: mo})
+	if err != nil {
+		return nil, fmt.Errorf("mount %s on %s: %w", s.Root(), dir, err)
+	}
+	return srv, nil
+}

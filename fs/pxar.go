@@ -1,0 +1,274 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"syscall"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/pbsfs/pbsfs/store/pxar"
+)
+
+// pxarNode is an entry inside a pxar archive: a directory, file, symlink,
+// device, FIFO or socket, with its stored metadata. Hardlinks are resolved
+// to their target file, so all names of a file are one node.
+type pxarNode struct {
+	roNode
+	st *archiveState
+	e  *pxar.Entry // never a hardlink
+}
+
+var (
+	_ = (fusefs.NodeLookuper)((*pxarNode)(nil))
+	_ = (fusefs.NodeOpendirHandler)((*pxarNode)(nil))
+	_ = (fusefs.NodeGetattrer)((*pxarNode)(nil))
+	_ = (fusefs.NodeOpener)((*pxarNode)(nil))
+	_ = (fusefs.NodeReader)((*pxarNode)(nil))
+	_ = (fusefs.NodeReadlinker)((*pxarNode)(nil))
+	_ = (fusefs.NodeGetxattrer)((*pxarNode)(nil))
+	_ = (fusefs.NodeListxattrer)((*pxarNode)(nil))
+)
+
+func (n *pxarNode) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
+	n.st.fill(n.e, out)
+	return 0
+}
+
+func (n *pxarNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.SetTimeout(n.st.m.archTTL)
+	return n.fill(ctx, &out.Attr)
+}
+
+func (n *pxarNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if !n.e.IsDir() {
+		return nil, syscall.ENOTDIR
+	}
+	return n.st.lookup(ctx, n.EmbeddedInode(), n.e, name, out)
+}
+
+func (n *pxarNode) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if !n.e.IsDir() {
+		return nil, 0, syscall.ENOTDIR
+	}
+	return n.st.openDir(n.EmbeddedInode(), n.e)
+}
+
+// fileHandle is an open regular file of an archive: its byte range in the
+// metadata or payload stream.
+type fileHandle struct{ r *io.SectionReader }
+
+// Open finds the file's bytes; archives never change, so the kernel keeps
+// their pages (FOPEN_KEEP_CACHE).
+func (n *pxarNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if writeFlags(flags) {
+		return nil, 0, syscall.EROFS
+	}
+	if n.e.Kind != pxar.KindFile {
+		return nil, 0, syscall.EINVAL
+	}
+	r, err := n.st.a.Content(n.e)
+	if err != nil {
+		return nil, 0, n.st.errno(err, "open", n.e)
+	}
+	return &fileHandle{r: r}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *pxarNode) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h, ok := f.(*fileHandle)
+	if !ok {
+		return nil, syscall.EBADF
+	}
+	k, err := h.r.ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, n.st.errno(err, "read", n.e)
+	}
+	return fuse.ReadResultData(dest[:k]), 0
+}
+
+func (n *pxarNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	if n.e.Kind != pxar.KindSymlink {
+		return nil, syscall.EINVAL
+	}
+	return []byte(n.e.LinkTarget), 0
+}
+
+func (n *pxarNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return getxattr(n.e, attr, dest)
+}
+
+func (n *pxarNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return listxattr(n.e, dest)
+}
+
+// errno maps an error about entry e.
+func (st *archiveState) errno(err error, op string, e *pxar.Entry) syscall.Errno {
+	return st.m.toErrno(err, op, snapAttr(st.ref), "file", st.file, "path", e.Path)
+}
+
+// fill fills out from the entry's stored metadata.
+func (st *archiveState) fill(e *pxar.Entry, out *fuse.Attr) {
+	out.Ino = entryIno(st.ino, e.Offset)
+	out.Mode = uint32(e.Mode)
+	out.Owner = fuse.Owner{Uid: e.UID, Gid: e.GID}
+	out.Nlink = 1
+	switch e.Kind {
+	case pxar.KindFile:
+		out.Size = e.Size
+		out.Nlink = st.nlink(e)
+	case pxar.KindSymlink:
+		out.Size = uint64(len(e.LinkTarget))
+	case pxar.KindCharDev, pxar.KindBlockDev:
+		out.Rdev = uint32(e.Rdev())
+	}
+	out.Blocks = (out.Size + 511) / 512
+	out.Blksize = 4096
+	mt := e.Mtime.Time()
+	out.SetTimes(&mt, &mt, &mt)
+}
+
+// child returns the child entry for c (a hardlink resolved to its file).
+func (st *archiveState) child(c *pxar.Entry) (child, error) {
+	r, err := st.a.Resolve(c)
+	if err != nil {
+		return child{}, err
+	}
+	return child{name: c.Name(), mode: uint32(r.Mode) & syscall.S_IFMT, ino: entryIno(st.ino, r.Offset),
+		node: &pxarNode{st: st, e: r}}, nil
+}
+
+// lookup finds name in directory dir through its goodbye table.
+func (st *archiveState) lookup(ctx context.Context, parent *fusefs.Inode, dir *pxar.Entry, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	e, err := st.a.LookupChild(dir, name)
+	if err != nil {
+		return nil, st.errno(err, "lookup", dir)
+	}
+	c, err := st.child(e)
+	if err != nil {
+		return nil, st.errno(err, "lookup", e)
+	}
+	return st.m.addChild(ctx, parent, c, out, st.m.archTTL)
+}
+
+// nlink counts the names of regular file e. pxar stores no link counts, so
+// the first call scans the archive's metadata once for hardlinks.
+func (st *archiveState) nlink(e *pxar.Entry) uint32 {
+	st.linksOnce.Do(func() {
+		links := make(map[int64]uint32)
+		d := pxar.NewDecoder(st.metaA, st.metaA.Size(), nil)
+		for {
+			if st.m.ctx.Err() != nil {
+				break
+			}
+			x, err := d.Next()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					st.m.log.Error("counting hardlinks", snapAttr(st.ref), "file", st.file, "err", err)
+				}
+				break
+			}
+			if x.Kind == pxar.KindHardlink {
+				links[x.HardlinkOffset]++
+			}
+		}
+		st.links = links
+	})
+	return 1 + st.links[e.FilenameOffset]
+}
+
+// dirHandle streams a directory of an archive in goodbye-table order,
+// never holding more than the table's current batch.
+type dirHandle struct {
+	st     *archiveState
+	parent *fusefs.Inode
+	dir    *pxar.Entry
+	r      *pxar.DirReader
+	off    uint64
+	last   child // the entry Readdirent returned last, for READDIRPLUS
+}
+
+var (
+	_ = (fusefs.FileReaddirenter)((*dirHandle)(nil))
+	_ = (fusefs.FileSeekdirer)((*dirHandle)(nil))
+	_ = (fusefs.FileLookuper)((*dirHandle)(nil))
+)
+
+func (st *archiveState) openDir(parent *fusefs.Inode, dir *pxar.Entry) (fusefs.FileHandle, uint32, syscall.Errno) {
+	r, err := st.a.OpenDir(dir)
+	if err != nil {
+		return nil, 0, st.errno(err, "opendir", dir)
+	}
+	return &dirHandle{st: st, parent: parent, dir: dir, r: r}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	e, err := h.r.Next()
+	if errors.Is(err, io.EOF) {
+		return nil, 0
+	}
+	if err != nil {
+		return nil, h.st.errno(err, "readdir", h.dir)
+	}
+	c, err := h.st.child(e)
+	if err != nil {
+		return nil, h.st.errno(err, "readdir", e)
+	}
+	h.off++
+	h.last = c
+	return &fuse.DirEntry{Name: c.name, Mode: c.mode, Ino: c.ino, Off: h.off}, 0
+}
+
+// Seekdir restarts the listing and skips to off.
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	r, err := h.st.a.OpenDir(h.dir)
+	if err != nil {
+		return h.st.errno(err, "seekdir", h.dir)
+	}
+	h.r, h.off, h.last = r, 0, child{}
+	for h.off < off {
+		if _, errno := h.Readdirent(ctx); errno != 0 {
+			return errno
+		}
+	}
+	return 0
+}
+
+func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if h.last.node != nil && h.last.name == name {
+		return h.st.m.addChild(ctx, h.parent, h.last, out, h.st.m.archTTL)
+	}
+	return h.st.lookup(ctx, h.parent, h.dir, name, out)
+}
+
+// getxattr serves one extended attribute of e.
+func getxattr(e *pxar.Entry, attr string, dest []byte) (uint32, syscall.Errno) {
+	for _, x := range e.AllXattrs() {
+		if x.Name != attr {
+			continue
+		}
+		if len(dest) == 0 {
+			return uint32(len(x.Value)), 0
+		}
+		if len(dest) < len(x.Value) {
+			return uint32(len(x.Value)), syscall.ERANGE
+		}
+		return uint32(copy(dest, x.Value)), 0
+	}
+	return 0, syscall.ENODATA
+}
+
+// listxattr serves the names of e's extended attributes.
+func listxattr(e *pxar.Entry, dest []byte) (uint32, syscall.Errno) {
+	var b []byte
+	for _, x := range e.AllXattrs() {
+		b = append(append(b, x.Name...), 0)
+	}
+	if len(dest) == 0 {
+		return uint32(len(b)), 0
+	}
+	if len(dest) < len(b) {
+		return uint32(len(b)), syscall.ERANGE
+	}
+	return uint32(copy(dest, b)), 0
+}

@@ -1,0 +1,339 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	iofs "io/fs"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/pbsfs/pbsfs/store"
+)
+
+// manifestName is the manifest as the mount shows it.
+const manifestName = "index.json"
+
+// refusalTTL is how long a refused removal keeps the refusing process out
+// of the snapshot's archive directories (see doc.go).
+const refusalTTL = 30 * time.Second
+
+// snapshotNode is one snapshot, MNT/…/<type>/<id>/<time>. It lists
+// index.json first, then client.log and the other blobs, then images and
+// other streams, then pxar archives as directories: the order is what
+// makes rm -r cheap (see doc.go).
+type snapshotNode struct {
+	roNode
+	m   *mount
+	ref store.SnapshotRef
+
+	mu      sync.Mutex
+	ents    []child // the archives, computed once: they never change
+	removed bool    // forgotten through this mount
+	ghosts  map[string]bool
+	refused map[uint32]refusal // by caller pid
+}
+
+// refusal records a removal refused to a process.
+type refusal struct {
+	errno syscall.Errno
+	at    time.Time
+}
+
+var (
+	_ = (fusefs.NodeLookuper)((*snapshotNode)(nil))
+	_ = (fusefs.NodeOpendirHandler)((*snapshotNode)(nil))
+	_ = (fusefs.NodeGetattrer)((*snapshotNode)(nil))
+	_ = (fusefs.NodeRmdirer)((*snapshotNode)(nil))
+	_ = (fusefs.NodeUnlinker)((*snapshotNode)(nil))
+)
+
+func (n *snapshotNode) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
+	n.m.dirAttr(out, n.ref.Time)
+	return 0
+}
+
+func (n *snapshotNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.SetTimeout(n.m.hierTTL)
+	return n.fill(ctx, &out.Attr)
+}
+
+// isRemoved reports whether the snapshot was forgotten through the mount.
+func (n *snapshotNode) isRemoved() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.removed
+}
+
+func (n *snapshotNode) list(ctx context.Context) ([]child, syscall.Errno) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.removed {
+		var out []child
+		for _, c := range n.ents {
+			if n.ghosts[c.name] {
+				out = append(out, c)
+			}
+		}
+		return out, 0
+	}
+	if n.ents != nil {
+		return n.ents, 0
+	}
+	ents, err := n.entries()
+	if err != nil {
+		return nil, n.m.toErrno(err, "list snapshot", snapAttr(n.ref))
+	}
+	n.ents = ents
+	return ents, 0
+}
+
+// entries builds the listing from the manifest and the files present.
+func (n *snapshotNode) entries() ([]child, error) {
+	si, err := n.m.s.Snapshot(n.ref)
+	if err != nil {
+		return nil, err
+	}
+	man, err := n.m.manifest(n.ref)
+	if err != nil {
+		return nil, err
+	}
+	ino := n.StableAttr().Ino
+	mk := func(name string, mode uint32, node attrNode) child {
+		return child{name: name, mode: mode, ino: childIno(ino, name), node: node}
+	}
+	out := []child{mk(manifestName, syscall.S_IFREG, &blobFile{m: n.m, snap: n})}
+	if si.HasFile(store.ClientLogName) {
+		out = append(out, mk(strings.TrimSuffix(store.ClientLogName, ".blob"), syscall.S_IFREG,
+			&blobFile{m: n.m, snap: n, file: store.ClientLogName}))
+	}
+	var images, dirs []child
+	files := append([]store.FileInfo(nil), man.Files...)
+	sort.Slice(files, func(i, j int) bool { return files[i].Filename < files[j].Filename })
+	for _, f := range files {
+		name := f.Filename
+		enc := f.CryptMode == store.CryptEncrypt
+		if !si.HasFile(name) {
+			n.m.log.Warn("archive listed in the manifest is missing; hidden", snapAttr(n.ref), "file", name)
+			continue
+		}
+		switch {
+		case name == store.CatalogName || name == store.ManifestName || name == store.ClientLogName:
+			// The catalog is internal; the others are listed above.
+		case store.KindOf(name) == store.KindBlob:
+			out = append(out, mk(strings.TrimSuffix(name, ".blob"), syscall.S_IFREG,
+				&blobFile{m: n.m, snap: n, file: name, encrypted: enc, encSize: f.Size}))
+		case strings.HasSuffix(name, ".ppxar.didx"):
+			// The payload half of a split archive; its .mpxar lists it.
+		case strings.HasSuffix(name, ".pxar.didx"), strings.HasSuffix(name, ".mpxar.didx"):
+			base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, ".didx"), ".pxar"), ".mpxar")
+			meta, payload, err := store.PxarFiles(si, base)
+			if err != nil {
+				n.m.log.Warn("pxar archive incomplete; hidden", snapAttr(n.ref), "file", name, "err", err)
+				continue
+			}
+			d := &archiveDir{m: n.m, snap: n, meta: meta, payload: payload, encrypted: enc}
+			if !enc {
+				if d.metaIdx, err = n.m.s.OpenIndex(n.ref, meta); err == nil && payload != "" {
+					d.payloadIdx, err = n.m.s.OpenIndex(n.ref, payload)
+				}
+				if err != nil {
+					n.m.log.Warn("bad index; archive hidden", snapAttr(n.ref), "file", name, "err", err)
+					continue
+				}
+			}
+			dirs = append(dirs, mk(base+".pxar", syscall.S_IFDIR, d))
+		case store.KindOf(name) == store.KindFixed, store.KindOf(name) == store.KindDynamic:
+			img := &imageFile{m: n.m, snap: n, file: name, encrypted: enc, size: f.Size}
+			if !enc {
+				idx, err := n.m.s.OpenIndex(n.ref, name)
+				if err != nil {
+					n.m.log.Warn("bad index; archive hidden", snapAttr(n.ref), "file", name, "err", err)
+					continue
+				}
+				img.idx, img.size = idx, idx.Size()
+			}
+			ext := path.Ext(name)
+			images = append(images, mk(strings.TrimSuffix(name, ext), syscall.S_IFREG, img))
+		}
+	}
+	out = append(out, images...)
+	return append(out, dirs...), nil
+}
+
+func (n *snapshotNode) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	return n.m.openList(ctx, n.EmbeddedInode(), n)
+}
+
+func (n *snapshotNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	return n.m.findChild(ctx, n.EmbeddedInode(), n, name, out)
+}
+
+// Unlink of index.json forgets the whole snapshot: without its manifest a
+// snapshot is not one. Other names are refused while the snapshot exists,
+// and succeed without doing anything once it was forgotten.
+func (n *snapshotNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	if errno, ok := n.removedName(ctx, name); ok {
+		return errno
+	}
+	if name == manifestName {
+		return n.forget(ctx, false)
+	}
+	return syscall.EPERM
+}
+
+// Rmdir of an archive directory succeeds once the snapshot was forgotten.
+func (n *snapshotNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if errno, ok := n.removedName(ctx, name); ok {
+		return errno
+	}
+	return syscall.EPERM
+}
+
+// removedName answers removals of name once the snapshot is gone or was
+// refused to the caller; ok is false when the caller should go on.
+func (n *snapshotNode) removedName(ctx context.Context, name string) (syscall.Errno, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.removed {
+		if n.ghosts[name] {
+			delete(n.ghosts, name)
+			return 0, true
+		}
+		return syscall.ENOENT, true
+	}
+	if r, ok := n.refused[callerPID(ctx)]; ok && time.Since(r.at) < refusalTTL {
+		return r.errno, true
+	}
+	return 0, false
+}
+
+// refusedTo returns the errno of a recent refused removal by the caller.
+func (n *snapshotNode) refusedTo(ctx context.Context) syscall.Errno {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if r, ok := n.refused[callerPID(ctx)]; ok && time.Since(r.at) < refusalTTL {
+		return r.errno
+	}
+	return 0
+}
+
+// forget removes the snapshot from the store as PBS's forget does. An
+// already forgotten snapshot is a success when known is set (the kernel
+// still had its directory).
+func (n *snapshotNode) forget(ctx context.Context, known bool) syscall.Errno {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.removed {
+		return 0
+	}
+	err := n.m.s.RemoveSnapshot(ctx, n.ref, n.m.removeHook)
+	n.m.dropManifest(n.ref)
+	if errors.Is(err, store.ErrNotFound) && known {
+		err = nil
+	}
+	if err != nil {
+		errno := n.m.toErrno(err, "remove snapshot", snapAttr(n.ref))
+		if errno == syscall.EPERM || errno == syscall.EBUSY {
+			n.m.log.Warn("snapshot not removed", snapAttr(n.ref), "err", err)
+			if n.refused == nil {
+				n.refused = make(map[uint32]refusal)
+			}
+			n.refused[callerPID(ctx)] = refusal{errno, time.Now()}
+		}
+		return errno
+	}
+	n.markRemovedLocked()
+	return 0
+}
+
+func (n *snapshotNode) markRemoved() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.markRemovedLocked()
+}
+
+func (n *snapshotNode) markRemovedLocked() {
+	if n.removed {
+		return
+	}
+	n.removed = true
+	n.ghosts = make(map[string]bool)
+	for _, c := range n.ents {
+		if c.name != manifestName {
+			n.ghosts[c.name] = true
+		}
+	}
+}
+
+// removeHook is the store.RemoveHook of every removal through the mount:
+// it tells the observer, then logs.
+func (m *mount) removeHook(ctx context.Context, ref store.SnapshotRef) error {
+	if m.obs != nil {
+		if err := m.obs.WillRemove(ctx, ref); err != nil {
+			return fmt.Errorf("removal observer: %w", err)
+		}
+	}
+	m.log.Info("removing snapshot", snapAttr(ref))
+	return nil
+}
+
+// manifestEntry caches a parsed manifest, or why it does not parse, for
+// one version of the manifest file.
+type manifestEntry struct {
+	mtime time.Time
+	size  int64
+	man   *store.Manifest
+	err   error
+}
+
+// manifest returns the parsed manifest of ref, reading it only when the
+// file changed since the last call.
+func (m *mount) manifest(ref store.SnapshotRef) (*store.Manifest, error) {
+	key := ref.Dir()
+	fi, err := os.Stat(m.s.Path(path.Join(key, store.ManifestName)))
+	if errors.Is(err, iofs.ErrNotExist) {
+		return nil, fmt.Errorf("snapshot %s: no manifest: %w", ref, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	e, ok := m.manifests[key]
+	m.mu.Unlock()
+	if ok && e.mtime.Equal(fi.ModTime()) && e.size == fi.Size() {
+		return e.man, e.err
+	}
+	man, err := m.s.LoadManifest(ref)
+	if err != nil {
+		m.log.Error("bad manifest; snapshot hidden", snapAttr(ref), "err", err)
+		err = fmt.Errorf("snapshot %s: %w", ref, err)
+	}
+	m.mu.Lock()
+	m.manifests[key] = manifestEntry{mtime: fi.ModTime(), size: fi.Size(), man: man, err: err}
+	m.mu.Unlock()
+	return man, err
+}
+
+func (m *mount) dropManifest(ref store.SnapshotRef) {
+	m.mu.Lock()
+	delete(m.manifests, ref.Dir())
+	m.mu.Unlock()
+}
+
+// showSnapshot reports whether the mount lists snapshot si: finished,
+// with a manifest that parses.
+func (m *mount) showSnapshot(si store.SnapshotInfo) bool {
+	if !si.Finished {
+		return false
+	}
+	_, err := m.manifest(si.Ref)
+	return err == nil
+}
