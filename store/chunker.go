@@ -72,10 +72,12 @@ func NewChunker(avg int) (*Chunker, error) {
 //
 // The hash only depends on the last 64 bytes (a table value leaves the
 // window rotated by 64, which is 0 mod 32), and no cut is tested before
-// min bytes, so the first min-64 bytes of a chunk are skipped unhashed.
+// min bytes, so all but the last 65 bytes before min are skipped unhashed.
 func (c *Chunker) Scan(p []byte) (int, bool) {
 	i := 0
-	if skipTo := c.min - chunkerWindow; c.n < skipTo {
+	// Skip to 65 bytes before min: the window then fills up to min-1, so
+	// the first tested hash is the one at exactly min bytes.
+	if skipTo := c.min - chunkerWindow - 1; c.n < skipTo {
 		if c.n+len(p) <= skipTo {
 			c.n += len(p)
 			return len(p), false
@@ -93,18 +95,62 @@ func (c *Chunker) Scan(p []byte) (int, bool) {
 		c.n++
 		i++
 	}
-	h, n, mask, thr, minN, maxN := c.h, c.n, c.mask, c.thr, c.min, c.max
-	for i < len(p) {
+	if c.wn < chunkerWindow {
+		return len(p), false // p ended while the window was filling
+	}
+	// Rolling with n >= min: a cut is due when the hash matches or n
+	// reaches max. The byte leaving the window comes from the ring for the
+	// first 64 bytes of p and from p itself after that.
+	h, n, mask, thr := c.h, c.n, c.mask, c.thr
+	// Until n reaches min (one byte after the skip, more when min < 65),
+	// roll without the fast path.
+	for n < c.min && i < len(p) {
 		b := p[i]
 		slot := n & (chunkerWindow - 1)
 		h = bits.RotateLeft32(h, 1) ^ tbl[c.win[slot]] ^ tbl[b]
 		c.win[slot] = b
 		n++
 		i++
-		if n >= maxN || (n >= minN && h&mask >= thr) {
+		if n >= c.max || n >= c.min && h&mask >= thr {
 			c.h, c.n, c.wn = 0, 0, 0
 			return i, true
 		}
+	}
+	stop := len(p)
+	if rest := c.max - n; rest < stop-i {
+		stop = i + rest
+	}
+	first := i
+	for i < stop && i-first < chunkerWindow {
+		b := p[i]
+		slot := n & (chunkerWindow - 1)
+		h = bits.RotateLeft32(h, 1) ^ tbl[c.win[slot]] ^ tbl[b]
+		c.win[slot] = b
+		n++
+		i++
+		if h&mask >= thr {
+			c.h, c.n, c.wn = 0, 0, 0
+			return i, true
+		}
+	}
+	second := i
+	for ; i < stop; i++ {
+		h = bits.RotateLeft32(h, 1) ^ tbl[p[i-chunkerWindow]] ^ tbl[p[i]]
+		if h&mask >= thr {
+			c.h, c.n, c.wn = 0, 0, 0
+			return i + 1, true
+		}
+	}
+	if i > second {
+		n += i - second
+		// Keep the window: the last 64 bytes, at their ring slots.
+		for j := i - chunkerWindow; j < i; j++ {
+			c.win[(n-(i-j))&(chunkerWindow-1)] = p[j]
+		}
+	}
+	if n >= c.max {
+		c.h, c.n, c.wn = 0, 0, 0
+		return i, true
 	}
 	c.h, c.n = h, n
 	return len(p), false

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"slices"
@@ -92,4 +93,55 @@ func TestNewChunkerRejects(t *testing.T) {
 			t.Errorf("NewChunker(%d) accepted", avg)
 		}
 	}
+}
+
+// referenceCuts is §8 written as plainly as possible, byte by byte.
+func referenceCuts(data []byte, avg int) []int {
+	minN, maxN := avg/4, avg*4
+	mask := uint32(2*avg - 1)
+	var ends []int
+	var h uint32
+	var win [64]byte
+	n, wn := 0, 0
+	for pos, b := range data {
+		if wn < 64 {
+			win[wn] = b
+			wn++
+			n++
+			h = h<<1 | h>>31
+			h ^= buzhashTable[b]
+		} else {
+			i := n % 64
+			h = (h<<1 | h>>31) ^ buzhashTable[win[i]] ^ buzhashTable[b]
+			win[i] = b
+			n++
+			if n >= maxN || n >= minN && h&mask >= mask-2 {
+				ends = append(ends, pos+1)
+				h, n, wn = 0, 0, 0
+			}
+		}
+	}
+	if len(data) > 0 && (len(ends) == 0 || ends[len(ends)-1] != len(data)) {
+		ends = append(ends, len(data))
+	}
+	return ends
+}
+
+// FuzzChunker compares the optimised chunker, fed in pieces, with the
+// plain reference on small averages so cuts are frequent.
+func FuzzChunker(f *testing.F) {
+	f.Add([]byte("seed"), uint8(0), uint16(7))
+	f.Add(xorshiftBytes(3, 5000), uint8(2), uint16(100))
+	f.Add(make([]byte, 3000), uint8(1), uint16(64))
+	f.Fuzz(func(t *testing.T, seed []byte, avgShift uint8, piece uint16) {
+		avg := 256 << (avgShift % 3)
+		data := bytes.Repeat(seed, 1+8*avg/(len(seed)+1))
+		if len(data) > 1<<16 {
+			data = data[:1<<16]
+		}
+		want := referenceCuts(data, avg)
+		if got := chunkEnds(t, data, avg, int(piece%4096)+1); !slices.Equal(got, want) {
+			t.Fatalf("avg %d pieces %d: %v, want %v", avg, piece%4096+1, got, want)
+		}
+	})
 }
