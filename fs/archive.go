@@ -24,6 +24,7 @@ type archiveDir struct {
 	meta, payload       string      // index file names; payload "" for plain archives
 	metaIdx, payloadIdx store.Index // parsed at listing; nil if encrypted
 	encrypted           bool
+	ino                 uint64 // known before the node is in the tree
 
 	once sync.Once
 	st   *archiveState
@@ -70,7 +71,7 @@ func (n *archiveDir) open() (*archiveState, error) {
 			n.err = fmt.Errorf("%s/%s: %w", n.snap.ref, n.meta, err)
 			return
 		}
-		st := &archiveState{m: n.m, a: a, metaA: metaA, ino: n.StableAttr().Ino, ref: n.snap.ref, file: n.meta}
+		st := &archiveState{m: n.m, a: a, metaA: metaA, ino: n.ino, ref: n.snap.ref, file: n.meta}
 		if n.m.pin != nil {
 			st.unpin = append(st.unpin, n.m.pin(n.metaIdx))
 			if n.payloadIdx != nil {
@@ -117,7 +118,7 @@ func (n *archiveDir) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
 		return 0
 	}
 	st.fill(st.a.Root(), out)
-	out.Ino = n.StableAttr().Ino
+	out.Ino = n.ino
 	return 0
 }
 

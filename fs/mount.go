@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -71,6 +72,10 @@ type mount struct {
 
 	mu        sync.Mutex
 	manifests map[string]manifestEntry // by snapshot directory
+
+	// archiveOps counts lookups and directory opens inside archives;
+	// tests check that rm -r of a snapshot makes none.
+	archiveOps atomic.Int64
 }
 
 // NewRoot returns the root node of a mount of s. ctx bounds the chunk
@@ -101,6 +106,10 @@ func NewRoot(ctx context.Context, s *store.Store, opts Options) fusefs.InodeEmbe
 // Mount mounts s at dir and returns the serving FUSE server; call Wait
 // on it, and Unmount to end it.
 func Mount(ctx context.Context, dir string, s *store.Store, opts Options) (*fuse.Server, error) {
+	return mountRoot(dir, s, NewRoot(ctx, s, opts), opts)
+}
+
+func mountRoot(dir string, s *store.Store, root fusefs.InodeEmbedder, opts Options) (*fuse.Server, error) {
 	mo := fuse.MountOptions{
 		DirectMount:  true,
 		FsName:       s.Root(),
@@ -117,7 +126,6 @@ func Mount(ctx context.Context, dir string, s *store.Store, opts Options) (*fuse
 		mo.Options = append(mo.Options, "default_permissions")
 		mo.EnableAcl = true
 	}
-	root := NewRoot(ctx, s, opts)
 	srv, err := fusefs.Mount(dir, root, &fusefs.Options{MountOptions: mo})
 	if err != nil {
 		return nil, fmt.Errorf("mount %s on %s: %w", s.Root(), dir, err)

@@ -140,6 +140,7 @@ func (st *archiveState) child(c *pxar.Entry) (child, error) {
 
 // lookup finds name in directory dir through its goodbye table.
 func (st *archiveState) lookup(ctx context.Context, parent *fusefs.Inode, dir *pxar.Entry, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	st.m.archiveOps.Add(1)
 	e, err := st.a.LookupChild(dir, name)
 	if err != nil {
 		return nil, st.errno(err, "lookup", dir)
@@ -195,6 +196,7 @@ var (
 )
 
 func (st *archiveState) openDir(parent *fusefs.Inode, dir *pxar.Entry) (fusefs.FileHandle, uint32, syscall.Errno) {
+	st.m.archiveOps.Add(1)
 	r, err := st.a.OpenDir(dir)
 	if err != nil {
 		return nil, 0, st.errno(err, "opendir", dir)

@@ -139,7 +139,7 @@ func (n *snapshotNode) entries() ([]child, error) {
 				n.m.log.Warn("pxar archive incomplete; hidden", snapAttr(n.ref), "file", name, "err", err)
 				continue
 			}
-			d := &archiveDir{m: n.m, snap: n, meta: meta, payload: payload, encrypted: enc}
+			d := &archiveDir{m: n.m, snap: n, meta: meta, payload: payload, encrypted: enc, ino: childIno(ino, base+".pxar")}
 			if !enc {
 				if d.metaIdx, err = n.m.s.OpenIndex(n.ref, meta); err == nil && payload != "" {
 					d.payloadIdx, err = n.m.s.OpenIndex(n.ref, payload)
