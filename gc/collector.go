@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,9 @@ type Options struct {
 	// gc-atime-safety-check=false). A Safety.Cutoff below PBS's 24 h 5 min
 	// is then refused.
 	SkipAtimeCheck bool
+	// Workers is the number of goroutines that touch chunks in phase 1 and
+	// sweep chunk directories in phase 2; GOMAXPROCS if zero.
+	Workers int
 	// Logger receives progress and warnings; the store's logger if nil.
 	Logger *slog.Logger
 	// Hooks are called at the points where tests force interleavings.
@@ -53,7 +57,8 @@ type Hooks struct {
 	// check that precedes the sweep.
 	BeforeSweep func(ctx context.Context)
 	// BeforePrefixSweep runs before the sweep locks and reads the chunk
-	// directory of prefix.
+	// directory of prefix. With several workers it is called from several
+	// goroutines at once.
 	BeforePrefixSweep func(ctx context.Context, prefix uint16)
 }
 
@@ -134,6 +139,9 @@ func New(s *store.Store, opts Options) *Collector {
 	}
 	if opts.Logger == nil {
 		opts.Logger = s.Logger()
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
 	}
 	if opts.test.touch == nil {
 		opts.test.touch = store.TouchPath

@@ -53,6 +53,36 @@ func helperMain(role string) int {
 			return 1
 		}
 		return 0
+	case "insert", "touch":
+		// Reuse the chunk $GC_TEST_DATA as a pbsfs writer does: Insert
+		// (which touches an existing chunk) or TouchIfPresent. Print
+		// "locking" when at the prefix lock and the outcome at the end.
+		s, err := store.Open(root, store.Options{RuntimeDir: os.Getenv("GC_TEST_RUNTIME")})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		chunks := s.Chunks()
+		orig := chunks.PrefixLock
+		chunks.PrefixLock = func(p uint16, excl bool) (func(), error) {
+			fmt.Println("locking")
+			return orig(p, excl)
+		}
+		data := []byte(os.Getenv("GC_TEST_DATA"))
+		d := store.DigestOf(data)
+		var reused bool
+		if role == "insert" {
+			blob, _ := s.Codec().Encode(data, false)
+			reused, err = chunks.Insert(context.Background(), d, blob)
+		} else {
+			reused, err = chunks.TouchIfPresent(context.Background(), d)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Printf("reused=%v\n", reused)
+		return 0
 	case "writer":
 		dir := os.Getenv("GC_TEST_WRITERS")
 		start, _ := strconv.ParseInt(os.Getenv("GC_TEST_START"), 10, 64)
@@ -241,6 +271,79 @@ func TestWriterInOtherProcess(t *testing.T) {
 			// Younger than the writer means in use (spec §6.4): 3 + the zero chunk.
 			if !st.OldestWriter.Equal(time.Unix(0, start.UnixNano())) || st.DiskChunks != 4 || st.RemovedChunks != 2 {
 				t.Errorf("oldest writer %v (want %v), in use %d (want 4), removed %d (want 2)", st.OldestWriter, start, st.DiskChunks, st.RemovedChunks)
+			}
+		})
+	}
+}
+
+// TestReuseFromProcessDuringSweep: a writer in another process reuses a
+// chunk (Insert of an existing chunk, or TouchIfPresent) between the
+// sweep's stat that condemned it and its unlink. With the prefix lock the
+// writer waits and then finds the chunk gone (and writes it); without it,
+// the writer reuses a chunk the sweep then deletes.
+func TestReuseFromProcessDuringSweep(t *testing.T) {
+	tests := []struct {
+		name, role string
+		off        safeguards
+		wantLost   bool
+	}{
+		{"insert, prefix lock", "insert", safeguards{}, false},
+		{"insert, no prefix lock", "insert", safeguards{prefixLock: true}, true},
+		{"touch, prefix lock", "touch", safeguards{}, false},
+		{"touch, no prefix lock", "touch", safeguards{prefixLock: true}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := newTestStore(t)
+			data := "chunk reused by " + tc.name
+			d := store.DigestOf([]byte(data))
+			blob, _ := ts.Codec().Encode([]byte(data), false)
+			if _, err := ts.Chunks().Insert(context.Background(), d, blob); err != nil {
+				t.Fatal(err)
+			}
+			ts.age(3*days, d)
+
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), "GC_TEST_HELPER="+tc.role, "GC_TEST_STORE="+ts.Root(),
+				"GC_TEST_RUNTIME="+ts.RuntimeDir(), "GC_TEST_DATA="+data)
+			cmd.Stderr = os.Stderr
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := bufio.NewReader(out)
+			var outcome string
+			test := testHooks{beforeUnlink: func(p string) {
+				if p != ts.Chunks().Path(d) {
+					return
+				}
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				if l, _ := lines.ReadString('\n'); l != "locking\n" {
+					t.Errorf("helper said %q", l)
+				}
+				if tc.off.prefixLock {
+					outcome, _ = lines.ReadString('\n') // it completes before the unlink
+				}
+			}}
+			run(t, ts.collector(Options{off: tc.off, test: test}))
+			if outcome == "" {
+				outcome, _ = lines.ReadString('\n')
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			reused := outcome == "reused=true\n"
+			lost := !ts.exists(d)
+			if reused && lost != tc.wantLost {
+				t.Errorf("writer reused the chunk, lost=%v; want lost=%v", lost, tc.wantLost)
+			}
+			if !reused && tc.wantLost {
+				t.Errorf("writer did not reuse the chunk (%q); the interleaving was not forced", outcome)
+			}
+			if !reused && tc.role == "insert" && lost {
+				t.Error("insert did not write the swept chunk again")
 			}
 		})
 	}

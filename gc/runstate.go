@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pbsfs/pbsfs/store"
 )
@@ -22,22 +23,43 @@ type Index interface {
 type runState struct {
 	c *Collector
 
+	touched touchedSet // digests touched in this run (PBS's LRU, unbounded)
+
+	hits, misses, touches, missing atomic.Uint64
+
 	mu          sync.Mutex
-	touched     map[store.Digest]struct{} // digests touched in this run (PBS's LRU, unbounded)
-	processed   map[string]struct{}       // index files marked
-	unprocessed map[string]struct{}       // index files of the initial walk not yet seen
-	err         error                     // first failure found outside phase 1's own loop
+	processed   map[string]struct{} // index files marked
+	unprocessed map[string]struct{} // index files of the initial walk not yet seen
+	err         error               // first failure found outside phase 1's own loop
 	files       uint64
 	bytes       uint64
-	hits        uint64
-	misses      uint64
-	touches     uint64
-	missing     uint64
 }
 
 func newRunState(c *Collector) *runState {
-	return &runState{c: c, touched: make(map[store.Digest]struct{}),
-		processed: make(map[string]struct{}), unprocessed: make(map[string]struct{})}
+	r := &runState{c: c, processed: make(map[string]struct{}), unprocessed: make(map[string]struct{})}
+	for i := range r.touched {
+		r.touched[i].m = make(map[store.Digest]struct{})
+	}
+	return r
+}
+
+// touchedSet is a set of digests in 256 shards by first byte, so that
+// parallel markers rarely wait for each other.
+type touchedSet [256]struct {
+	mu sync.Mutex
+	m  map[store.Digest]struct{}
+}
+
+// add inserts d and reports whether it was new.
+func (t *touchedSet) add(d store.Digest) bool {
+	sh := &t[d[0]]
+	sh.mu.Lock()
+	_, ok := sh.m[d]
+	if !ok {
+		sh.m[d] = struct{}{}
+	}
+	sh.mu.Unlock()
+	return !ok
 }
 
 // fail records err, which aborts the run before its sweep.
@@ -60,8 +82,8 @@ func (r *runState) fill(st *Status) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st.IndexFileCount, st.IndexDataBytes = r.files, r.bytes
-	st.CacheStats = &CacheStats{Hits: r.hits, Misses: r.misses}
-	st.MissingChunks, st.Touches = r.missing, r.touches
+	st.CacheStats = &CacheStats{Hits: r.hits.Load(), Misses: r.misses.Load()}
+	st.MissingChunks, st.Touches = r.missing.Load(), r.touches.Load()
 }
 
 // markFile marks the chunks of the index file at path. vanished reports an
@@ -97,32 +119,49 @@ func (r *runState) markFile(ctx context.Context, path string) (vanished bool, er
 }
 
 // markChunks touches every chunk of idx that this run has not touched yet
-// (spec §6.2). A missing chunk is a warning; its .bad copies are touched
-// so they stay while an index needs the chunk.
+// (spec §6.2), with the collector's workers when idx is large. A missing
+// chunk is a warning; its .bad copies are touched so they stay while an
+// index needs the chunk.
 func (r *runState) markChunks(ctx context.Context, idx Index, name string) error {
+	n := idx.Len()
+	w := min(r.c.opts.Workers, (n+parallelMin-1)/parallelMin)
+	if w <= 1 {
+		return r.markRange(ctx, idx, name, 0, n, 1)
+	}
+	errs := make(chan error, w)
+	for k := range w {
+		go func() { errs <- r.markRange(ctx, idx, name, k, n, w) }()
+	}
+	var first error
+	for range w {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// parallelMin is the number of chunks per worker below which an index is
+// marked by fewer workers.
+const parallelMin = 64
+
+// markRange marks chunks from, from+step, … below n of idx.
+func (r *runState) markRange(ctx context.Context, idx Index, name string, from, n, step int) error {
 	chunks := r.c.s.Chunks()
 	touch := r.c.opts.test.touch
-	n := idx.Len()
-	for i := 0; i < n; i++ {
-		if i%1024 == 0 {
+	for i, k := from, 0; i < n; i, k = i+step, k+1 {
+		if k%1024 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 		}
 		d, _, _ := idx.Chunk(i)
-		r.mu.Lock()
-		_, hit := r.touched[d]
-		if hit {
-			r.hits++
-		} else {
-			r.touched[d] = struct{}{}
-			r.misses++
-			r.touches++
-		}
-		r.mu.Unlock()
-		if hit {
+		if !r.touched.add(d) {
+			r.hits.Add(1)
 			continue
 		}
+		r.misses.Add(1)
+		r.touches.Add(1)
 		path := chunks.Path(d)
 		err := touch(path)
 		if err == nil {
@@ -131,19 +170,15 @@ func (r *runState) markChunks(ctx context.Context, idx Index, name string) error
 		if !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("touch chunk %s: %w", d, err)
 		}
-		for n := 0; n <= 9; n++ {
-			bad := fmt.Sprintf("%s.%d.bad", path, n)
+		for j := 0; j <= 9; j++ {
+			bad := fmt.Sprintf("%s.%d.bad", path, j)
 			err := touch(bad)
-			r.mu.Lock()
-			r.touches++
-			r.mu.Unlock()
+			r.touches.Add(1)
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("touch %s: %w", bad, err)
 			}
 		}
-		r.mu.Lock()
-		r.missing++
-		r.mu.Unlock()
+		r.missing.Add(1)
 		r.c.log.Warn("unable to access non-existent chunk", "chunk", d.String(), "required_by", name)
 	}
 	return nil

@@ -7,27 +7,65 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/pbsfs/pbsfs/store"
 	"golang.org/x/sys/unix"
 )
 
-// sweep is phase 2 (spec §6.4): every chunk directory in numeric order,
-// each held exclusively (the prefix lock inserts hold shared) while its
-// files are judged and unlinked.
+// sweep is phase 2 (spec §6.4): every chunk directory, each held
+// exclusively (the prefix lock inserts hold shared) while its files are
+// judged and unlinked. Workers take the directories in numeric order.
 func (c *Collector) sweep(ctx context.Context, st *Status) error {
 	minAtime, oldest := st.MinAtime.Unix(), st.OldestWriter.Unix()
-	for p := 0; p <= 0xffff; p++ {
-		if err := ctx.Err(); err != nil {
-			return err
+	var next atomic.Int64
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	parts := make([]Status, c.opts.Workers)
+	errs := make(chan error, len(parts))
+	for w := range parts {
+		go func() {
+			for {
+				p := next.Add(1) - 1
+				if p > 0xffff {
+					errs <- nil
+					return
+				}
+				err := ctx.Err()
+				if err == nil {
+					if h := c.opts.Hooks.BeforePrefixSweep; h != nil {
+						h(ctx, uint16(p))
+					}
+					err = c.sweepDir(ctx, c.s.Chunks().PrefixDir(uint16(p)), minAtime, oldest, &parts[w])
+				}
+				if err != nil {
+					cancel()
+					errs <- err
+					return
+				}
+				c.prog.prefixes.Add(1)
+			}
+		}()
+	}
+	var first error
+	for range parts {
+		if err := <-errs; err != nil && (first == nil || errors.Is(first, context.Canceled)) {
+			first = err
 		}
-		if h := c.opts.Hooks.BeforePrefixSweep; h != nil {
-			h(ctx, uint16(p))
-		}
-		if err := c.sweepDir(ctx, c.s.Chunks().PrefixDir(uint16(p)), minAtime, oldest, st); err != nil {
-			return err
-		}
-		c.prog.prefixes.Store(int64(p + 1))
+	}
+	if first != nil {
+		return first
+	}
+	for _, p := range parts {
+		st.DiskBytes += p.DiskBytes
+		st.DiskChunks += p.DiskChunks
+		st.RemovedBytes += p.RemovedBytes
+		st.RemovedChunks += p.RemovedChunks
+		st.PendingBytes += p.PendingBytes
+		st.PendingChunks += p.PendingChunks
+		st.RemovedBad += p.RemovedBad
+		st.StillBad += p.StillBad
+		st.RemovedTemp += p.RemovedTemp
 	}
 	return nil
 }
