@@ -1,0 +1,236 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pbsfs/pbsfs/store"
+	"golang.org/x/sys/unix"
+)
+
+// bin is the pbsfs binary built by TestMain.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pbsfs-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "pbsfs")
+	build := exec.Command("go", "build", "-o", bin, "github.com/pbsfs/pbsfs/cmd/pbsfs")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build pbsfs:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// requireFUSE skips the test when this process cannot mount, unless
+// PBSFS_REQUIRE_FUSE=1 asks for a failure instead.
+func requireFUSE(t testing.TB) {
+	t.Helper()
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err == nil {
+		f.Close()
+		if os.Geteuid() == 0 {
+			return
+		}
+		err = syscall.EPERM
+	}
+	if os.Getenv("PBSFS_REQUIRE_FUSE") == "1" {
+		t.Fatalf("FUSE required (PBSFS_REQUIRE_FUSE=1) but unusable: %v", err)
+	}
+	t.Skipf("no usable /dev/fuse (%v); set PBSFS_REQUIRE_FUSE=1 to fail instead", err)
+}
+
+// env is one datastore with its runtime directory.
+type env struct {
+	store, run string
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	e := &env{store: filepath.Join(t.TempDir(), "store"), run: t.TempDir()}
+	// pbsfs init makes all 65536 chunk directories, which takes 10-30 s
+	// here; tests use a lazy datastore made through the store package.
+	s, err := store.Create(e.store, store.Options{RuntimeDir: e.run, LazyChunkDirs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	return e
+}
+
+// open opens the datastore in the test process.
+func (e *env) open(t testing.TB) *store.Store {
+	t.Helper()
+	s, err := store.Open(e.store, store.Options{RuntimeDir: e.run})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// pbsfs runs the binary and fails the test on error.
+func (e *env) pbsfs(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := e.try(args...)
+	if err != nil {
+		t.Fatalf("pbsfs %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func (e *env) try(args ...string) (string, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "PBSFS_RUNTIME_DIR="+e.run, "PBSFS_STORE="+e.store)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// backup runs pbsfs backup of the given archives into group typ/id at t.
+func (e *env) backup(t testing.TB, typ, id string, when time.Time, archives ...string) string {
+	t.Helper()
+	args := append([]string{"backup", "--no-progress", "--type", typ, "--id", id, "--time", when.UTC().Format(time.RFC3339)}, archives...)
+	e.pbsfs(t, args...)
+	return when.UTC().Format("2006-01-02T15:04:05Z")
+}
+
+func (e *env) snapshots(t testing.TB, group string) []string {
+	t.Helper()
+	ents, _ := os.ReadDir(filepath.Join(e.store, group))
+	var out []string
+	for _, d := range ents {
+		if d.IsDir() {
+			out = append(out, d.Name())
+		}
+	}
+	return out
+}
+
+
+// mount starts pbsfs mount in the background and returns the mountpoint
+// once the mount is up. Cleanup stops it with SIGTERM, and detaches the
+// mount if the process does not clean up.
+func (e *env) mount(t testing.TB, extra ...string) (string, *exec.Cmd) {
+	t.Helper()
+	requireFUSE(t)
+	mnt := t.TempDir()
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, append(append([]string{"mount"}, extra...), e.store, mnt)...)
+	cmd.Env = append(os.Environ(), "PBSFS_RUNTIME_DIR="+e.run)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("pbsfs mount exited with %v\n%s", err, logs.String())
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("pbsfs mount did not exit on SIGTERM\n%s", logs.String())
+			cmd.Process.Kill()
+		}
+		if mounted(mnt) {
+			t.Errorf("%s still mounted after pbsfs exited", mnt)
+			unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !mounted(mnt) {
+		select {
+		case err := <-done:
+			t.Fatalf("pbsfs mount exited: %v\n%s", err, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mount did not come up\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("pbsfs mount log:\n%s", logs.String())
+		}
+	})
+	return mnt, cmd
+}
+
+// mounted reports whether dir is a mount point, from /proc/self/mountinfo.
+func mounted(dir string) bool {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && fields[4] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// run runs a tool and returns its combined output and error.
+func run(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	return string(out), err
+}
+
+func runIn(dir, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// randomFile writes n pseudo-random bytes (half compressible) to p.
+func randomFile(t testing.TB, p string, n int64, seed uint64) {
+	t.Helper()
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := rand.New(rand.NewPCG(seed, 1))
+	w := bufio.NewWriterSize(f, 1<<20)
+	var b [8]byte
+	for i := int64(0); i < n; i += 8 {
+		v := r.Uint64()
+		if (i>>16)&1 == 1 {
+			v &= 0x0f0f0f0f0f0f0f0f
+		}
+		for j := range b {
+			b[j] = byte(v >> (8 * j))
+		}
+		k := min(8, n-i)
+		w.Write(b[:k])
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
