@@ -123,7 +123,6 @@ func (e *env) snapshots(t testing.TB, group string) []string {
 	return out
 }
 
-
 // mount starts pbsfs mount in the background and returns the mountpoint
 // once the mount is up. Cleanup stops it with SIGTERM, and detaches the
 // mount if the process does not clean up.
