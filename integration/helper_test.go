@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -130,9 +131,19 @@ func (e *env) mount(t testing.TB, extra ...string) (string, *exec.Cmd) {
 	t.Helper()
 	requireFUSE(t)
 	mnt := t.TempDir()
-	var logs bytes.Buffer
-	cmd := exec.Command(bin, append(append([]string{"mount"}, extra...), e.store, mnt)...)
-	cmd.Env = append(os.Environ(), "PBSFS_RUNTIME_DIR="+e.run)
+	args := append(append([]string{"mount"}, extra...), e.store, mnt)
+	cmd := startMount(t, mnt, []string{"PBSFS_RUNTIME_DIR=" + e.run}, bin, args...)
+	return mnt, cmd
+}
+
+// startMount runs a FUSE server program that mounts on mnt and waits
+// until the mount is up. Cleanup sends SIGTERM and checks that the
+// program unmounted and exited cleanly.
+func startMount(t testing.TB, mnt string, env []string, prog string, args ...string) *exec.Cmd {
+	t.Helper()
+	var logs syncBuffer
+	cmd := exec.Command(prog, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -144,14 +155,14 @@ func (e *env) mount(t testing.TB, extra ...string) (string, *exec.Cmd) {
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Errorf("pbsfs mount exited with %v\n%s", err, logs.String())
+				t.Errorf("%s exited with %v\n%s", filepath.Base(prog), err, logs.String())
 			}
 		case <-time.After(10 * time.Second):
-			t.Errorf("pbsfs mount did not exit on SIGTERM\n%s", logs.String())
+			t.Errorf("%s did not exit on SIGTERM\n%s", filepath.Base(prog), logs.String())
 			cmd.Process.Kill()
 		}
 		if mounted(mnt) {
-			t.Errorf("%s still mounted after pbsfs exited", mnt)
+			t.Errorf("%s still mounted after %s exited", mnt, filepath.Base(prog))
 			unix.Unmount(mnt, unix.MNT_DETACH)
 		}
 	})
@@ -159,7 +170,7 @@ func (e *env) mount(t testing.TB, extra ...string) (string, *exec.Cmd) {
 	for !mounted(mnt) {
 		select {
 		case err := <-done:
-			t.Fatalf("pbsfs mount exited: %v\n%s", err, logs.String())
+			t.Fatalf("%s exited: %v\n%s", filepath.Base(prog), err, logs.String())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -169,10 +180,28 @@ func (e *env) mount(t testing.TB, extra ...string) (string, *exec.Cmd) {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("pbsfs mount log:\n%s", logs.String())
+			t.Logf("%s log:\n%s", filepath.Base(prog), logs.String())
 		}
 	})
-	return mnt, cmd
+	return cmd
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's output and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // mounted reports whether dir is a mount point, from /proc/self/mountinfo.
