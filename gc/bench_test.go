@@ -68,6 +68,8 @@ func BenchmarkGC(b *testing.B) {
 			b.Fatalf("touches %d, in use %d; want %d", st.Touches, st.DiskChunks, referenced)
 		}
 		b.ReportMetric(float64(st.Touches), "utimensat/op")
+		b.ReportMetric(st.MarkTime.Seconds(), "mark-s")
+		b.ReportMetric(st.SweepTime.Seconds(), "sweep-s")
 		b.ReportMetric(float64(referenced), "chunks-referenced")
 	})
 }

@@ -211,6 +211,7 @@ func (c *Collector) Run(ctx context.Context) (Status, error) {
 		"oldest_writer", st.OldestWriter.UTC().Format(time.RFC3339), "dry_run", o.DryRun)
 
 	r := newRunState(c)
+	markStart := time.Now()
 	c.setPhase(PhaseMark, r)
 	if err := c.mark(ctx, r); err != nil {
 		c.setPhase(PhaseStart, nil)
@@ -230,6 +231,7 @@ func (c *Collector) Run(ctx context.Context) (Status, error) {
 		}
 	}
 	r.fill(&st)
+	st.MarkTime = time.Since(markStart)
 	if h := o.Hooks.BeforeSweep; h != nil {
 		h(ctx)
 	}
@@ -239,9 +241,11 @@ func (c *Collector) Run(ctx context.Context) (Status, error) {
 		}
 	}
 	c.setPhase(PhaseSweep, nil)
+	sweepStart := time.Now()
 	if err := c.sweep(ctx, &st); err != nil {
 		return Status{}, fmt.Errorf("phase 2 (sweep): %w", err)
 	}
+	st.SweepTime = time.Since(sweepStart)
 	c.logSummary(st)
 	if !o.DryRun {
 		c.writeStatus(st)
@@ -262,6 +266,7 @@ func (c *Collector) sealMark() []Index {
 	c.phaseMu.Lock()
 	defer c.phaseMu.Unlock()
 	c.phase, c.run = PhaseSweep, nil
+	c.prog.phase.Store(int32(PhaseSweep))
 	c.pinMu.Lock()
 	defer c.pinMu.Unlock()
 	out := make([]Index, 0, len(c.pins))
@@ -293,7 +298,8 @@ func (c *Collector) logSummary(st Status) {
 		verb+"_chunks", st.RemovedChunks, verb+"_bytes", st.RemovedBytes, verb+"_bad", st.RemovedBad,
 		"pending_chunks", st.PendingChunks, "pending_bytes", st.PendingBytes,
 		"disk_chunks", st.DiskChunks, "disk_bytes", st.DiskBytes, "still_bad", st.StillBad,
-		"missing_chunks", st.MissingChunks, "dedup_factor", fmt.Sprintf("%.2f", st.DedupFactor()))
+		"missing_chunks", st.MissingChunks, "dedup_factor", fmt.Sprintf("%.2f", st.DedupFactor()),
+		"mark_time", st.MarkTime.Round(time.Millisecond), "sweep_time", st.SweepTime.Round(time.Millisecond))
 }
 
 // progress holds counters Progress reads while a run goes on.

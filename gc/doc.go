@@ -47,6 +47,12 @@
 // snapshot at its start, which is at or after the newest finished one
 // listed, and older snapshots are nobody's base — and it keeps a prune of
 // many old snapshots from driving a run into the group lock and ErrRelists.
+// Snapshots that land below the newest one (a PBS sync/pull) reuse no base:
+// PBS's pull touches every chunk it finds present, as pbsfs writers do.
+//
+// Chunks are touched by Options.Workers goroutines (an index's chunks are
+// split among them); the walk, the iteration and its relisting stay
+// sequential, as in PBS.
 //
 // The set of touched digests is an unbounded map, where PBS keeps an LRU
 // of 1,048,576 entries: each chunk is touched once per run (Status.Touches
@@ -75,6 +81,23 @@
 // the stat → unlink of the sweep never interleaves with another process's
 // reuse of the same chunk. Temporary chunk files (<digest>.tmp_*) older
 // than min_atime are removed; PBS leaves them.
+//
+// Workers sweep directories in parallel; each directory is handled by one
+// worker under its lock, so the per-chunk decision is PBS's.
+//
+// # Limits
+//
+//   - Pins are per process (see Pin).
+//   - The foreign-holder check compares /proc/locks pids with the pids
+//     writers registered; a pbsfs writer in another pid namespace (another
+//     container) looks foreign and stops the collector, which is the safe
+//     side. On a file system whose locks /proc/locks does not show
+//     (overlayfs, btrfs subvolumes) every run fails with ErrForeignLock.
+//   - Snapshots moved between groups or namespaces during phase 1 are not
+//     followed (PBS 2026 adds a move journal for that); pbsfs does not move
+//     snapshots.
+//   - Index temporary files (*.tmp_fidx, *.tmp_didx) of dead writers are
+//     not cleaned.
 //
 // # Daemon
 //

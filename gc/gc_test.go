@@ -117,6 +117,7 @@ func TestSweepBands(t *testing.T) {
 	got.UPID, got.CacheStats, got.DiskBytes = nil, nil, 0
 	want.Start, want.MinAtime, want.OldestWriter = st.Start, st.MinAtime, st.OldestWriter
 	want.RemovedTemp, want.Touches = 1, 3
+	want.MarkTime, want.SweepTime = st.MarkTime, st.SweepTime
 	if got != want {
 		t.Errorf("status:\n got %+v\nwant %+v", got, want)
 	}
@@ -832,5 +833,21 @@ func TestDaemon(t *testing.T) {
 	}
 	if err := (&Daemon{Collector: d.Collector}).Run(context.Background()); err != nil {
 		t.Errorf("daemon with interval 0: %v", err)
+	}
+}
+
+func TestProgress(t *testing.T) {
+	ts := newTestStore(t)
+	ts.snapshot(snapRef(group("p"), 0), ts.chunks(2))
+	var during Progress
+	var c *Collector
+	c = ts.collector(Options{Hooks: Hooks{BeforeSweep: func(context.Context) { during = c.Progress() }}})
+	run(t, c)
+	after := c.Progress()
+	if during.Phase != PhaseSweep || during.IndexFiles != 1 || during.IndexTotal != 1 {
+		t.Errorf("progress before the sweep: %+v", during)
+	}
+	if after.Phase != PhaseIdle || after.Prefixes != 65536 {
+		t.Errorf("progress after the run: %+v", after)
 	}
 }

@@ -55,6 +55,8 @@ type Status struct {
 	RemovedTemp uint64 `json:"-"`
 	// Touches counts the utimensat calls of phase 1 (chunks and .bad copies).
 	Touches uint64 `json:"-"`
+	// MarkTime and SweepTime are the wall times of the two phases.
+	MarkTime, SweepTime time.Duration `json:"-"`
 }
 
 // CacheStats is the `cache-stats` object of `.gc-status`.
