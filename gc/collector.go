@@ -51,7 +51,8 @@ type Hooks struct {
 	// (oldest first), and again after every relisting; relists counts
 	// those.
 	AfterGroupListed func(ctx context.Context, g store.GroupRef, snaps []store.SnapshotInfo, relists int)
-	// BeforeIndexOpen runs before phase 1 opens an index file.
+	// BeforeIndexOpen runs before phase 1 opens an index file, including
+	// those WillRemove marks (from the caller's goroutine).
 	BeforeIndexOpen func(ctx context.Context, path string)
 	// BeforeSweep runs once phase 1 is complete, before the foreign-holder
 	// check that precedes the sweep.

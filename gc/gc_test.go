@@ -687,6 +687,11 @@ func TestPin(t *testing.T) {
 			if tc.wantLost {
 				return
 			}
+			// The open file of the removed snapshot reads to the end.
+			var buf bytes.Buffer
+			if n, err := ts.NewArchive(context.Background(), idx).WriteTo(&buf); err != nil || n != int64(len(ds))*512 {
+				t.Errorf("reading the pinned archive after the run: %d bytes, %v", n, err)
+			}
 			unpin()
 			ts.age(3*days, ds...)
 			run(t, c)
