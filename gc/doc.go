@@ -64,7 +64,9 @@
 // The mount passes WillRemove as the store.RemoveHook of its removals.
 // While phase 1 runs it marks the snapshot's indexes before the files go.
 // Removals made elsewhere (PBS, another pbsfs, rm) are covered by the
-// relisting above; the mount's ones by both. Pin makes an index a root of
+// relisting above; the mount's ones by both (a removal announced just
+// before phase 1 starts and carried out while it runs is left to the
+// relisting). Pin makes an index a root of
 // every run, so a removed snapshot whose file is still open through the
 // mount keeps its chunks; pins are seen by collectors of the same process
 // only.
