@@ -33,6 +33,12 @@ type Options struct {
 	// Workers is the number of goroutines that touch chunks in phase 1 and
 	// sweep chunk directories in phase 2; GOMAXPROCS if zero.
 	Workers int
+	// CacheCapacity bounds the set of digests phase 1 remembers as touched
+	// (PBS's gc-cache-capacity, 1,048,576 by default there); zero or less
+	// means no bound, so that every chunk is touched once per run. Beyond
+	// the bound some chunks are touched more than once; memory is about
+	// 60 bytes per entry.
+	CacheCapacity int
 	// Logger receives progress and warnings; the store's logger if nil.
 	Logger *slog.Logger
 	// Hooks are called at the points where tests force interleavings.

@@ -54,10 +54,11 @@
 // split among them); the walk, the iteration and its relisting stay
 // sequential, as in PBS.
 //
-// The set of touched digests is an unbounded map, where PBS keeps an LRU
-// of 1,048,576 entries: each chunk is touched once per run (Status.Touches
-// reports the calls), and WillRemove can rely on "already touched in this
-// run". It costs about 60 bytes per distinct chunk.
+// The set of touched digests is unbounded by default, where PBS keeps an
+// LRU of 1,048,576 entries: each chunk is touched once per run
+// (Status.Touches reports the calls), at about 60 bytes per distinct
+// chunk. Options.CacheCapacity bounds it; forgetting a digest only costs
+// another touch.
 //
 // # Removals and open files
 //

@@ -143,6 +143,24 @@ func TestTouchOncePerRun(t *testing.T) {
 	}
 }
 
+// TestCacheCapacity: a bounded set touches recurring chunks again, and
+// still marks everything.
+func TestCacheCapacity(t *testing.T) {
+	ts := newTestStore(t)
+	shared := ts.chunks(600)
+	for i := range 3 {
+		ts.snapshot(snapRef(group(fmt.Sprint("g", i)), 0), shared)
+	}
+	ts.age(3*days, shared...)
+	st := run(t, ts.collector(Options{CacheCapacity: 256})) // one digest per shard
+	if lost := ts.lost(shared); len(lost) > 0 {
+		t.Fatalf("lost %d chunks", len(lost))
+	}
+	if st.Touches <= 600 || st.Touches > 1800 || st.CacheStats.Hits+st.CacheStats.Misses != 1800 {
+		t.Errorf("touches %d, cache %+v; want more than 600 touches of 1800 references", st.Touches, st.CacheStats)
+	}
+}
+
 func TestMissingChunkKeepsBad(t *testing.T) {
 	ts := newTestStore(t)
 	ds := ts.chunks(2)

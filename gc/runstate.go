@@ -23,7 +23,7 @@ type Index interface {
 type runState struct {
 	c *Collector
 
-	touched touchedSet // digests touched in this run (PBS's LRU, unbounded)
+	touched touchedSet // digests touched in this run (PBS's LRU)
 
 	hits, misses, touches, missing atomic.Uint64
 
@@ -37,17 +37,25 @@ type runState struct {
 
 func newRunState(c *Collector) *runState {
 	r := &runState{c: c, processed: make(map[string]struct{}), unprocessed: make(map[string]struct{})}
+	perShard := 0
+	if c.opts.CacheCapacity > 0 {
+		perShard = (c.opts.CacheCapacity + len(r.touched) - 1) / len(r.touched)
+	}
 	for i := range r.touched {
 		r.touched[i].m = make(map[store.Digest]struct{})
+		r.touched[i].max = perShard
 	}
 	return r
 }
 
 // touchedSet is a set of digests in 256 shards by first byte, so that
-// parallel markers rarely wait for each other.
+// parallel markers rarely wait for each other. With a capacity, a full
+// shard is emptied: its digests are then touched again when they recur,
+// which costs a syscall and is always safe.
 type touchedSet [256]struct {
-	mu sync.Mutex
-	m  map[store.Digest]struct{}
+	mu  sync.Mutex
+	m   map[store.Digest]struct{}
+	max int // 0: unbounded
 }
 
 // add inserts d and reports whether it was new.
@@ -56,6 +64,9 @@ func (t *touchedSet) add(d store.Digest) bool {
 	sh.mu.Lock()
 	_, ok := sh.m[d]
 	if !ok {
+		if sh.max > 0 && len(sh.m) >= sh.max {
+			clear(sh.m)
+		}
 		sh.m[d] = struct{}{}
 	}
 	sh.mu.Unlock()
