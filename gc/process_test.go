@@ -107,10 +107,29 @@ func helperMain(role string) int {
 			return 3
 		}
 		fallthrough
-	case "holdlock":
+	case "trypbsgc":
+		// Try what a PBS garbage collection does first; print the outcome.
+		f, err := os.OpenFile(filepath.Join(root, ".lock"), os.O_RDWR, 0)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &unix.Flock_t{Type: unix.F_WRLCK}); err != nil {
+			fmt.Println("busy")
+		} else {
+			fmt.Println("locked")
+		}
+		return 0
+	case "holdlock", "pbsgc":
+		// holdlock is a PBS writer (read lock); pbsgc a PBS garbage
+		// collection (write lock).
+		typ := int16(unix.F_RDLCK)
+		if role == "pbsgc" {
+			typ = unix.F_WRLCK
+		}
 		f, err := os.OpenFile(filepath.Join(root, ".lock"), os.O_RDWR, 0)
 		if err == nil {
-			err = unix.FcntlFlock(f.Fd(), unix.F_SETLK, &unix.Flock_t{Type: unix.F_RDLCK, Whence: 0})
+			err = unix.FcntlFlock(f.Fd(), unix.F_SETLK, &unix.Flock_t{Type: typ, Whence: 0})
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -346,5 +365,39 @@ func TestReuseFromProcessDuringSweep(t *testing.T) {
 				t.Error("insert did not write the swept chunk again")
 			}
 		})
+	}
+}
+
+// TestPBSGCRunning: a PBS garbage collection holds .lock exclusively; the
+// collector cannot take its shared lock and does not run.
+func TestPBSGCRunning(t *testing.T) {
+	ts := newTestStore(t)
+	garbage := ts.chunks(1)
+	ts.age(3*days, garbage...)
+	helper(t, ts, "pbsgc")
+	if _, err := ts.collector(Options{}).Run(context.Background()); !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("Run = %v, want ErrLocked", err)
+	}
+	if !ts.exists(garbage[0]) {
+		t.Error("chunk removed")
+	}
+}
+
+// TestPBSGCExcluded: while the collector runs, a PBS garbage collection
+// cannot take .lock.
+func TestPBSGCExcluded(t *testing.T) {
+	ts := newTestStore(t)
+	var out []byte
+	hooks := Hooks{BeforeSweep: func(context.Context) {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "GC_TEST_HELPER=trypbsgc", "GC_TEST_STORE="+ts.Root())
+		var err error
+		if out, err = cmd.Output(); err != nil {
+			t.Error(err)
+		}
+	}}
+	run(t, ts.collector(Options{Hooks: hooks}))
+	if string(out) != "busy\n" {
+		t.Errorf("a PBS GC beside ours: %q, want busy", out)
 	}
 }
