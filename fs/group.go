@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"sync"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -40,20 +41,42 @@ func (n *groupNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.
 	return n.fill(ctx, &out.Attr)
 }
 
-// visible lists the snapshots the mount shows, oldest first.
+// visible lists the snapshots the mount shows, oldest first. Manifests
+// not seen before are checked by a few goroutines, so that the first
+// listing of a group of 1000 snapshots stays quick.
 func (n *groupNode) visible() ([]store.SnapshotInfo, error) {
 	snaps, _, err := n.m.s.Snapshots(n.g)
 	if err != nil {
 		return nil, err
 	}
+	show := make([]bool, len(snaps))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(manifestWorkers, len(snaps)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				show[i] = n.m.showSnapshot(snaps[i])
+			}
+		}()
+	}
+	for i := range snaps {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
 	out := snaps[:0]
-	for _, si := range snaps {
-		if n.m.showSnapshot(si) {
+	for i, si := range snaps {
+		if show[i] {
 			out = append(out, si)
 		}
 	}
 	return out, nil
 }
+
+// manifestWorkers is the number of goroutines checking manifests.
+const manifestWorkers = 4
 
 func (n *groupNode) snapChild(si store.SnapshotInfo) child {
 	name := si.Ref.TimeString()
@@ -61,9 +84,11 @@ func (n *groupNode) snapChild(si store.SnapshotInfo) child {
 		node: &snapshotNode{m: n.m, ref: si.Ref}}
 }
 
-func (n *groupNode) latestChild() child {
+// latestChild returns the latest link; target is its target when the
+// caller just listed the group, "" to look it up when asked.
+func (n *groupNode) latestChild(target string) child {
 	return child{name: latestName, mode: syscall.S_IFLNK, ino: childIno(n.StableAttr().Ino, latestName),
-		node: &latestLink{m: n.m, g: n.g}}
+		node: &latestLink{m: n.m, g: n.g, listed: target}}
 }
 
 func (n *groupNode) list(ctx context.Context) ([]child, syscall.Errno) {
@@ -81,7 +106,7 @@ func (n *groupNode) list(ctx context.Context) ([]child, syscall.Errno) {
 	if len(snaps) > 0 {
 		// Last, so that rm -r of a group has removed every snapshot
 		// when it reaches the link (see doc.go).
-		out = append(out, n.latestChild())
+		out = append(out, n.latestChild(snaps[len(snaps)-1].Ref.TimeString()))
 	}
 	return out, 0
 }
@@ -95,7 +120,7 @@ func (n *groupNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		if _, ok := n.m.latest(n.g); !ok {
 			return nil, syscall.ENOENT
 		}
-		return n.m.addChild(ctx, n.EmbeddedInode(), n.latestChild(), out, n.m.hierTTL)
+		return n.m.addChild(ctx, n.EmbeddedInode(), n.latestChild(""), out, n.m.hierTTL)
 	}
 	t, err := store.ParseBackupTime(name)
 	if err != nil || store.FormatBackupTime(t) != name {
@@ -173,8 +198,9 @@ func (n *groupNode) forgetRemoved() {
 // finished snapshot by its directory name.
 type latestLink struct {
 	roNode
-	m *mount
-	g store.GroupRef
+	m      *mount
+	g      store.GroupRef
+	listed string // the target found by the listing that made the node, used once
 }
 
 var (
@@ -191,7 +217,10 @@ func (n *latestLink) target() (string, syscall.Errno) {
 }
 
 func (n *latestLink) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
-	t, errno := n.target()
+	t, errno := n.listed, syscall.Errno(0)
+	if t == "" {
+		t, errno = n.target()
+	}
 	if errno != 0 {
 		return errno
 	}

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"fmt"
+	"sync"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -44,7 +45,38 @@ func (n *imageFile) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.
 // that keeps its chunks while it is open.
 type imageHandle struct {
 	a     *store.Archive
+	idx   store.Index
 	unpin func()
+
+	mu         sync.Mutex
+	next       int64 // where the last read ended
+	prefetched int   // the chunk loaded ahead last
+}
+
+// seqWindow is how far a read may start from where the previous one ended
+// and still count as sequential: the kernel's readahead sends requests in
+// parallel, so they arrive a little out of order.
+const seqWindow = 2 << 20
+
+// readAhead loads the chunk after the one holding off into the store's
+// cache in the background when reads are sequential, so that decoding it
+// overlaps with the reader consuming the current one.
+func (h *imageHandle) readAhead(ctx context.Context, off int64, n int) {
+	h.mu.Lock()
+	seq := off >= h.next-seqWindow && off <= h.next+seqWindow
+	h.next = off + int64(n)
+	i, _, err := h.idx.Locate(uint64(off))
+	if !seq || err != nil || i+1 >= h.idx.Len() || h.prefetched >= i+1 {
+		h.mu.Unlock()
+		return
+	}
+	h.prefetched = i + 1
+	h.mu.Unlock()
+	_, start, _ := h.idx.Chunk(i + 1)
+	go func() {
+		var b [1]byte
+		h.a.ReadAtContext(ctx, b[:], int64(start)) // errors show on the real read
+	}()
 }
 
 // Open prepares the archive reader (the index was parsed at listing) and
@@ -61,7 +93,7 @@ func (n *imageFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 	if n.snap.isRemoved() {
 		return nil, 0, syscall.ENOENT
 	}
-	h := &imageHandle{a: n.m.s.NewArchive(n.m.ctx, n.idx), unpin: func() {}}
+	h := &imageHandle{a: n.m.s.NewArchive(n.m.ctx, n.idx), idx: n.idx, unpin: func() {}}
 	if n.m.pin != nil {
 		h.unpin = n.m.pin(n.idx)
 	}
@@ -84,6 +116,7 @@ func (n *imageFile) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, 
 	if rem := size - off; int64(len(dest)) > rem {
 		dest = dest[:rem]
 	}
+	h.readAhead(n.m.ctx, off, len(dest))
 	k, err := h.a.ReadAtContext(ctx, dest, off)
 	if err != nil && k < len(dest) {
 		return nil, n.m.toErrno(err, "read image", snapAttr(n.snap.ref), "file", n.file, "offset", off)

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"os"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -64,8 +65,8 @@ func (n *typeNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	if g.Validate() != nil {
 		return nil, syscall.ENOENT
 	}
-	if _, _, err := n.m.s.Snapshots(g); err != nil {
-		return nil, n.m.toErrno(err, "lookup group", "group", g.String())
+	if fi, err := os.Stat(n.m.s.Path(g.Dir())); err != nil || !fi.IsDir() {
+		return nil, syscall.ENOENT
 	}
 	c := child{name: name, mode: syscall.S_IFDIR, ino: childIno(n.StableAttr().Ino, name), node: &groupNode{m: n.m, g: g}}
 	return n.m.addChild(ctx, n.EmbeddedInode(), c, out, n.m.hierTTL)

@@ -33,9 +33,12 @@ func dropCaches() bool {
 
 func timeCmd(t *testing.T, name string, args ...string) time.Duration {
 	t.Helper()
+	cmd := exec.Command(name, args...) // stdout goes to /dev/null
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
 	start := time.Now()
-	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, stderr.String())
 	}
 	return time.Since(start)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"time"
 
 	pbsfs "github.com/pbsfs/pbsfs/fs"
@@ -13,6 +14,11 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 )
+
+// mountMemoryLimit is the soft heap limit of a mount (GOMEMLIMIT
+// overrides it): the 64 MiB chunk cache, chunks being decoded and room
+// for the collector.
+const mountMemoryLimit = 128 << 20
 
 // mountCmd serves a datastore over FUSE in the foreground until SIGINT or
 // SIGTERM, then unmounts. Removals through the mount (rm -r of a snapshot
@@ -49,6 +55,11 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	}
 	if c.gcCutoff < gc.MinCutoff {
 		return usagef("--gc-cutoff %s: must be at least %s", c.gcCutoff, gc.MinCutoff)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// The chunk cache is bounded, but chunk loads in flight and
+		// garbage are not: keep the heap near what the cache needs.
+		debug.SetMemoryLimit(mountMemoryLimit)
 	}
 	mnt := args[0]
 	if fi, err := os.Stat(mnt); err != nil || !fi.IsDir() {
