@@ -25,10 +25,35 @@ type archiveDir struct {
 	metaIdx, payloadIdx store.Index // parsed at listing; nil if encrypted
 	encrypted           bool
 	ino                 uint64 // known before the node is in the tree
+	opened              *archiveOpen
+}
 
+// archiveOpen is an archive opened once for all the nodes made from one
+// snapshot listing; the snapshot node releases its pins when the kernel
+// forgets the snapshot.
+type archiveOpen struct {
 	once sync.Once
 	st   *archiveState
 	err  error
+}
+
+// clone returns a fresh node for the same archive.
+func (n *archiveDir) clone() attrNode {
+	if n.opened == nil {
+		n.opened = &archiveOpen{}
+	}
+	return &archiveDir{m: n.m, snap: n.snap, meta: n.meta, payload: n.payload,
+		metaIdx: n.metaIdx, payloadIdx: n.payloadIdx, encrypted: n.encrypted, ino: n.ino, opened: n.opened}
+}
+
+// release drops the collector pins of an opened archive.
+func (o *archiveOpen) release() {
+	if o.st != nil {
+		for _, u := range o.st.unpin {
+			u()
+		}
+		o.st.unpin = nil
+	}
 }
 
 var (
@@ -37,7 +62,6 @@ var (
 	_ = (fusefs.NodeGetattrer)((*archiveDir)(nil))
 	_ = (fusefs.NodeGetxattrer)((*archiveDir)(nil))
 	_ = (fusefs.NodeListxattrer)((*archiveDir)(nil))
-	_ = (fusefs.NodeOnForgetter)((*archiveDir)(nil))
 )
 
 // archiveState is what the nodes of one open pxar archive share.
@@ -56,9 +80,10 @@ type archiveState struct {
 
 // open opens the archive, once.
 func (n *archiveDir) open() (*archiveState, error) {
-	n.once.Do(func() {
+	o := n.opened
+	o.once.Do(func() {
 		if n.encrypted {
-			n.err = fmt.Errorf("%s/%s: %w", n.snap.ref, n.meta, store.ErrEncrypted)
+			o.err = fmt.Errorf("%s/%s: %w", n.snap.ref, n.meta, store.ErrEncrypted)
 			return
 		}
 		metaA := n.m.s.NewArchive(n.m.ctx, n.metaIdx)
@@ -68,7 +93,7 @@ func (n *archiveDir) open() (*archiveState, error) {
 		}
 		a, err := pxar.Open(metaA, metaA.Size(), payload)
 		if err != nil {
-			n.err = fmt.Errorf("%s/%s: %w", n.snap.ref, n.meta, err)
+			o.err = fmt.Errorf("%s/%s: %w", n.snap.ref, n.meta, err)
 			return
 		}
 		st := &archiveState{m: n.m, a: a, metaA: metaA, ino: n.ino, ref: n.snap.ref, file: n.meta}
@@ -78,18 +103,9 @@ func (n *archiveDir) open() (*archiveState, error) {
 				st.unpin = append(st.unpin, n.m.pin(n.payloadIdx))
 			}
 		}
-		n.st = st
+		o.st = st
 	})
-	return n.st, n.err
-}
-
-// OnForget releases the collector pins when the kernel drops the node.
-func (n *archiveDir) OnForget() {
-	if n.st != nil {
-		for _, u := range n.st.unpin {
-			u()
-		}
-	}
+	return o.st, o.err
 }
 
 // state returns the open archive, or the errno to give: ENOENT once the

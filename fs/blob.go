@@ -21,12 +21,25 @@ type blobFile struct {
 	snap      *snapshotNode
 	file      string // blob file name; "" for the manifest
 	encrypted bool
-	encSize   uint64 // the encoded size the manifest records
+	encSize   uint64     // the encoded size the manifest records
+	cache     *blobCache // shared by the nodes made from one listing
+}
 
+// blobCache holds a decoded blob.
+type blobCache struct {
 	mu   sync.Mutex
 	data []byte
 	err  error
 	done bool
+}
+
+// clone returns a fresh node for the same blob: go-fuse needs a new
+// embedder for each inode it creates.
+func (n *blobFile) clone() attrNode {
+	if n.cache == nil {
+		n.cache = &blobCache{}
+	}
+	return &blobFile{m: n.m, snap: n.snap, file: n.file, encrypted: n.encrypted, encSize: n.encSize, cache: n.cache}
 }
 
 var (
@@ -49,13 +62,14 @@ func (n *blobFile) content() ([]byte, error) {
 		}
 		return man.MarshalJSON()
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if !n.done {
-		n.data, n.err = n.m.s.ReadBlob(n.snap.ref, n.file)
-		n.done = true
+	c := n.cache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.done {
+		c.data, c.err = n.m.s.ReadBlob(n.snap.ref, n.file)
+		c.done = true
 	}
-	return n.data, n.err
+	return c.data, c.err
 }
 
 func (n *blobFile) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {

@@ -31,6 +31,11 @@ var (
 	_ = (fusefs.NodeReleaser)((*imageFile)(nil))
 )
 
+// clone returns a fresh node for the same image.
+func (n *imageFile) clone() attrNode {
+	return &imageFile{m: n.m, snap: n.snap, file: n.file, idx: n.idx, encrypted: n.encrypted, size: n.size}
+}
+
 func (n *imageFile) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
 	n.m.fileAttr(out, n.size, n.snap.ref.Time)
 	return 0

@@ -439,3 +439,32 @@ func TestRemove(t *testing.T) {
 		t.Errorf("observer saw %q, want %q", got, want)
 	}
 }
+
+// TestRelookupAfterForget drops the kernel's inodes (drop_caches) so that
+// it forgets every node, then looks everything up again.
+func TestRelookupAfterForget(t *testing.T) {
+	src := t.TempDir()
+	tree(t, src)
+	s := newStore(t, nil)
+	ref := backup(t, s, snap{g: ct, t: t0, pxarDir: src, image: randomBytes(6, 5000), blobs: map[string][]byte{"a.conf": []byte("a")}})
+	mnt, _ := mountStore(t, s, Options{HierarchyTimeout: time.Millisecond, ArchiveTimeout: time.Millisecond})
+	dir := filepath.Join(mnt, "ct/200", ref.TimeString())
+	check := func() {
+		t.Helper()
+		for name, want := range map[string]string{"a.conf": "a", "root.pxar/etc/passwd": "root:x:0:0::/root:/bin/sh\n"} {
+			if got, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(got) != want {
+				t.Errorf("%s = %q, %v", name, got, err)
+			}
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "drive-scsi0.img")); err != nil || len(b) != 5000 {
+			t.Errorf("image: %d bytes, %v", len(b), err)
+		}
+	}
+	check()
+	for range 3 {
+		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+			t.Skipf("cannot drop caches: %v", err)
+		}
+		check()
+	}
+}

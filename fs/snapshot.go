@@ -35,7 +35,7 @@ type snapshotNode struct {
 	ref store.SnapshotRef
 
 	mu      sync.Mutex
-	ents    []child // the archives, computed once: they never change
+	ents    []child // templates of the archives, computed once: they never change
 	removed bool    // forgotten through this mount
 	ghosts  map[string]bool
 	refused map[uint32]refusal // by caller pid
@@ -53,6 +53,7 @@ var (
 	_ = (fusefs.NodeGetattrer)((*snapshotNode)(nil))
 	_ = (fusefs.NodeRmdirer)((*snapshotNode)(nil))
 	_ = (fusefs.NodeUnlinker)((*snapshotNode)(nil))
+	_ = (fusefs.NodeOnForgetter)((*snapshotNode)(nil))
 )
 
 func (n *snapshotNode) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
@@ -75,24 +76,40 @@ func (n *snapshotNode) isRemoved() bool {
 func (n *snapshotNode) list(ctx context.Context) ([]child, syscall.Errno) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.removed {
-		var out []child
-		for _, c := range n.ents {
-			if n.ghosts[c.name] {
-				out = append(out, c)
-			}
+	if n.ents == nil && !n.removed {
+		ents, err := n.entries()
+		if err != nil {
+			return nil, n.m.toErrno(err, "list snapshot", snapAttr(n.ref))
 		}
-		return out, 0
+		n.ents = ents
 	}
-	if n.ents != nil {
-		return n.ents, 0
+	// Fresh nodes each time: go-fuse needs a new embedder per inode,
+	// and the templates share what is expensive (decoded blobs, open
+	// archives).
+	out := make([]child, 0, len(n.ents))
+	for _, c := range n.ents {
+		if n.removed && !n.ghosts[c.name] {
+			continue
+		}
+		c.node = c.node.(cloner).clone()
+		out = append(out, c)
 	}
-	ents, err := n.entries()
-	if err != nil {
-		return nil, n.m.toErrno(err, "list snapshot", snapAttr(n.ref))
+	return out, 0
+}
+
+// cloner is a node made from a template in a snapshot listing.
+type cloner interface{ clone() attrNode }
+
+// OnForget releases the collector pins of the snapshot's open archives
+// when the kernel drops the snapshot (and so everything below it).
+func (n *snapshotNode) OnForget() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, c := range n.ents {
+		if d, ok := c.node.(*archiveDir); ok && d.opened != nil {
+			d.opened.release()
+		}
 	}
-	n.ents = ents
-	return ents, 0
 }
 
 // entries builds the listing from the manifest and the files present.
@@ -109,10 +126,10 @@ func (n *snapshotNode) entries() ([]child, error) {
 	mk := func(name string, mode uint32, node attrNode) child {
 		return child{name: name, mode: mode, ino: childIno(ino, name), node: node}
 	}
-	out := []child{mk(manifestName, syscall.S_IFREG, &blobFile{m: n.m, snap: n})}
+	out := []child{mk(manifestName, syscall.S_IFREG, &blobFile{m: n.m, snap: n, cache: &blobCache{}})}
 	if si.HasFile(store.ClientLogName) {
 		out = append(out, mk(strings.TrimSuffix(store.ClientLogName, ".blob"), syscall.S_IFREG,
-			&blobFile{m: n.m, snap: n, file: store.ClientLogName}))
+			&blobFile{m: n.m, snap: n, file: store.ClientLogName, cache: &blobCache{}}))
 	}
 	var images, dirs []child
 	files := append([]store.FileInfo(nil), man.Files...)
@@ -129,7 +146,7 @@ func (n *snapshotNode) entries() ([]child, error) {
 			// The catalog is internal; the others are listed above.
 		case store.KindOf(name) == store.KindBlob:
 			out = append(out, mk(strings.TrimSuffix(name, ".blob"), syscall.S_IFREG,
-				&blobFile{m: n.m, snap: n, file: name, encrypted: enc, encSize: f.Size}))
+				&blobFile{m: n.m, snap: n, file: name, encrypted: enc, encSize: f.Size, cache: &blobCache{}}))
 		case strings.HasSuffix(name, ".ppxar.didx"):
 			// The payload half of a split archive; its .mpxar lists it.
 		case strings.HasSuffix(name, ".pxar.didx"), strings.HasSuffix(name, ".mpxar.didx"):
@@ -139,7 +156,7 @@ func (n *snapshotNode) entries() ([]child, error) {
 				n.m.log.Warn("pxar archive incomplete; hidden", snapAttr(n.ref), "file", name, "err", err)
 				continue
 			}
-			d := &archiveDir{m: n.m, snap: n, meta: meta, payload: payload, encrypted: enc, ino: childIno(ino, base+".pxar")}
+			d := &archiveDir{m: n.m, snap: n, meta: meta, payload: payload, encrypted: enc, ino: childIno(ino, base+".pxar"), opened: &archiveOpen{}}
 			if !enc {
 				if d.metaIdx, err = n.m.s.OpenIndex(n.ref, meta); err == nil && payload != "" {
 					d.payloadIdx, err = n.m.s.OpenIndex(n.ref, payload)
