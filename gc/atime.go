@@ -65,7 +65,11 @@ func (c *Collector) probeAtime(path string) (retry bool, err error) {
 	if err := unix.Lstat(path, &mid); err != nil {
 		return false, fmt.Errorf("atime check: %w", err)
 	}
-	if err := c.opts.test.touch(path); err != nil {
+	touch := c.opts.test.touch
+	if touch == nil {
+		touch = store.TouchPath
+	}
+	if err := touch(path); err != nil {
 		return false, fmt.Errorf("atime check: touch: %w", err)
 	}
 	if err := unix.Lstat(path, &after); err != nil {

@@ -150,9 +150,6 @@ func New(s *store.Store, opts Options) *Collector {
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
 	}
-	if opts.test.touch == nil {
-		opts.test.touch = store.TouchPath
-	}
 	return &Collector{s: s, opts: opts, log: opts.Logger, pins: make(map[uint64]Index)}
 }
 
@@ -218,6 +215,10 @@ func (c *Collector) Run(ctx context.Context) (Status, error) {
 		"oldest_writer", st.OldestWriter.UTC().Format(time.RFC3339), "dry_run", o.DryRun)
 
 	r := newRunState(c)
+	if err := r.openChunks(); err != nil {
+		return Status{}, err
+	}
+	defer r.close()
 	markStart := time.Now()
 	c.setPhase(PhaseMark, r)
 	if err := c.mark(ctx, r); err != nil {
@@ -249,7 +250,7 @@ func (c *Collector) Run(ctx context.Context) (Status, error) {
 	}
 	c.setPhase(PhaseSweep, nil)
 	sweepStart := time.Now()
-	if err := c.sweep(ctx, &st); err != nil {
+	if err := c.sweep(ctx, r, &st); err != nil {
 		return Status{}, fmt.Errorf("phase 2 (sweep): %w", err)
 	}
 	st.SweepTime = time.Since(sweepStart)

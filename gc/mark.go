@@ -41,6 +41,9 @@ func (c *Collector) mark(ctx context.Context, r *runState) error {
 	for _, ns := range nss {
 		groups, _, err := c.s.Groups(ns)
 		if err != nil {
+			if _, serr := os.Lstat(c.s.Path(ns.Dir())); errors.Is(serr, fs.ErrNotExist) {
+				continue // the namespace went away
+			}
 			return fmt.Errorf("list groups of namespace %q: %w", ns, err)
 		}
 		for _, g := range groups {

@@ -83,6 +83,19 @@ func helperMain(role string) int {
 		}
 		fmt.Printf("reused=%v\n", reused)
 		return 0
+	case "trypbsgc":
+		// Try what a PBS garbage collection does first; print the outcome.
+		f, err := os.OpenFile(filepath.Join(root, ".lock"), os.O_RDWR, 0)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &unix.Flock_t{Type: unix.F_WRLCK}); err != nil {
+			fmt.Println("busy")
+		} else {
+			fmt.Println("locked")
+		}
+		return 0
 	case "writer":
 		dir := os.Getenv("GC_TEST_WRITERS")
 		start, _ := strconv.ParseInt(os.Getenv("GC_TEST_START"), 10, 64)
@@ -107,19 +120,6 @@ func helperMain(role string) int {
 			return 3
 		}
 		fallthrough
-	case "trypbsgc":
-		// Try what a PBS garbage collection does first; print the outcome.
-		f, err := os.OpenFile(filepath.Join(root, ".lock"), os.O_RDWR, 0)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 3
-		}
-		if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &unix.Flock_t{Type: unix.F_WRLCK}); err != nil {
-			fmt.Println("busy")
-		} else {
-			fmt.Println("locked")
-		}
-		return 0
 	case "holdlock", "pbsgc":
 		// holdlock is a PBS writer (read lock); pbsgc a PBS garbage
 		// collection (write lock).

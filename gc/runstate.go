@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
 	"github.com/pbsfs/pbsfs/store"
+	"golang.org/x/sys/unix"
 )
 
 // Index is the part of an index file the collector reads; store.Index
@@ -22,6 +24,9 @@ type Index interface {
 // WillRemove.
 type runState struct {
 	c *Collector
+	// chunksFd is an open descriptor of the .chunks directory; touches
+	// resolve "xxxx/<digest>" from it instead of the whole path.
+	chunksFd int
 
 	touched touchedSet // digests touched in this run (PBS's LRU)
 
@@ -159,7 +164,7 @@ const parallelMin = 64
 // markRange marks chunks from, from+step, … below n of idx.
 func (r *runState) markRange(ctx context.Context, idx Index, name string, from, n, step int) error {
 	chunks := r.c.s.Chunks()
-	touch := r.c.opts.test.touch
+	touch := r.touch
 	for i, k := from, 0; i < n; i, k = i+step, k+1 {
 		if k%1024 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -174,7 +179,8 @@ func (r *runState) markRange(ctx context.Context, idx Index, name string, from, 
 		r.misses.Add(1)
 		r.touches.Add(1)
 		path := chunks.Path(d)
-		err := touch(path)
+		rel := path[len(chunks.Dir())+1:] // "xxxx/<digest>"
+		err := touch(rel)
 		if err == nil {
 			continue
 		}
@@ -182,11 +188,11 @@ func (r *runState) markRange(ctx context.Context, idx Index, name string, from, 
 			return fmt.Errorf("touch chunk %s: %w", d, err)
 		}
 		for j := 0; j <= 9; j++ {
-			bad := fmt.Sprintf("%s.%d.bad", path, j)
+			bad := fmt.Sprintf("%s.%d.bad", rel, j)
 			err := touch(bad)
 			r.touches.Add(1)
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("touch %s: %w", bad, err)
+				return fmt.Errorf("touch %s: %w", filepath.Join(chunks.Dir(), bad), err)
 			}
 		}
 		r.missing.Add(1)
@@ -194,3 +200,31 @@ func (r *runState) markRange(ctx context.Context, idx Index, name string, from, 
 	}
 	return nil
 }
+
+// touch marks the chunk file rel ("xxxx/<digest>[.N.bad]") below .chunks
+// (spec §6.2); a missing file gives an error matching fs.ErrNotExist.
+func (r *runState) touch(rel string) error {
+	if t := r.c.opts.test.touch; t != nil {
+		return t(filepath.Join(r.c.s.Chunks().Dir(), rel))
+	}
+	ts := [2]unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_OMIT}}
+	for {
+		err := unix.UtimesNanoAt(r.chunksFd, rel, ts[:], unix.AT_SYMLINK_NOFOLLOW)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+// openChunks opens the .chunks directory for touches relative to it.
+func (r *runState) openChunks() error {
+	fd, err := unix.Open(r.c.s.Chunks().Dir(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", r.c.s.Chunks().Dir(), err)
+	}
+	r.chunksFd = fd
+	return nil
+}
+
+// close releases the run's descriptors.
+func (r *runState) close() { unix.Close(r.chunksFd) }

@@ -16,7 +16,7 @@ import (
 // sweep is phase 2 (spec §6.4): every chunk directory, each held
 // exclusively (the prefix lock inserts hold shared) while its files are
 // judged and unlinked. Workers take the directories in numeric order.
-func (c *Collector) sweep(ctx context.Context, st *Status) error {
+func (c *Collector) sweep(ctx context.Context, r *runState, st *Status) error {
 	minAtime, oldest := st.MinAtime.Unix(), st.OldestWriter.Unix()
 	var next atomic.Int64
 	ctx, cancel := context.WithCancel(ctx)
@@ -36,7 +36,7 @@ func (c *Collector) sweep(ctx context.Context, st *Status) error {
 					if h := c.opts.Hooks.BeforePrefixSweep; h != nil {
 						h(ctx, uint16(p))
 					}
-					err = c.sweepDir(ctx, c.s.Chunks().PrefixDir(uint16(p)), minAtime, oldest, &parts[w])
+					err = c.sweepDir(ctx, r.chunksFd, uint16(p), minAtime, oldest, &parts[w])
 				}
 				if err != nil {
 					cancel()
@@ -72,14 +72,16 @@ func (c *Collector) sweep(ctx context.Context, st *Status) error {
 
 // sweepDir sweeps one chunk directory. A missing directory is skipped, as
 // in PBS (and as stores made with LazyChunkDirs need).
-func (c *Collector) sweepDir(ctx context.Context, dir string, minAtime, oldest int64, st *Status) error {
-	f, err := os.Open(dir)
-	if errors.Is(err, fs.ErrNotExist) {
+func (c *Collector) sweepDir(ctx context.Context, chunksFd int, prefix uint16, minAtime, oldest int64, st *Status) error {
+	dir := c.s.Chunks().PrefixDir(prefix)
+	fd, err := unix.Openat(chunksFd, fmt.Sprintf("%04x", prefix), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("chunk directory: %w", err)
+		return fmt.Errorf("chunk directory: %w", &fs.PathError{Op: "open", Path: dir, Err: err})
 	}
+	f := os.NewFile(uintptr(fd), dir)
 	defer f.Close() // drops the lock
 	if !c.opts.off.prefixLock {
 		// The prefix lock: an flock on the directory, the same lock
