@@ -84,11 +84,9 @@ func (n *groupNode) snapChild(si store.SnapshotInfo) child {
 		node: &snapshotNode{m: n.m, ref: si.Ref}}
 }
 
-// latestChild returns the latest link; target is its target when the
-// caller just listed the group, "" to look it up when asked.
-func (n *groupNode) latestChild(target string) child {
+func (n *groupNode) latestChild() child {
 	return child{name: latestName, mode: syscall.S_IFLNK, ino: childIno(n.StableAttr().Ino, latestName),
-		node: &latestLink{m: n.m, g: n.g, listed: target}}
+		node: &latestLink{m: n.m, g: n.g}}
 }
 
 func (n *groupNode) list(ctx context.Context) ([]child, syscall.Errno) {
@@ -106,7 +104,7 @@ func (n *groupNode) list(ctx context.Context) ([]child, syscall.Errno) {
 	if len(snaps) > 0 {
 		// Last, so that rm -r of a group has removed every snapshot
 		// when it reaches the link (see doc.go).
-		out = append(out, n.latestChild(snaps[len(snaps)-1].Ref.TimeString()))
+		out = append(out, n.latestChild())
 	}
 	return out, 0
 }
@@ -120,7 +118,7 @@ func (n *groupNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		if _, ok := n.m.latest(n.g); !ok {
 			return nil, syscall.ENOENT
 		}
-		return n.m.addChild(ctx, n.EmbeddedInode(), n.latestChild(""), out, n.m.hierTTL)
+		return n.m.addChild(ctx, n.EmbeddedInode(), n.latestChild(), out, n.m.hierTTL)
 	}
 	t, err := store.ParseBackupTime(name)
 	if err != nil || store.FormatBackupTime(t) != name {
@@ -198,10 +196,13 @@ func (n *groupNode) forgetRemoved() {
 // finished snapshot by its directory name.
 type latestLink struct {
 	roNode
-	m      *mount
-	g      store.GroupRef
-	listed string // the target found by the listing that made the node, used once
+	m *mount
+	g store.GroupRef
 }
+
+// latestSize is the length of every target: a snapshot directory name
+// such as 2026-11-20T10:00:00Z.
+const latestSize = uint64(len("2006-01-02T15:04:05Z"))
 
 var (
 	_ = (fusefs.NodeReadlinker)((*latestLink)(nil))
@@ -217,16 +218,11 @@ func (n *latestLink) target() (string, syscall.Errno) {
 }
 
 func (n *latestLink) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
-	t, errno := n.listed, syscall.Errno(0)
-	if t == "" {
-		t, errno = n.target()
-	}
-	if errno != 0 {
-		return errno
-	}
+	// The target changes as backups land; its length does not, so
+	// listing a group does not look for the newest snapshot twice.
 	out.Mode = syscall.S_IFLNK | 0o777
 	out.Nlink = 1
-	out.Size = uint64(len(t))
+	out.Size = latestSize
 	n.m.ownAttr(out, n.m.started)
 	return 0
 }
