@@ -9,17 +9,21 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/pbsfs/pbsfs/gc"
 	"github.com/pbsfs/pbsfs/store"
 	"github.com/spf13/pflag"
 )
 
-// demoCmd builds a small datastore with a few real backups to try pbsfs on.
+// demoCmd builds a small datastore with a few real backups, made the way
+// pbsfs backup makes them, and mounts it to try pbsfs on.
 type demoCmd struct {
 	imageMiB int
+	noMount  bool
 }
 
 func (c *demoCmd) flags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.imageMiB, "image-mib", 64, "size of the demo disk image in MiB")
+	fs.BoolVar(&c.noMount, "no-mount", false, "only build the datastore")
 }
 
 func (c *demoCmd) run(ctx context.Context, e *env, args []string) error {
@@ -54,6 +58,7 @@ func (c *demoCmd) run(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer os.RemoveAll(src)
+	tree := filepath.Join(src, "etc")
 	img := filepath.Join(src, "disk.img")
 	conf := filepath.Join(src, "qemu-server.conf")
 	image := demoImage(c.imageMiB << 20)
@@ -67,21 +72,83 @@ func (c *demoCmd) run(ctx context.Context, e *env, args []string) error {
 		if err := os.WriteFile(conf, fmt.Appendf(nil, "name: demo\nmemory: %d\nscsi0: local:100/disk.img\n", 2048*(i+1)), 0o644); err != nil {
 			return err
 		}
-		bc := &backupCmd{typ: store.TypeVM, id: "100", time: when.Format(time.RFC3339), owner: store.DefaultOwner}
+		bc := &backupCmd{typ: store.TypeVM, id: "100", time: when.Format(time.RFC3339), owner: store.DefaultOwner, noProgress: true}
 		if err := bc.run(ctx, e, []string{"drive-scsi0.img:" + img, "qemu-server.conf:" + conf}); err != nil {
+			return err
+		}
+		if err := demoTree(tree, i); err != nil {
+			return err
+		}
+		bc = &backupCmd{typ: store.TypeHost, id: "web1", time: when.Format(time.RFC3339), owner: store.DefaultOwner, noProgress: true}
+		if err := bc.run(ctx, e, []string{"root.pxar:" + tree}); err != nil {
 			return err
 		}
 	}
 	if err := (&snapshotsCmd{output: "text"}).run(ctx, e, nil); err != nil {
 		return err
 	}
-	latest := store.SnapshotRef{Group: store.GroupRef{Type: store.TypeVM, ID: "100"}, Time: now}
-	fmt.Fprintf(e.stdout, "\nTry:\n  export PBSFS_STORE=%s\n  go run ./cmd/pbsfs snapshots\n  go run ./cmd/pbsfs cat %s qemu-server.conf\n  go run ./cmd/pbsfs cat %s drive-scsi0.img | cmp - <(go run ./cmd/pbsfs cat %s drive-scsi0.img)\n",
-		s.Root(), latest, latest, store.SnapshotRef{Group: latest.Group, Time: now.Add(-24 * time.Hour)})
-	if e.runtimeDir != store.DefaultRuntimeDir {
-		fmt.Fprintf(e.stdout, "  (as non-root, also export PBSFS_RUNTIME_DIR=%s)\n", e.runtimeDir)
+	if c.noMount {
+		fmt.Fprintf(e.stdout, "\nTry:\n  export PBSFS_STORE=%s\n  go run ./cmd/pbsfs snapshots\n  go run ./cmd/pbsfs cat vm/100/%s qemu-server.conf\n",
+			s.Root(), store.FormatBackupTime(now))
+		if e.runtimeDir != store.DefaultRuntimeDir {
+			fmt.Fprintf(e.stdout, "  (as non-root, also export PBSFS_RUNTIME_DIR=%s)\n", e.runtimeDir)
+		}
+		return nil
 	}
-	return nil
+	mnt := filepath.Join(filepath.Dir(s.Root()), "mnt")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, `
+Mounting it on %[1]s. In another shell, try:
+  ls %[1]s/vm/100 %[1]s/host/web1            # groups and snapshots, latest -> newest
+  ls -l %[1]s/host/web1/latest/root.pxar/     # a pxar archive as a directory tree
+  cat %[1]s/host/web1/latest/root.pxar/hosts
+  cmp %[1]s/vm/100/latest/drive-scsi0.img %[2]s && echo same   # random-access disk image
+  cat %[1]s/vm/100/latest/qemu-server.conf    # a blob, decoded
+  rm -r %[1]s/vm/100/%[3]s             # forget the oldest snapshot, as PBS prune does
+Stop with Ctrl-C (the store stays in %[4]s).
+
+`, mnt, img, store.FormatBackupTime(now.Add(-48*time.Hour)), s.Root())
+	m := &mountCmd{gcCutoff: gc.PBSSafety().Cutoff}
+	return m.run(ctx, e, []string{s.Root(), mnt})
+}
+
+// demoTree writes (or updates, for day i) a small /etc-like tree with
+// every common entry kind.
+func demoTree(root string, day int) error {
+	for _, d := range []string{"", "ssh", "nginx/sites", "cron.d", "empty"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return err
+		}
+	}
+	files := map[string]string{
+		"hosts":               "127.0.0.1 localhost\n10.0.0.5 web1\n",
+		"hostname":            "web1\n",
+		"ssh/sshd_config":     "PermitRootLogin no\nPasswordAuthentication no\n",
+		"nginx/nginx.conf":    "worker_processes auto;\n",
+		"nginx/sites/default": fmt.Sprintf("server { listen 80; root /srv/www; } # revision %d\n", day),
+		"cron.d/backup":       "0 3 * * * root pbsfs backup --type host --id web1 root.pxar:/etc\n",
+		"motd":                fmt.Sprintf("Welcome to web1, day %d of the demo.\n", day+1),
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	for i := range 200 {
+		name := filepath.Join(root, "nginx/sites", fmt.Sprintf("site%03d.conf", i))
+		if err := os.WriteFile(name, fmt.Appendf(nil, "server { server_name site%d.example; }\n", i), 0o644); err != nil {
+			return err
+		}
+	}
+	os.Chmod(filepath.Join(root, "ssh/sshd_config"), 0o600)
+	os.Remove(filepath.Join(root, "localtime"))
+	os.Remove(filepath.Join(root, "hostname.link"))
+	if err := os.Symlink("/usr/share/zoneinfo/Etc/UTC", filepath.Join(root, "localtime")); err != nil {
+		return err
+	}
+	return os.Link(filepath.Join(root, "hostname"), filepath.Join(root, "hostname.link"))
 }
 
 // demoImage returns a disk image that compresses like a real one: runs of
