@@ -124,6 +124,7 @@ const (
 	PhaseSweep              // phase 2
 )
 
+// String returns the phase's name as progress shows it.
 func (p Phase) String() string {
 	switch p {
 	case PhaseStart:

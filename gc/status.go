@@ -18,7 +18,8 @@ type Status struct {
 	UPID *string `json:"upid"`
 	// IndexFileCount counts the index files marked in phase 1.
 	IndexFileCount uint64 `json:"index-file-count"`
-	// IndexDataBytes sums their logical sizes (an index marked twice counts once).
+	// IndexDataBytes sums their logical sizes. Both count each file once
+	// per run; PBS counts a file again when a relisting reads it again.
 	IndexDataBytes uint64 `json:"index-data-bytes"`
 	// DiskBytes and DiskChunks measure the files in use.
 	DiskBytes  uint64 `json:"disk-bytes"`
