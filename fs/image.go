@@ -63,25 +63,36 @@ type imageHandle struct {
 // parallel, so they arrive a little out of order.
 const seqWindow = 2 << 20
 
-// readAhead loads the chunk after the one holding off into the store's
-// cache in the background when reads are sequential, so that decoding it
-// overlaps with the reader consuming the current one.
+// readAheadChunks is how many chunks past the current one a sequential
+// reader has loaded in the background: two keep both cores of a small
+// machine decoding while the reader consumes the current chunk.
+const readAheadChunks = 2
+
+// readAhead loads the chunks after the one holding off into the store's
+// cache in the background when reads are sequential, so that decoding
+// them overlaps with the reader consuming the current one.
 func (h *imageHandle) readAhead(ctx context.Context, off int64, n int) {
 	h.mu.Lock()
 	seq := off >= h.next-seqWindow && off <= h.next+seqWindow
 	h.next = off + int64(n)
 	i, _, err := h.idx.Locate(uint64(off))
-	if !seq || err != nil || i+1 >= h.idx.Len() || h.prefetched >= i+1 {
+	if !seq || err != nil {
 		h.mu.Unlock()
 		return
 	}
-	h.prefetched = i + 1
+	var starts []int64
+	for j := max(i+1, h.prefetched+1); j <= i+readAheadChunks && j < h.idx.Len(); j++ {
+		_, start, _ := h.idx.Chunk(j)
+		starts = append(starts, int64(start))
+		h.prefetched = j
+	}
 	h.mu.Unlock()
-	_, start, _ := h.idx.Chunk(i + 1)
-	go func() {
-		var b [1]byte
-		h.a.ReadAtContext(ctx, b[:], int64(start)) // errors show on the real read
-	}()
+	for _, start := range starts {
+		go func() {
+			var b [1]byte
+			h.a.ReadAtContext(ctx, b[:], start) // errors show on the real read
+		}()
+	}
 }
 
 // Open prepares the archive reader (the index was parsed at listing) and

@@ -116,6 +116,7 @@ func mountRoot(dir string, s *store.Store, root fusefs.InodeEmbedder, opts Optio
 		Name:         "pbsfs",
 		AllowOther:   opts.AllowOther,
 		MaxReadAhead: 1 << 20,
+		MaxWrite:     1 << 20, // also the largest READ the kernel sends
 		Debug:        opts.Debug,
 		PanicHandler: opts.PanicHandler,
 	}

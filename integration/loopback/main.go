@@ -28,7 +28,7 @@ func main() {
 		os.Exit(1)
 	}
 	srv, err := fusefs.Mount(os.Args[2], root, &fusefs.Options{MountOptions: fuse.MountOptions{
-		DirectMount: true, FsName: os.Args[1], Name: "loopback", MaxReadAhead: 1 << 20,
+		DirectMount: true, FsName: os.Args[1], Name: "loopback", MaxReadAhead: 1 << 20, MaxWrite: 1 << 20,
 	}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loopback:", err)
