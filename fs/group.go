@@ -2,6 +2,11 @@ package fs
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	iofs "io/fs"
+	"os"
+	"sort"
 	"sync"
 	"syscall"
 
@@ -41,47 +46,72 @@ func (n *groupNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.
 	return n.fill(ctx, &out.Attr)
 }
 
-// visible lists the snapshots the mount shows, oldest first. Manifests
-// not seen before are checked by a few goroutines, so that the first
-// listing of a group of 1000 snapshots stays quick.
-func (n *groupNode) visible() ([]store.SnapshotInfo, error) {
-	snaps, _, err := n.m.s.Snapshots(n.g)
+// visible lists the snapshots the mount shows, oldest first: those whose
+// manifest parses (a backup in progress has none yet). Only the group
+// directory is listed and each manifest looked at, through the mount's
+// cache; manifests not seen before are checked by a few goroutines, so
+// that the first listing of a group of 1000 snapshots stays quick.
+func (n *groupNode) visible() ([]store.SnapshotRef, error) {
+	refs, err := n.m.snapshotRefs(n.g)
 	if err != nil {
 		return nil, err
 	}
-	show := make([]bool, len(snaps))
+	show := make([]bool, len(refs))
 	var wg sync.WaitGroup
 	next := make(chan int)
-	for range min(manifestWorkers, len(snaps)) {
+	for range min(manifestWorkers, len(refs)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				show[i] = n.m.showSnapshot(snaps[i])
+				_, err := n.m.manifest(refs[i])
+				show[i] = err == nil
 			}
 		}()
 	}
-	for i := range snaps {
+	for i := range refs {
 		next <- i
 	}
 	close(next)
 	wg.Wait()
-	out := snaps[:0]
-	for i, si := range snaps {
+	out := refs[:0]
+	for i, ref := range refs {
 		if show[i] {
-			out = append(out, si)
+			out = append(out, ref)
 		}
 	}
 	return out, nil
 }
 
+// snapshotRefs lists the snapshot directories of group g by name, oldest
+// first, without looking into them.
+func (m *mount) snapshotRefs(g store.GroupRef) ([]store.SnapshotRef, error) {
+	ents, err := os.ReadDir(m.s.Path(g.Dir()))
+	if errors.Is(err, iofs.ErrNotExist) {
+		return nil, fmt.Errorf("group %s: %w", g, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var refs []store.SnapshotRef
+	for _, e := range ents {
+		t, err := store.ParseBackupTime(e.Name())
+		if err != nil || !e.IsDir() || store.FormatBackupTime(t) != e.Name() {
+			continue
+		}
+		refs = append(refs, store.SnapshotRef{Group: g, Time: t})
+	}
+	sort.Slice(refs, func(i, j int) bool { return refs[i].Time.Before(refs[j].Time) })
+	return refs, nil
+}
+
 // manifestWorkers is the number of goroutines checking manifests.
 const manifestWorkers = 4
 
-func (n *groupNode) snapChild(si store.SnapshotInfo) child {
-	name := si.Ref.TimeString()
+func (n *groupNode) snapChild(ref store.SnapshotRef) child {
+	name := ref.TimeString()
 	return child{name: name, mode: syscall.S_IFDIR, ino: childIno(n.StableAttr().Ino, name),
-		node: &snapshotNode{m: n.m, ref: si.Ref}}
+		node: &snapshotNode{m: n.m, ref: ref}}
 }
 
 func (n *groupNode) latestChild() child {
@@ -95,11 +125,8 @@ func (n *groupNode) list(ctx context.Context) ([]child, syscall.Errno) {
 		return nil, n.m.toErrno(err, "list snapshots", "group", n.g.String())
 	}
 	out := make([]child, 0, len(snaps)+1)
-	for _, si := range snaps {
-		if ctx.Err() != nil {
-			return nil, syscall.EINTR
-		}
-		out = append(out, n.snapChild(si))
+	for _, ref := range snaps {
+		out = append(out, n.snapChild(ref))
 	}
 	if len(snaps) > 0 {
 		// Last, so that rm -r of a group has removed every snapshot
@@ -124,14 +151,11 @@ func (n *groupNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if err != nil || store.FormatBackupTime(t) != name {
 		return nil, syscall.ENOENT
 	}
-	si, err := n.m.s.Snapshot(store.SnapshotRef{Group: n.g, Time: t})
-	if err != nil {
-		return nil, n.m.toErrno(err, "lookup snapshot", "group", n.g.String(), "time", name)
+	ref := store.SnapshotRef{Group: n.g, Time: t}
+	if _, err := n.m.manifest(ref); err != nil {
+		return nil, syscall.ENOENT // in progress, gone, or hidden for a bad manifest
 	}
-	if !n.m.showSnapshot(si) {
-		return nil, syscall.ENOENT
-	}
-	return n.m.addChild(ctx, n.EmbeddedInode(), n.snapChild(si), out, n.m.hierTTL)
+	return n.m.addChild(ctx, n.EmbeddedInode(), n.snapChild(ref), out, n.m.hierTTL)
 }
 
 // Rmdir forgets snapshot name as PBS's forget does (see doc.go).
@@ -165,17 +189,17 @@ func (n *groupNode) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 // latest returns the newest snapshot of g the mount shows.
-func (m *mount) latest(g store.GroupRef) (store.SnapshotInfo, bool) {
-	snaps, _, err := m.s.Snapshots(g)
+func (m *mount) latest(g store.GroupRef) (store.SnapshotRef, bool) {
+	refs, err := m.snapshotRefs(g)
 	if err != nil {
-		return store.SnapshotInfo{}, false
+		return store.SnapshotRef{}, false
 	}
-	for i := len(snaps) - 1; i >= 0; i-- {
-		if m.showSnapshot(snaps[i]) {
-			return snaps[i], true
+	for i := len(refs) - 1; i >= 0; i-- {
+		if _, err := m.manifest(refs[i]); err == nil {
+			return refs[i], true
 		}
 	}
-	return store.SnapshotInfo{}, false
+	return store.SnapshotRef{}, false
 }
 
 // forgetRemoved marks the snapshot nodes of the group whose snapshots are
@@ -210,11 +234,11 @@ var (
 )
 
 func (n *latestLink) target() (string, syscall.Errno) {
-	si, ok := n.m.latest(n.g)
+	ref, ok := n.m.latest(n.g)
 	if !ok {
 		return "", syscall.ENOENT
 	}
-	return si.Ref.TimeString(), 0
+	return ref.TimeString(), 0
 }
 
 func (n *latestLink) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {

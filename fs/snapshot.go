@@ -344,13 +344,3 @@ func (m *mount) dropManifest(ref store.SnapshotRef) {
 	delete(m.manifests, ref.Dir())
 	m.mu.Unlock()
 }
-
-// showSnapshot reports whether the mount lists snapshot si: finished,
-// with a manifest that parses.
-func (m *mount) showSnapshot(si store.SnapshotInfo) bool {
-	if !si.Finished {
-		return false
-	}
-	_, err := m.manifest(si.Ref)
-	return err == nil
-}
