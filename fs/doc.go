@@ -38,6 +38,14 @@
 // (FOPEN_KEEP_CACHE): archives never change. Listings of archive
 // directories stream through the goodbye tables.
 //
+// Reads of an image inside one chunk are served straight from the
+// store's decoded-chunk cache; a sequential reader has the next two
+// chunks decoded in the background. pxar stores no link counts: the first
+// stat of a regular file in an archive scans the archive's metadata once
+// for hardlinks (about 40 ms for 50,000 entries). Listing a group reads
+// the group directory and each snapshot's manifest (parsed once per
+// manifest version and cached by the mount).
+//
 // # Pruning with rm
 //
 // Removal through the mount is PBS's forget (store.RemoveSnapshot): the
