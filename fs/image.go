@@ -89,8 +89,7 @@ func (h *imageHandle) readAhead(ctx context.Context, off int64, n int) {
 	h.mu.Unlock()
 	for _, start := range starts {
 		go func() {
-			var b [1]byte
-			h.a.ReadAtContext(ctx, b[:], start) // errors show on the real read
+			h.a.ChunkAt(ctx, uint64(start)) // errors show on the real read
 		}()
 	}
 }
@@ -135,16 +134,10 @@ func (n *imageFile) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, 
 		dest = dest[:rem]
 	}
 	h.readAhead(n.m.ctx, off, len(dest))
-	// Within one chunk, serve the cached chunk itself: no copy.
-	if i, in, err := h.idx.Locate(uint64(off)); err == nil {
-		d, start, end := h.idx.Chunk(i)
-		if in+uint64(len(dest)) <= end-start {
-			data, err := n.m.s.ReadChunk(ctx, d)
-			if err == nil && uint64(len(data)) == end-start {
-				return fuse.ReadResultData(data[in : in+uint64(len(dest))]), 0
-			}
-			// A bad chunk: let the archive reader name the error.
-		}
+	// Within one chunk, serve the cached chunk itself: no copy. A bad
+	// chunk falls through to ReadAtContext, whose error is reported.
+	if data, in, err := h.a.ChunkAt(ctx, uint64(off)); err == nil && in+uint64(len(dest)) <= uint64(len(data)) {
+		return fuse.ReadResultData(data[in : in+uint64(len(dest))]), 0
 	}
 	k, err := h.a.ReadAtContext(ctx, dest, off)
 	if err != nil && k < len(dest) {

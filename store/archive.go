@@ -125,17 +125,9 @@ func (a *Archive) ReadAtContext(ctx context.Context, p []byte, off int64) (int, 
 		if pos >= size {
 			return n, io.EOF
 		}
-		i, in, err := a.idx.Locate(pos)
+		data, in, err := a.ChunkAt(ctx, pos)
 		if err != nil {
 			return n, err
-		}
-		d, start, end := a.idx.Chunk(i)
-		data, err := a.s.ReadChunk(ctx, d)
-		if err != nil {
-			return n, err
-		}
-		if uint64(len(data)) != end-start {
-			return n, fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), end-start, ErrCorrupt)
 		}
 		n += copy(p[n:], data[in:])
 	}
@@ -149,13 +141,9 @@ func (a *Archive) Reader() *io.SectionReader { return io.NewSectionReader(a, 0, 
 func (a *Archive) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	for i := range a.idx.Len() {
-		d, start, end := a.idx.Chunk(i)
-		data, err := a.s.ReadChunk(a.ctx, d)
+		data, err := a.chunk(a.ctx, i)
 		if err != nil {
 			return total, err
-		}
-		if uint64(len(data)) != end-start {
-			return total, fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), end-start, ErrCorrupt)
 		}
 		n, err := w.Write(data)
 		total += int64(n)
@@ -164,4 +152,30 @@ func (a *Archive) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 	return total, nil
+}
+
+// ChunkAt returns the decoded chunk holding archive offset off and the
+// position of off in it. The slice is shared with the store's chunk
+// cache: callers must not modify it.
+func (a *Archive) ChunkAt(ctx context.Context, off uint64) ([]byte, uint64, error) {
+	i, in, err := a.idx.Locate(off)
+	if err != nil {
+		return nil, 0, err
+	}
+	data, err := a.chunk(ctx, i)
+	return data, in, err
+}
+
+// chunk returns the decoded chunk i, checked against the length the
+// index gives it.
+func (a *Archive) chunk(ctx context.Context, i int) ([]byte, error) {
+	d, start, end := a.idx.Chunk(i)
+	data, err := a.s.ReadChunk(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	if uint64(len(data)) != end-start {
+		return nil, fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), end-start, ErrCorrupt)
+	}
+	return data, nil
 }

@@ -281,6 +281,7 @@ type StreamWriter struct {
 	up     *uploader
 	buf    []byte
 	off    uint64
+	done   []chunkRef // uploaded chunks, in completion order
 	closed bool
 }
 
@@ -305,20 +306,11 @@ func (b *Backup) CreateStream(ctx context.Context, name string, avg int) (*Strea
 		return nil, err
 	}
 	sw := &StreamWriter{b: b, name: name, file: file, w: w, ch: ch}
-	var pending []chunkRef
+	// Workers finish in any order; the entries are written sorted at Close.
 	sw.up = b.newUploader(ctx, func(c chunkRef) error {
-		pending = append(pending, c)
+		sw.done = append(sw.done, c)
 		return nil
 	})
-	sw.up.ordered = func() error {
-		slices.SortFunc(pending, func(a, b chunkRef) int { return cmp.Compare(a.end, b.end) })
-		for _, c := range pending {
-			if err := w.Append(c.end, c.digest); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
 	// Reserve the placeholder so the manifest lists it in write order.
 	b.files = append(b.files, FileInfo{Filename: file, CryptMode: CryptNone})
 	return sw, nil
@@ -365,7 +357,12 @@ func (sw *StreamWriter) Close() (uint64, error) {
 	}
 	err := sw.up.wait()
 	if err == nil {
-		err = sw.up.ordered()
+		slices.SortFunc(sw.done, func(a, b chunkRef) int { return cmp.Compare(a.end, b.end) })
+		for _, c := range sw.done {
+			if err = sw.w.Append(c.end, c.digest); err != nil {
+				break
+			}
+		}
 	}
 	if err != nil {
 		sw.w.Abort()
@@ -513,9 +510,6 @@ type uploader struct {
 	err    error
 	record func(chunkRef) error // called under mu, in any order
 	seq    int
-	// ordered, when set, is run by the stream's Close after every chunk
-	// was recorded, to write the entries in stream order.
-	ordered func() error
 }
 
 type upJob struct {

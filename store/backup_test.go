@@ -26,7 +26,7 @@ func newTestStore(t testing.TB) *Store {
 
 func verifyAll(t *testing.T, s *Store, ref SnapshotRef) *VerifyReport {
 	t.Helper()
-	r, err := s.VerifySnapshot(context.Background(), ref, nil)
+	r, err := s.VerifySnapshot(context.Background(), ref)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestMissingAndCorruptChunks(t *testing.T) {
 	if _, err := a.ReadAt(p, 4<<20); !errors.Is(err, ErrCorrupt) || !bytes.Contains([]byte(err.Error()), []byte(d1.String())) {
 		t.Errorf("corrupt chunk: %v", err)
 	}
-	r, err := s2.VerifySnapshot(ctx, b.Ref(), nil)
+	r, err := s2.VerifySnapshot(ctx, b.Ref())
 	if err != nil || len(r.Problems) != 2 {
 		t.Errorf("verify found %v, %v", r.Problems, err)
 	}

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -165,17 +164,4 @@ func VerifyBlobCRC(b []byte) (BlobKind, error) {
 		return 0, err
 	}
 	return kind, checkBlobCRC(b, kind)
-}
-
-// isBlobMagic reports whether b starts with one of the four blob magics.
-func isBlobMagic(b []byte) bool {
-	if len(b) < 8 {
-		return false
-	}
-	for _, m := range [][8]byte{magicUncompressed, magicCompressed, magicEncrypted, magicEncrCompr} {
-		if bytes.Equal(b[:8], m[:]) {
-			return true
-		}
-	}
-	return false
 }

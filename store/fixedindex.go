@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -225,5 +226,5 @@ func finishFile(f *os.File, path string, err error) error {
 		os.Remove(f.Name())
 		return err
 	}
-	return syncDir(dirOf(path))
+	return syncDir(filepath.Dir(path))
 }

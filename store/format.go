@@ -11,7 +11,6 @@ var (
 	magicEncrCompr    = [8]byte{230, 89, 27, 191, 11, 191, 216, 11}
 	magicFixedIndex   = [8]byte{47, 127, 65, 237, 145, 253, 15, 205}
 	magicDynamicIndex = [8]byte{28, 145, 78, 165, 25, 186, 179, 205}
-	magicCatalog      = [8]byte{145, 253, 96, 249, 196, 103, 88, 213} // catalog streams (§9.1)
 )
 
 const (

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -238,11 +239,7 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 }
 
 func writeFileAtomic(path string, data []byte, perm os.FileMode, owner fileOwner) error {
-	dir, name := path[:strings.LastIndexByte(path, '/')+1], path[strings.LastIndexByte(path, '/')+1:]
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, name+".tmp_")
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp_")
 	if err != nil {
 		return err
 	}

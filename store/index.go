@@ -106,5 +106,3 @@ func syncDir(dir string) error {
 	defer f.Close()
 	return f.Sync()
 }
-
-func dirOf(path string) string { return filepath.Dir(path) }

@@ -11,6 +11,8 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,28 +74,18 @@ func makeUPID(storeName, typ string, now time.Time) string {
 	return fmt.Sprintf("UPID:%s:%08X:%08X:%08X:%08X:%s:%s:root@pam:", host, os.Getpid(), 0, 0, now.Unix(), typ, storeName)
 }
 
-// upidStart returns the start time recorded in a UPID.
+// upidStart returns the start time recorded in a UPID, its sixth
+// colon-separated field in hex.
 func upidStart(upid string) (time.Time, bool) {
-	var node string
-	var pid, pstart, task, start uint64
-	n, _ := fmt.Sscanf(upidFields(upid), "%s %x %x %x %x", &node, &pid, &pstart, &task, &start)
-	if n != 5 {
+	f := strings.Split(upid, ":")
+	if len(f) < 6 || f[0] != "UPID" {
+		return time.Time{}, false
+	}
+	start, err := strconv.ParseUint(f[5], 16, 32)
+	if err != nil {
 		return time.Time{}, false
 	}
 	return time.Unix(int64(start), 0), true
-}
-
-func upidFields(upid string) string {
-	b := []byte(upid)
-	for i := range b {
-		if b[i] == ':' {
-			b[i] = ' '
-		}
-	}
-	if len(b) > 5 {
-		return string(b[5:])
-	}
-	return ""
 }
 
 // VerifyReport is the outcome of checking one snapshot.
@@ -116,7 +108,7 @@ func (r *VerifyReport) OK() bool { return len(r.Problems) == 0 }
 // VerifySnapshot checks snapshot ref without recording anything: each
 // blob's size, SHA-256 and CRC; each index's checksum and size against the
 // manifest; and each distinct chunk's CRC, digest and length.
-func (s *Store) VerifySnapshot(ctx context.Context, ref SnapshotRef, _ map[Digest]error) (*VerifyReport, error) {
+func (s *Store) VerifySnapshot(ctx context.Context, ref SnapshotRef) (*VerifyReport, error) {
 	return s.NewVerifier(VerifyOptions{}).Verify(ctx, ref)
 }
 
@@ -349,6 +341,3 @@ func (s *Store) verifyChunk(ctx context.Context, d Digest, length uint64, encryp
 	}
 	return nil
 }
-
-// IsMissing reports whether err is a missing chunk.
-func IsMissing(err error) bool { return errors.Is(err, ErrChunkMissing) }
