@@ -268,15 +268,25 @@ func keepExisting(path string, st *unix.Stat_t, kind BlobKind, size int64) (bool
 	return st.Size < size, nil
 }
 
+// makePrefixDir makes a prefix directory that is missing (a store created
+// with LazyChunkDirs, or one removed by hand) on demand.
+func (s *FileChunkStore) makePrefixDir(dir string) error {
+	err := os.Mkdir(dir, 0o750)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return s.owner.chown(dir)
+}
+
 // write stores blob at path through a temporary file in the same directory.
 func (s *FileChunkStore) write(path string, blob []byte) error {
 	dir, name := filepath.Split(path)
 	f, err := os.CreateTemp(dir, name+".tmp_")
 	if errors.Is(err, fs.ErrNotExist) {
-		// A prefix directory that is missing (a store created with
-		// LazyChunkDirs, or one removed by hand) is made on demand.
-		if err = os.Mkdir(dir, 0o750); err == nil || errors.Is(err, fs.ErrExist) {
-			s.owner.chown(dir)
+		if err = s.makePrefixDir(dir); err == nil {
 			f, err = os.CreateTemp(dir, name+".tmp_")
 		}
 	}

@@ -121,8 +121,7 @@ func Open(root string, opts Options) (*Store, error) {
 		dir := chunks.PrefixDir(prefix)
 		l, err := lock.LockPrefixDir(dir, exclusive)
 		if errors.Is(err, fs.ErrNotExist) {
-			if err = os.Mkdir(dir, 0o750); err == nil || errors.Is(err, fs.ErrExist) {
-				owner.chown(dir)
+			if err = chunks.makePrefixDir(dir); err == nil {
 				l, err = lock.LockPrefixDir(dir, exclusive)
 			}
 		}
