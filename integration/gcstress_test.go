@@ -63,14 +63,20 @@ func TestGCStress(t *testing.T) {
 			}()
 		}
 		step("backup A", func() error {
-			_, err := e.try("backup", "--no-progress", "--type", "vm", "--id", "100", "--time", when.Format(time.RFC3339),
+			out, err := e.try("backup", "--no-progress", "--type", "vm", "--id", "100", "--time", when.Format(time.RFC3339),
 				"drive-scsi0.img:"+imgA, "root.pxar:"+tree)
-			return err
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
 		})
 		step("backup B", func() error {
-			_, err := e.try("backup", "--no-progress", "--type", "ct", "--id", "200", "--time", when.Format(time.RFC3339),
+			out, err := e.try("backup", "--no-progress", "--type", "ct", "--id", "200", "--time", when.Format(time.RFC3339),
 				"drive-scsi0.img:"+imgB, "root.pxar:"+tree)
-			return err
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
 		})
 		if len(snapsA) > 2 { // keep the newest two, and the base of the running backup
 			step("rm -r through the mount", func() error {

@@ -75,6 +75,12 @@ func (s *Store) cleanupGroup(g GroupRef) {
 	if s.locks.OldLocking() {
 		return // PBS keeps empty groups in old-locking mode
 	}
+	// Look before locking: a group that still has snapshots is left
+	// alone without taking its lock, which would make a backup of the
+	// group starting at this moment fail.
+	if snaps, _, err := s.Snapshots(g); err != nil || len(snaps) > 0 {
+		return
+	}
 	gl, err := s.locks.LockGroup(g.NS.Components(), g.Type, g.ID, true)
 	if err != nil {
 		return
