@@ -127,7 +127,11 @@ func mountRoot(dir string, s *store.Store, root fusefs.InodeEmbedder, opts Optio
 		mo.Options = append(mo.Options, "default_permissions")
 		mo.EnableAcl = true
 	}
-	srv, err := fusefs.Mount(dir, root, &fusefs.Options{MountOptions: mo})
+	// NullPermissions: go-fuse would otherwise show a stored mode 0000
+	// (and 4000, 2000, 1000: no permission bits) as 0644 or 0755. Every
+	// node fills its whole mode, owner and st_blocks (Blksize set, so
+	// go-fuse leaves Blocks alone); nothing is defaulted by the library.
+	srv, err := fusefs.Mount(dir, root, &fusefs.Options{MountOptions: mo, NullPermissions: true})
 	if err != nil {
 		return nil, fmt.Errorf("mount %s on %s: %w", s.Root(), dir, err)
 	}
