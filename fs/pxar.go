@@ -187,6 +187,7 @@ type dirHandle struct {
 	r      *pxar.DirReader
 	off    uint64
 	last   child // the entry Readdirent returned last, for READDIRPLUS
+	lost   error // a child whose name could not be read was skipped
 }
 
 var (
@@ -204,21 +205,46 @@ func (st *archiveState) openDir(parent *fusefs.Inode, dir *pxar.Entry) (fusefs.F
 	return &dirHandle{st: st, parent: parent, dir: dir, r: r}, fuse.FOPEN_KEEP_CACHE, 0
 }
 
+// Readdirent returns the next child. A damaged child does not end the
+// listing (the goodbye table locates every child): one whose name could
+// be read is listed without a type, and looking it up gives EIO; one
+// whose name is lost is skipped, and the listing ends with EIO after the
+// intact children, so that ls shows them and still reports the damage.
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	e, err := h.r.Next()
-	if errors.Is(err, io.EOF) {
-		return nil, 0
+	for {
+		e, err := h.r.Next()
+		if errors.Is(err, io.EOF) {
+			if h.lost != nil {
+				return nil, h.st.errno(h.lost, "readdir", h.dir)
+			}
+			return nil, 0
+		}
+		var ce *pxar.ChildError
+		if errors.As(err, &ce) {
+			if ce.Name == "" {
+				h.lost = err
+				h.st.errno(err, "readdir", h.dir) // logs it
+				continue
+			}
+			h.off++
+			h.last = child{}
+			return &fuse.DirEntry{Name: ce.Name, Ino: entryIno(h.st.ino, ce.FilenameOffset), Off: h.off}, 0
+		}
+		if err != nil {
+			return nil, h.st.errno(err, "readdir", h.dir)
+		}
+		c, err := h.st.child(e)
+		if err != nil {
+			// A hardlink whose target is unreadable: listed, EIO on use.
+			h.st.errno(err, "readdir", e)
+			h.off++
+			h.last = child{}
+			return &fuse.DirEntry{Name: e.Name(), Ino: entryIno(h.st.ino, e.Offset), Off: h.off}, 0
+		}
+		h.off++
+		h.last = c
+		return &fuse.DirEntry{Name: c.name, Mode: c.mode, Ino: c.ino, Off: h.off}, 0
 	}
-	if err != nil {
-		return nil, h.st.errno(err, "readdir", h.dir)
-	}
-	c, err := h.st.child(e)
-	if err != nil {
-		return nil, h.st.errno(err, "readdir", e)
-	}
-	h.off++
-	h.last = c
-	return &fuse.DirEntry{Name: c.name, Mode: c.mode, Ino: c.ino, Off: h.off}, 0
 }
 
 // Seekdir restarts the listing and skips to off.
@@ -227,7 +253,7 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	if err != nil {
 		return h.st.errno(err, "seekdir", h.dir)
 	}
-	h.r, h.off, h.last = r, 0, child{}
+	h.r, h.off, h.last, h.lost = r, 0, child{}, nil
 	for h.off < off {
 		if _, errno := h.Readdirent(ctx); errno != 0 {
 			return errno

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/pbsfs/pbsfs/store"
+	"github.com/pbsfs/pbsfs/store/catalog"
 	"github.com/pbsfs/pbsfs/store/pxar"
 	"github.com/spf13/pflag"
 )
@@ -19,6 +21,9 @@ type restoreCmd struct {
 	overwrite  bool
 	noOwners   bool
 	noXattrs   bool
+	noDevices  bool
+	noFifos    bool
+	noSockets  bool
 	noProgress bool
 }
 
@@ -26,8 +31,13 @@ func (c *restoreCmd) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ns, "ns", "", "namespace (default: the root namespace)")
 	fs.StringVar(&c.path, "path", "", "restore only this path of a pxar archive")
 	fs.BoolVar(&c.overwrite, "overwrite", false, "replace existing files in TARGET")
-	fs.BoolVar(&c.noOwners, "no-owners", false, "do not restore file owners")
+	fs.BoolVar(&c.noOwners, "no-owners", false, "do not restore file owners (set-uid and set-gid bits are dropped, as tar does)")
+	fs.BoolVar(&c.noOwners, "ignore-ownership", false, "the same as --no-owners (proxmox-backup-client's name)")
 	fs.BoolVar(&c.noXattrs, "no-xattrs", false, "do not restore xattrs, ACLs and capabilities")
+	fs.BoolVar(&c.noXattrs, "ignore-xattrs", false, "the same as --no-xattrs (proxmox-backup-client's name)")
+	fs.BoolVar(&c.noDevices, "no-device-nodes", false, "do not restore block and character devices")
+	fs.BoolVar(&c.noFifos, "no-fifos", false, "do not restore FIFOs")
+	fs.BoolVar(&c.noSockets, "no-sockets", false, "do not restore sockets")
 	fs.BoolVar(&c.noProgress, "no-progress", false, "never show progress")
 }
 
@@ -90,26 +100,83 @@ func (c *restoreCmd) writeFile(target string, fill func(*os.File) error) error {
 	return err
 }
 
+// restorePxar extracts a pxar archive. Entries whose data is damaged
+// (missing or corrupt chunks) are named on stderr as they are met and
+// left out, every intact entry is restored, and the command fails at the
+// end with a summary.
 func (c *restoreCmd) restorePxar(ctx context.Context, e *env, s *store.Store, si store.SnapshotInfo, name, target string) error {
 	a, err := s.OpenPxar(ctx, si, name)
 	if err != nil {
 		return err
 	}
-	failed := 0
+	failed, damaged := 0, 0
 	opts := pxar.ExtractOptions{NoOwners: c.noOwners, NoXattrs: c.noXattrs, Overwrite: c.overwrite,
+		NoDevices: c.noDevices, NoFifos: c.noFifos, NoSockets: c.noSockets,
 		OnError: func(path string, err error) error {
 			failed++
 			fmt.Fprintf(e.stderr, "warning: %s: %v\n", path, err)
 			return nil
-		}}
+		},
+		OnDamaged: func(path string, err error) error {
+			damaged++
+			var de *pxar.DamagedError
+			if errors.As(err, &de) {
+				err = de.Err
+			}
+			fmt.Fprintf(e.stderr, "damaged, not restored: %s: %v\n", path, err)
+			return nil
+		},
+		Names: catalogNames(ctx, s, si, name),
+	}
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return err
 	}
 	if err := pxar.Extract(ctx, a, c.path, target, opts); err != nil {
 		return err
 	}
-	if failed > 0 {
+	switch {
+	case damaged > 0 && failed > 0:
+		return fmt.Errorf("restore incomplete: %d entries damaged in the archive (not restored, named above), %d metadata errors", damaged, failed)
+	case damaged > 0:
+		return fmt.Errorf("restore incomplete: %d entries damaged in the archive (not restored, named above); everything else was restored", damaged)
+	case failed > 0:
 		return fmt.Errorf("restored with %d metadata errors", failed)
 	}
 	return nil
+}
+
+// catalogNames returns a lookup of directory names in the snapshot's
+// catalog for a plain pxar archive, so that a restore can name entries
+// whose names were lost with damaged chunks; nil when there is no
+// catalog. The catalog is opened on first use.
+func catalogNames(ctx context.Context, s *store.Store, si store.SnapshotInfo, name string) func(string) ([]string, error) {
+	meta, payload, err := store.PxarFiles(si, name)
+	if err != nil || payload != "" || !si.HasFile(store.CatalogName) {
+		return nil
+	}
+	var r *catalog.Reader
+	return func(dir string) ([]string, error) {
+		if r == nil {
+			a, err := s.OpenArchive(ctx, si.Ref, store.CatalogName)
+			if err != nil {
+				return nil, err
+			}
+			if r, err = catalog.NewReader(a, a.Size()); err != nil {
+				return nil, err
+			}
+		}
+		d, err := r.Lookup("/" + meta + dir)
+		if err != nil {
+			return nil, err
+		}
+		list, err := r.ReadDir(d)
+		if err != nil {
+			return nil, err
+		}
+		names := make([]string, len(list))
+		for i, x := range list {
+			names[i] = x.Name
+		}
+		return names, nil
+	}
 }

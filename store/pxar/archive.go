@@ -1,7 +1,9 @@
 package pxar
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -161,6 +163,7 @@ func (a *Archive) item(w *window, t dirTable, i int64) (gbItem, error) {
 
 // child decodes the child of dir described by goodbye item it. If name is
 // not nil, the child's name must equal *name; a mismatch returns nil, nil.
+// An error after the FILENAME was read is a *ChildError naming the child.
 func (a *Archive) child(w *window, dir *Entry, t dirTable, it gbItem, name *string) (*Entry, error) {
 	if it.offset == 0 || it.offset > uint64(t.gbPos-t.first) {
 		return nil, fmt.Errorf("directory %q: goodbye item offset %d outside the directory: %w", dir.Path, it.offset, ErrCorrupt)
@@ -180,36 +183,84 @@ func (a *Archive) child(w *window, dir *Entry, t dirTable, it gbItem, name *stri
 	if len(path) > maxPathLen {
 		return nil, fmt.Errorf("path under %q: %w", dir.Path, ErrTooLarge)
 	}
+	e, err := a.childEntry(w, t, it, fpos, fh, path)
+	if err != nil {
+		return nil, &ChildError{Dir: dir.Path, Name: got, FilenameOffset: fpos, Err: err}
+	}
+	return e, nil
+}
+
+// childEntry decodes the entry whose FILENAME fh at fpos was read.
+func (a *Archive) childEntry(w *window, t dirTable, it gbItem, fpos int64, fh header, path string) (*Entry, error) {
 	e := &Entry{Path: path, FilenameOffset: fpos, attrEnd: -1}
 	if it.size > 1<<62 {
-		return nil, fmt.Errorf("%q: goodbye size %d: %w", path, it.size, ErrCorrupt)
+		return nil, fmt.Errorf("goodbye size %d: %w", it.size, ErrCorrupt)
 	}
 	e.End = fpos + int64(it.size)
 	h, err := w.readHeader(fh.end())
 	if err != nil {
-		return nil, fmt.Errorf("%q: %w", path, err)
+		return nil, err
 	}
 	if h.htype == typeHardlink {
 		if err := w.readHardlink(h, fpos, e); err != nil {
-			return nil, fmt.Errorf("%q: %w", path, err)
+			return nil, err
 		}
 		return e, nil
 	}
 	next, err := w.readEntry(h.pos, e, a.Split())
 	if err != nil {
-		return nil, fmt.Errorf("%q: %w", path, err)
+		return nil, err
 	}
 	if e.Kind == KindDir {
 		// A directory lies strictly inside its parent, before the parent's
 		// goodbye table: this bounds every descent.
 		if e.End > t.gbPos || next > e.End {
-			return nil, fmt.Errorf("%q: directory range [%d,%d) outside its parent: %w", path, fpos, e.End, ErrCorrupt)
+			return nil, fmt.Errorf("directory range [%d,%d) outside its parent: %w", fpos, e.End, ErrCorrupt)
 		}
 		e.attrEnd = next
 		e.goodbyeEnd = e.End
 	}
 	return e, nil
 }
+
+// A ChildError reports a child of a directory that cannot be decoded:
+// its bytes are missing or corrupt. DirReader.Next returns it for that
+// child alone and goes on with the next child when called again, since
+// the goodbye table locates every child independently (spec §7).
+type ChildError struct {
+	Dir string // path of the directory
+	// Name is the child's name and FilenameOffset the position of its
+	// FILENAME, when they could be read; "" and -1 otherwise (then
+	// Items, if not zero, counts the goodbye items that were unreadable).
+	Name           string
+	FilenameOffset int64
+	Items          int64
+	Err            error
+}
+
+// Path returns the child's path, or the directory's when the name is
+// not known.
+func (e *ChildError) Path() string {
+	if e.Name == "" {
+		return e.Dir
+	}
+	if e.Dir == "/" {
+		return "/" + e.Name
+	}
+	return e.Dir + "/" + e.Name
+}
+
+func (e *ChildError) Error() string {
+	switch {
+	case e.Name != "":
+		return fmt.Sprintf("pxar: %q unreadable: %v", e.Path(), e.Err)
+	case e.Items > 1:
+		return fmt.Sprintf("pxar: %d entries of directory %q unreadable: %v", e.Items, e.Dir, e.Err)
+	}
+	return fmt.Sprintf("pxar: an entry of directory %q unreadable: %v", e.Dir, e.Err)
+}
+
+func (e *ChildError) Unwrap() error { return e.Err }
 
 // LookupChild returns the child of dir called name, found through the
 // goodbye table: a binary search by hash, each candidate confirmed by its
@@ -221,7 +272,14 @@ func (a *Archive) LookupChild(dir *Entry, name string) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	e, err := a.search(w, dir, t, hashName(name), name, 0, 0)
+	h := hashName(name)
+	e, err := a.search(w, dir, t, h, name, 0, 0)
+	var ie *itemError
+	if errors.As(err, &ie) {
+		// A damaged stretch of the table lies on the search path: look
+		// at every readable item instead.
+		e, err = a.scan(w, dir, t, h, name, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +298,10 @@ func (a *Archive) search(w *window, dir *Entry, t dirTable, h uint64, name strin
 		}
 		it, err := a.item(w, t, i)
 		if err != nil {
-			return nil, fmt.Errorf("directory %q: %w", dir.Path, err)
+			if canceled(err) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("directory %q: %w", dir.Path, &itemError{i: i, err: err})
 		}
 		switch {
 		case h < it.hash:
@@ -259,6 +320,49 @@ func (a *Archive) search(w *window, dir *Entry, t dirTable, h uint64, name strin
 			i = 2*i + 2
 		}
 		depth++
+	}
+	return nil, nil
+}
+
+// itemError reports a goodbye item that could not be read.
+type itemError struct {
+	i   int64
+	err error
+}
+
+func (e *itemError) Error() string { return fmt.Sprintf("goodbye item %d: %v", e.i, e.err) }
+func (e *itemError) Unwrap() error { return e.err }
+
+// scan looks for name through every readable item of table t, in
+// batches; it serves lookups whose binary search met an unreadable item.
+// If the name is not found and some items could not be read, searchErr
+// is returned: the name may be behind the damage.
+func (a *Archive) scan(w *window, dir *Entry, t dirTable, h uint64, name string, searchErr error) (*Entry, error) {
+	r := &DirReader{a: a, dir: dir, w: w, t: t}
+	damaged := false
+	for r.next < t.n {
+		n := min(t.n-r.next, goodbyeBatch)
+		r.batch = r.batch[:0]
+		if err := r.readItems(r.next, n); err != nil {
+			return nil, err
+		}
+		r.next += n
+		for _, s := range r.batch {
+			if s.err != nil {
+				damaged = true
+				continue
+			}
+			if s.it.hash != h {
+				continue
+			}
+			e, err := a.child(w, dir, t, s.it, &name)
+			if e != nil || err != nil {
+				return e, err
+			}
+		}
+	}
+	if damaged {
+		return nil, searchErr
 	}
 	return nil, nil
 }
@@ -349,8 +453,16 @@ type DirReader struct {
 	w     *window
 	t     dirTable
 	next  int64
-	batch []gbItem
+	batch []gbSlot
 	err   error
+}
+
+// gbSlot is a goodbye item read for a DirReader, or a run of n items that
+// could not be read (err set).
+type gbSlot struct {
+	it  gbItem
+	n   int64
+	err error
 }
 
 // OpenDir returns a DirReader over directory dir.
@@ -367,7 +479,11 @@ func (a *Archive) OpenDir(dir *Entry) (*DirReader, error) {
 func (r *DirReader) Len() int { return int(r.t.n) }
 
 // Next returns the next child, or io.EOF after the last one. Hardlinks
-// are returned as such. Errors are sticky.
+// are returned as such.
+//
+// A child that cannot be read (missing or corrupt bytes) yields a
+// *ChildError; calling Next again goes on with the following children.
+// Other errors (a canceled read) are sticky.
 func (r *DirReader) Next() (*Entry, error) {
 	if r.err != nil {
 		return nil, r.err
@@ -378,23 +494,66 @@ func (r *DirReader) Next() (*Entry, error) {
 			return nil, io.EOF
 		}
 		n := min(r.t.n-r.next, goodbyeBatch)
-		b := make([]byte, n*goodbyeItemSize)
-		if err := r.w.readFull(b, r.t.gbPos+headerSize+r.next*goodbyeItemSize); err != nil {
+		if err := r.readItems(r.next, n); err != nil {
 			r.err = fmt.Errorf("directory %q: %w", r.dir.Path, err)
 			return nil, r.err
 		}
-		r.batch = r.batch[:0]
-		for i := int64(0); i < n; i++ {
-			r.batch = append(r.batch, decodeItem(b[i*goodbyeItemSize:]))
-		}
 		r.next += n
 	}
-	it := r.batch[0]
+	s := r.batch[0]
 	r.batch = r.batch[1:]
-	e, err := r.a.child(r.w, r.dir, r.t, it, nil)
+	if s.err != nil {
+		return nil, &ChildError{Dir: r.dir.Path, FilenameOffset: -1, Items: s.n, Err: s.err}
+	}
+	e, err := r.a.child(r.w, r.dir, r.t, s.it, nil)
 	if err != nil {
-		r.err = err
-		return nil, err
+		if canceled(err) {
+			r.err = err
+			return nil, err
+		}
+		var ce *ChildError
+		if !errors.As(err, &ce) {
+			ce = &ChildError{Dir: r.dir.Path, FilenameOffset: -1, Items: 1, Err: err}
+		}
+		return nil, ce
 	}
 	return e, nil
+}
+
+// readItems appends goodbye items lo..lo+n-1 to the batch. A range that
+// cannot be read is halved until the unreadable items are isolated, so
+// that a damaged stretch of a large table costs only the children it
+// holds; adjacent unreadable items form one slot.
+func (r *DirReader) readItems(lo, n int64) error {
+	b := make([]byte, n*goodbyeItemSize)
+	err := r.w.readFull(b, r.t.gbPos+headerSize+lo*goodbyeItemSize)
+	if err == nil {
+		for i := int64(0); i < n; i++ {
+			r.batch = append(r.batch, gbSlot{it: decodeItem(b[i*goodbyeItemSize:])})
+		}
+		return nil
+	}
+	if canceled(err) {
+		return err
+	}
+	if n == 1 {
+		err = fmt.Errorf("goodbye item %d: %w", lo, err)
+		if k := len(r.batch) - 1; k >= 0 && r.batch[k].err != nil {
+			r.batch[k].n++
+			return nil
+		}
+		r.batch = append(r.batch, gbSlot{n: 1, err: err})
+		return nil
+	}
+	h := n / 2
+	if err := r.readItems(lo, h); err != nil {
+		return err
+	}
+	return r.readItems(lo+h, n-h)
+}
+
+// canceled reports whether err comes from a canceled or timed-out read
+// rather than from the archive's bytes.
+func canceled(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }

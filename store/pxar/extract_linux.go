@@ -1,6 +1,7 @@
 package pxar
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -22,18 +23,53 @@ type ExtractOptions struct {
 	// Overwrite replaces existing non-directories in the target. Without
 	// it an existing entry is an error. Existing directories are reused.
 	Overwrite bool
+	// NoDevices, NoFifos and NoSockets skip device nodes, FIFOs and
+	// sockets (the pxar tool's --no-device-nodes, --no-fifos and
+	// --no-sockets).
+	NoDevices, NoFifos, NoSockets bool
 	// OnError is called when metadata (owner, mode, xattr, ACL, flags,
 	// times) cannot be applied to path, or a device or FIFO cannot be
 	// created; returning nil continues. A nil OnError makes such errors
 	// fatal.
 	OnError func(path string, err error) error
+	// OnDamaged is called for each entry that cannot be read from the
+	// archive (missing or corrupt chunks, damaged items), with its path
+	// below the target (a directory's path when the entry's name could
+	// not be read). The entry is left out: a file whose contents cannot
+	// be read is removed, never left partly written, and a directory
+	// whose listing cannot be read keeps what could be read of it.
+	// Returning nil goes on with the next entry; a nil OnDamaged makes
+	// the first damage fatal.
+	OnDamaged func(path string, err error) error
+	// Names, if set, returns the names directory dir (an archive path
+	// such as "/" or "/etc") holds, from a catalog. When damage took
+	// the names of some children with it, they are reported to OnDamaged
+	// by the names the catalog has and the listing lacks.
+	Names func(dir string) ([]string, error)
 }
+
+// A DamagedError reports an entry of an archive that could not be read
+// during extraction; Path is below the extraction target.
+type DamagedError struct {
+	Path string
+	Err  error
+}
+
+func (e *DamagedError) Error() string { return "pxar: extract " + e.Path + ": " + e.Err.Error() }
+func (e *DamagedError) Unwrap() error { return e.Err }
 
 // Extract restores the entry at subpath of a (the whole archive for "" or
 // "/") below the directory target, which is created if missing. A
 // directory's contents go into target; any other entry becomes
 // target/<name>. It restores modes, owners (as root), mtimes, xattrs,
 // ACLs, fcaps, flags, symlinks, hardlinks, devices, FIFOs and sockets.
+// Where owners are not restored (NoOwners, not root, or a chown that
+// failed), set-user-ID and set-group-ID bits are dropped, as tar does, so
+// that a user's set-id file never becomes the restoring user's.
+//
+// Damaged parts of the archive do not stop it when OnDamaged allows:
+// every child of a directory is located through the goodbye table, so the
+// intact ones are restored and each damaged one is reported once.
 //
 // It never writes outside target: every entry is created relative to a
 // directory it opened itself with O_NOFOLLOW, symlinks are created but
@@ -87,27 +123,48 @@ func (x *extractor) meta(path, op string, err error) error {
 }
 
 // dirContents extracts the children of dir into the open directory dirfd,
-// in stored order (so that hardlink targets come first).
+// in stored order (so that hardlink targets come first). Children that
+// cannot be read are reported to OnDamaged and left out.
 func (x *extractor) dirContents(dir *Entry, dirfd int, rel string, depth int) error {
 	if depth > maxDepth {
 		return fmt.Errorf("pxar: extract %s: nested deeper than %d: %w", rel, maxDepth, ErrTooLarge)
 	}
 	r, err := x.a.OpenDir(dir)
 	if err != nil {
-		return err
+		return x.damaged(relPath(rel), err)
 	}
 	var children []*Entry
+	var unnamed []error
+	named := map[string]bool{}
 	for {
 		c, err := r.Next()
 		if err == io.EOF {
 			break
 		}
+		var ce *ChildError
+		if errors.As(err, &ce) {
+			if ce.Name == "" {
+				unnamed = append(unnamed, err)
+				continue
+			}
+			named[ce.Name] = true
+			if err := x.damaged(join(rel, ce.Name), err); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}
+		named[c.Name()] = true
 		children = append(children, c)
 	}
-	slices.SortFunc(children, func(p, q *Entry) int { return int(p.FilenameOffset - q.FilenameOffset) })
+	if len(unnamed) > 0 {
+		if err := x.lostNames(dir, rel, named, unnamed); err != nil {
+			return err
+		}
+	}
+	slices.SortFunc(children, func(p, q *Entry) int { return cmp.Compare(p.FilenameOffset, q.FilenameOffset) })
 	for _, c := range children {
 		if err := x.ctx.Err(); err != nil {
 			return err
@@ -117,6 +174,58 @@ func (x *extractor) dirContents(dir *Entry, dirfd int, rel string, depth int) er
 		}
 	}
 	return nil
+}
+
+// lostNames reports the children of dir whose names were lost with the
+// damage (errs): by name when the catalog has names the listing lacks,
+// else as damage of the directory.
+func (x *extractor) lostNames(dir *Entry, rel string, listed map[string]bool, errs []error) error {
+	var lost []string
+	if x.opts.Names != nil {
+		names, err := x.opts.Names(dir.Path)
+		if err == nil {
+			for _, n := range names {
+				if !listed[n] && checkName(n) == nil {
+					lost = append(lost, n)
+				}
+			}
+		}
+	}
+	if len(lost) == 0 {
+		for _, err := range errs {
+			if err := x.damaged(relPath(rel), err); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, n := range lost {
+		if err := x.damaged(join(rel, n), fmt.Errorf("entry lost (name from the catalog): %w", errs[0])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// damaged reports an entry that could not be read from the archive. A
+// canceled context is not damage and ends the extraction.
+func (x *extractor) damaged(path string, err error) error {
+	if canceled(err) {
+		return err
+	}
+	err = &DamagedError{Path: path, Err: err}
+	if x.opts.OnDamaged == nil {
+		return err
+	}
+	return x.opts.OnDamaged(path, err)
+}
+
+// relPath names a path below the target for messages ("." for the target).
+func relPath(rel string) string {
+	if rel == "" {
+		return "."
+	}
+	return rel
 }
 
 // prepare makes room for name in dirfd: an existing entry is an error
@@ -147,7 +256,7 @@ func (x *extractor) entry(e *Entry, dirfd int, parent string, depth int) error {
 	}
 	path := join(parent, name)
 	if x.seen[e.Offset] {
-		return fmt.Errorf("pxar: extract %q: entry at offset %d reached twice: %w", e.Path, e.Offset, ErrCorrupt)
+		return x.damaged(path, fmt.Errorf("entry at offset %d reached twice: %w", e.Offset, ErrCorrupt))
 	}
 	x.seen[e.Offset] = true
 	if e.Kind == KindHardlink {
@@ -178,6 +287,9 @@ func (x *extractor) entry(e *Entry, dirfd int, parent string, depth int) error {
 			return &os.PathError{Op: "symlink", Path: path, Err: err}
 		}
 	case KindCharDev, KindBlockDev, KindFifo, KindSocket:
+		if x.skip(e.Kind) {
+			return nil
+		}
 		if err := x.prepare(dirfd, name, path); err != nil {
 			return err
 		}
@@ -187,16 +299,31 @@ func (x *extractor) entry(e *Entry, dirfd int, parent string, depth int) error {
 			return x.meta(path, "mknod", err)
 		}
 	default:
-		return fmt.Errorf("pxar: extract %q: kind %v: %w", e.Path, e.Kind, ErrCorrupt)
+		return x.damaged(path, fmt.Errorf("kind %v: %w", e.Kind, ErrCorrupt))
 	}
 	return x.applyAt(dirfd, name, e, path)
 }
 
-// file writes a regular file and its metadata.
+// skip reports whether entries of kind k are left out by the options.
+func (x *extractor) skip(k Kind) bool {
+	switch k {
+	case KindCharDev, KindBlockDev:
+		return x.opts.NoDevices
+	case KindFifo:
+		return x.opts.NoFifos
+	case KindSocket:
+		return x.opts.NoSockets
+	}
+	return false
+}
+
+// file writes a regular file and its metadata. If its contents cannot be
+// read in full, the partly written file is removed and the damage
+// reported: a restored file is never shorter or other than archived.
 func (x *extractor) file(e *Entry, dirfd int, name, path string) error {
 	content, err := x.a.Content(e)
 	if err != nil {
-		return err
+		return x.damaged(path, err)
 	}
 	if err := x.prepare(dirfd, name, path); err != nil {
 		return err
@@ -207,7 +334,18 @@ func (x *extractor) file(e *Entry, dirfd int, name, path string) error {
 	}
 	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
-	if _, err := io.Copy(f, content); err != nil {
+	src := &sourceReader{r: content}
+	n, err := io.Copy(f, src)
+	if err == nil && n != int64(e.Size) {
+		src.err = fmt.Errorf("contents end after %d of %d bytes: %w", n, e.Size, ErrCorrupt)
+	}
+	if src.err != nil {
+		if uerr := unix.Unlinkat(dirfd, name, 0); uerr != nil {
+			return &os.PathError{Op: "remove damaged file", Path: path, Err: uerr}
+		}
+		return x.damaged(path, src.err)
+	}
+	if err != nil {
 		return fmt.Errorf("pxar: extract %s: %w", path, err)
 	}
 	if err := x.applyFd(fd, dirfd, name, e, path); err != nil {
@@ -219,6 +357,21 @@ func (x *extractor) file(e *Entry, dirfd int, name, path string) error {
 	return nil
 }
 
+// sourceReader keeps the read error of a file's contents apart from the
+// write errors of its copy.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
+}
+
 // hardlink links name to the already extracted target of e, or writes a
 // copy if the target lies outside the extracted sub-tree.
 func (x *extractor) hardlink(e *Entry, dirfd int, name, path string) error {
@@ -227,7 +380,7 @@ func (x *extractor) hardlink(e *Entry, dirfd int, name, path string) error {
 	}
 	t, err := x.a.Resolve(e)
 	if err != nil {
-		return err
+		return x.damaged(path, err)
 	}
 	tpath, ok := x.files[t.FilenameOffset]
 	if !ok {
@@ -277,12 +430,15 @@ func (x *extractor) openDir(rel string) (int, error) {
 // owner, mode, xattrs, ACLs, fcaps, mtime, then flags.
 // Times are set through (tdir, tname) without following symlinks.
 func (x *extractor) applyFd(fd int, tdir int, tname string, e *Entry, path string) error {
+	owned := false
 	if x.owners {
-		if err := x.meta(path, "chown", unix.Fchown(fd, int(e.UID), int(e.GID))); err != nil {
+		err := unix.Fchown(fd, int(e.UID), int(e.GID))
+		owned = err == nil
+		if err := x.meta(path, "chown", err); err != nil {
 			return err
 		}
 	}
-	if err := x.meta(path, "chmod", unix.Fchmod(fd, uint32(e.Mode&0o7777))); err != nil {
+	if err := x.meta(path, "chmod", unix.Fchmod(fd, permBits(e, owned))); err != nil {
 		return err
 	}
 	if !x.opts.NoXattrs {
@@ -335,18 +491,32 @@ func (x *extractor) applyFd(fd int, tdir int, tname string, e *Entry, path strin
 // applyAt applies owner, mode and mtime to a symlink, device, FIFO or
 // socket, without following symlinks.
 func (x *extractor) applyAt(dirfd int, name string, e *Entry, path string) error {
+	owned := false
 	if x.owners {
-		if err := x.meta(path, "chown", unix.Fchownat(dirfd, name, int(e.UID), int(e.GID), unix.AT_SYMLINK_NOFOLLOW)); err != nil {
+		err := unix.Fchownat(dirfd, name, int(e.UID), int(e.GID), unix.AT_SYMLINK_NOFOLLOW)
+		owned = err == nil
+		if err := x.meta(path, "chown", err); err != nil {
 			return err
 		}
 	}
 	if e.Kind != KindSymlink {
-		if err := x.meta(path, "chmod", unix.Fchmodat(dirfd, name, uint32(e.Mode&0o7777), 0)); err != nil {
+		if err := x.meta(path, "chmod", unix.Fchmodat(dirfd, name, permBits(e, owned), 0)); err != nil {
 			return err
 		}
 	}
 	ts := []unix.Timespec{mtimeSpec(e), mtimeSpec(e)}
 	return x.meta(path, "set times", unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW))
+}
+
+// permBits returns the permission bits to give e: its stored ones, less
+// the set-user-ID and set-group-ID bits unless its owner was restored
+// (owned), as tar does without --same-owner.
+func permBits(e *Entry, owned bool) uint32 {
+	m := uint32(e.Mode & 0o7777)
+	if !owned {
+		m &^= modeISUID | modeISGID
+	}
+	return m
 }
 
 func mtimeSpec(e *Entry) unix.Timespec {

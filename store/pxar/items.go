@@ -41,7 +41,9 @@ func (w *window) readFull(p []byte, off int64) error {
 	}
 	w.off = -1
 	if err := readAtFull(w.r, w.buf[:n], off); err != nil {
-		return err
+		// The read-ahead may reach into damaged bytes (a missing chunk)
+		// that p does not need: read just p.
+		return readAtFull(w.r, p, off)
 	}
 	w.off, w.n = off, int(n)
 	copy(p, w.buf[:n])
