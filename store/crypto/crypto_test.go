@@ -221,9 +221,9 @@ func TestSignedManifestVector(t *testing.T) {
 
 func TestCanonicalJSON(t *testing.T) {
 	for in, want := range map[string]string{
-		`{"b":1,"a":[true,false,"x"]}`:       `{"a":[true,false,"x"],"b":1}`,
+		`{"b":1,"a":[true,false,"x"]}`:        `{"a":[true,false,"x"],"b":1}`,
 		`{"s":"<&>\u00e9\u2028\n\u0001\"\\"}`: "{\"s\":\"<&>\u00e9\u2028\\n\\u0001\\\"\\\\\"}",
-		`{"Z":0,"a":0,"_":0}`:                `{"Z":0,"_":0,"a":0}`,
+		`{"Z":0,"a":0,"_":0}`:                 `{"Z":0,"_":0,"a":0}`,
 	} {
 		got, err := CanonicalJSON([]byte(in))
 		if err != nil || string(got) != want {
