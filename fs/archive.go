@@ -23,7 +23,9 @@ type archiveDir struct {
 	snap                *snapshotNode
 	meta, payload       string      // index file names; payload "" for plain archives
 	metaIdx, payloadIdx store.Index // parsed at listing; nil if encrypted
-	encrypted           bool
+	encrypted           bool        // locked: no key, or a bad signature (lockErr says)
+	lockErr             error
+	dec                 *store.ChunkDecoder
 	ino                 uint64 // known before the node is in the tree
 	opened              *archiveOpen
 }
@@ -43,7 +45,7 @@ func (n *archiveDir) clone() attrNode {
 		n.opened = &archiveOpen{}
 	}
 	return &archiveDir{m: n.m, snap: n.snap, meta: n.meta, payload: n.payload,
-		metaIdx: n.metaIdx, payloadIdx: n.payloadIdx, encrypted: n.encrypted, ino: n.ino, opened: n.opened}
+		metaIdx: n.metaIdx, payloadIdx: n.payloadIdx, encrypted: n.encrypted, lockErr: n.lockErr, dec: n.dec, ino: n.ino, opened: n.opened}
 }
 
 // release drops the collector pins of an opened archive.
@@ -83,13 +85,14 @@ func (n *archiveDir) open() (*archiveState, error) {
 	o := n.opened
 	o.once.Do(func() {
 		if n.encrypted {
-			o.err = fmt.Errorf("%s/%s: %w", n.snap.ref, n.meta, store.ErrEncrypted)
+			o.err = lockedErr(n.lockErr, n.snap.ref, n.meta)
 			return
 		}
-		metaA := n.m.s.NewArchive(n.m.ctx, n.metaIdx)
+		metaA := n.m.s.NewArchiveWith(n.m.ctx, n.metaIdx, n.dec)
 		var payload io.ReaderAt
 		if n.payloadIdx != nil {
-			payload = n.m.s.NewArchive(n.m.ctx, n.payloadIdx)
+			// Both halves of a split archive share the manifest's crypt mode.
+			payload = n.m.s.NewArchiveWith(n.m.ctx, n.payloadIdx, n.dec)
 		}
 		a, err := pxar.Open(metaA, metaA.Size(), payload)
 		if err != nil {

@@ -2,13 +2,11 @@ package fs
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/pbsfs/pbsfs/store"
 )
 
 // blobFile is a blob archive of a snapshot read as its decoded content
@@ -20,7 +18,8 @@ type blobFile struct {
 	m         *mount
 	snap      *snapshotNode
 	file      string // blob file name; "" for the manifest
-	encrypted bool
+	encrypted bool   // locked: no key, or a bad signature (lockErr says)
+	lockErr   error
 	encSize   uint64     // the encoded size the manifest records
 	cache     *blobCache // shared by the nodes made from one listing
 }
@@ -39,7 +38,7 @@ func (n *blobFile) clone() attrNode {
 	if n.cache == nil {
 		n.cache = &blobCache{}
 	}
-	return &blobFile{m: n.m, snap: n.snap, file: n.file, encrypted: n.encrypted, encSize: n.encSize, cache: n.cache}
+	return &blobFile{m: n.m, snap: n.snap, file: n.file, encrypted: n.encrypted, lockErr: n.lockErr, encSize: n.encSize, cache: n.cache}
 }
 
 var (
@@ -51,7 +50,7 @@ var (
 // content returns the decoded bytes.
 func (n *blobFile) content() ([]byte, error) {
 	if n.encrypted {
-		return nil, fmt.Errorf("%s/%s: %w", n.snap.ref, n.file, store.ErrEncrypted)
+		return nil, lockedErr(n.lockErr, n.snap.ref, n.file)
 	}
 	if n.file == "" {
 		// The manifest changes (notes, verify state): read it each time

@@ -20,7 +20,9 @@ type imageFile struct {
 	snap      *snapshotNode
 	file      string      // index file name
 	idx       store.Index // parsed when the snapshot was listed; nil if encrypted
-	encrypted bool
+	encrypted bool        // locked: no key, or a bad signature (lockErr says)
+	lockErr   error
+	dec       *store.ChunkDecoder
 	size      uint64
 }
 
@@ -33,7 +35,7 @@ var (
 
 // clone returns a fresh node for the same image.
 func (n *imageFile) clone() attrNode {
-	return &imageFile{m: n.m, snap: n.snap, file: n.file, idx: n.idx, encrypted: n.encrypted, size: n.size}
+	return &imageFile{m: n.m, snap: n.snap, file: n.file, idx: n.idx, encrypted: n.encrypted, lockErr: n.lockErr, dec: n.dec, size: n.size}
 }
 
 func (n *imageFile) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
@@ -94,6 +96,15 @@ func (h *imageHandle) readAhead(ctx context.Context, off int64, n int) {
 	}
 }
 
+// lockedErr is the error of a locked archive: its reason, or that it is
+// encrypted.
+func lockedErr(err error, ref store.SnapshotRef, file string) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%s/%s: %w", ref, file, store.ErrEncrypted)
+}
+
 // Open prepares the archive reader (the index was parsed at listing) and
 // pins the index for the collector. Images never change, so the kernel
 // keeps their pages (FOPEN_KEEP_CACHE).
@@ -102,13 +113,12 @@ func (n *imageFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 		return nil, 0, syscall.EROFS
 	}
 	if n.encrypted {
-		return nil, 0, n.m.toErrno(fmt.Errorf("%s/%s: %w", n.snap.ref, n.file, store.ErrEncrypted),
-			"open image", snapAttr(n.snap.ref), "file", n.file)
+		return nil, 0, n.m.toErrno(lockedErr(n.lockErr, n.snap.ref, n.file), "open image", snapAttr(n.snap.ref), "file", n.file)
 	}
 	if n.snap.isRemoved() {
 		return nil, 0, syscall.ENOENT
 	}
-	h := &imageHandle{a: n.m.s.NewArchive(n.m.ctx, n.idx), idx: n.idx, unpin: func() {}}
+	h := &imageHandle{a: n.m.s.NewArchiveWith(n.m.ctx, n.idx, n.dec), idx: n.idx, unpin: func() {}}
 	if n.m.pin != nil {
 		h.unpin = n.m.pin(n.idx)
 	}

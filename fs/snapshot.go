@@ -136,7 +136,15 @@ func (n *snapshotNode) entries() ([]child, error) {
 	sort.Slice(files, func(i, j int) bool { return files[i].Filename < files[j].Filename })
 	for _, f := range files {
 		name := f.Filename
-		enc := f.CryptMode == store.CryptEncrypt
+		// An archive is locked when it cannot be read: encrypted without
+		// the key the manifest names, or the signed manifest does not
+		// verify with that key. Locked archives list, and opening them
+		// gives the reason (EACCES for a missing key).
+		dec, lockErr := n.m.s.Decoder(man, name)
+		if lockErr != nil {
+			lockErr = fmt.Errorf("%s/%s: %w", n.ref, name, lockErr)
+		}
+		enc := lockErr != nil
 		if !si.HasFile(name) {
 			n.m.log.Warn("archive listed in the manifest is missing; hidden", snapAttr(n.ref), "file", name)
 			continue
@@ -146,7 +154,7 @@ func (n *snapshotNode) entries() ([]child, error) {
 			// The catalog is internal; the others are listed above.
 		case store.KindOf(name) == store.KindBlob:
 			out = append(out, mk(strings.TrimSuffix(name, ".blob"), syscall.S_IFREG,
-				&blobFile{m: n.m, snap: n, file: name, encrypted: enc, encSize: f.Size, cache: &blobCache{}}))
+				&blobFile{m: n.m, snap: n, file: name, encrypted: enc, lockErr: lockErr, encSize: f.Size, cache: &blobCache{}}))
 		case strings.HasSuffix(name, ".ppxar.didx"):
 			// The payload half of a split archive; its .mpxar lists it.
 		case strings.HasSuffix(name, ".pxar.didx"), strings.HasSuffix(name, ".mpxar.didx"):
@@ -156,7 +164,7 @@ func (n *snapshotNode) entries() ([]child, error) {
 				n.m.log.Warn("pxar archive incomplete; hidden", snapAttr(n.ref), "file", name, "err", err)
 				continue
 			}
-			d := &archiveDir{m: n.m, snap: n, meta: meta, payload: payload, encrypted: enc, ino: childIno(ino, base+".pxar"), opened: &archiveOpen{}}
+			d := &archiveDir{m: n.m, snap: n, meta: meta, payload: payload, encrypted: enc, lockErr: lockErr, dec: dec, ino: childIno(ino, base+".pxar"), opened: &archiveOpen{}}
 			if !enc {
 				if d.metaIdx, err = n.m.s.OpenIndex(n.ref, meta); err == nil && payload != "" {
 					d.payloadIdx, err = n.m.s.OpenIndex(n.ref, payload)
@@ -168,7 +176,7 @@ func (n *snapshotNode) entries() ([]child, error) {
 			}
 			dirs = append(dirs, mk(base+".pxar", syscall.S_IFDIR, d))
 		case store.KindOf(name) == store.KindFixed, store.KindOf(name) == store.KindDynamic:
-			img := &imageFile{m: n.m, snap: n, file: name, encrypted: enc, size: f.Size}
+			img := &imageFile{m: n.m, snap: n, file: name, encrypted: enc, lockErr: lockErr, dec: dec, size: f.Size}
 			if !enc {
 				idx, err := n.m.s.OpenIndex(n.ref, name)
 				if err != nil {

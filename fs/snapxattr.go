@@ -19,6 +19,9 @@ const (
 	xattrVerify    = "user.pbs.verify-state" // "ok", "failed" or "none"
 	xattrSize      = "user.pbs.size"         // logical bytes of all archives
 	xattrOwner     = "user.pbs.owner"        // the group's owner (Authid)
+	// xattrKeyFingerprint names the key of an encrypted or signed
+	// snapshot (full colon-hex form); absent for a plain one.
+	xattrKeyFingerprint = "user.pbs.key-fingerprint"
 )
 
 // snapshotXattrNames is the order listxattr reports them in.
@@ -52,12 +55,21 @@ func (n *snapshotNode) xattr(ctx context.Context, name string) ([]byte, syscall.
 			return nil, n.m.toErrno(err, "getxattr", snapAttr(n.ref))
 		}
 		return []byte(owner), 0
-	case xattrNotes, xattrVerify, xattrSize:
+	case xattrNotes, xattrVerify, xattrSize, xattrKeyFingerprint:
 		man, err := n.m.manifest(n.ref)
 		if err != nil {
 			return nil, n.m.toErrno(err, "getxattr", snapAttr(n.ref))
 		}
 		switch name {
+		case xattrKeyFingerprint:
+			fp, ok, err := man.KeyFingerprint()
+			if err != nil {
+				return nil, n.m.toErrno(err, "getxattr", snapAttr(n.ref))
+			}
+			if !ok {
+				return nil, syscall.ENODATA
+			}
+			return []byte(fp.String()), 0
 		case xattrNotes:
 			return []byte(man.Notes()), 0
 		case xattrVerify:
@@ -91,9 +103,15 @@ func (n *snapshotNode) Getxattr(ctx context.Context, attr string, dest []byte) (
 	return uint32(copy(dest, v)), 0
 }
 
-// Listxattr lists the snapshot attributes, NUL-terminated.
+// Listxattr lists the snapshot attributes, NUL-terminated; the key
+// fingerprint only when the manifest has one.
 func (n *snapshotNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	list := strings.Join(snapshotXattrNames, "\x00") + "\x00"
+	if man, err := n.m.manifest(n.ref); err == nil {
+		if _, ok, _ := man.KeyFingerprint(); ok {
+			list += xattrKeyFingerprint + "\x00"
+		}
+	}
 	if len(dest) == 0 {
 		return uint32(len(list)), 0
 	}
@@ -127,7 +145,7 @@ func (n *snapshotNode) Setxattr(ctx context.Context, attr string, data []byte, f
 		err := n.m.s.SetSnapshotNotes(ctx, n.ref, string(data))
 		n.m.dropManifest(n.ref)
 		return n.m.toErrno(err, "setxattr", snapAttr(n.ref))
-	case xattrVerify, xattrSize, xattrOwner:
+	case xattrVerify, xattrSize, xattrOwner, xattrKeyFingerprint:
 		return syscall.EPERM
 	}
 	return syscall.ENOTSUP
@@ -140,7 +158,7 @@ func (n *snapshotNode) Removexattr(ctx context.Context, attr string) syscall.Err
 		return n.Setxattr(ctx, attr, []byte("0"), 0)
 	case xattrNotes:
 		return n.Setxattr(ctx, attr, nil, 0)
-	case xattrVerify, xattrSize, xattrOwner:
+	case xattrVerify, xattrSize, xattrOwner, xattrKeyFingerprint:
 		return syscall.EPERM
 	}
 	return syscall.ENODATA

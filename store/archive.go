@@ -9,6 +9,8 @@ import (
 	"os"
 	"path"
 	"strings"
+
+	"github.com/pbsfs/pbsfs/store/crypto"
 )
 
 // LoadManifest reads and parses the manifest of snapshot ref. Errors name
@@ -42,12 +44,31 @@ func (s *Store) readBlobFile(rel string) ([]byte, error) {
 }
 
 // ReadBlob returns the decoded content of blob archive name (with its
-// .blob suffix) of snapshot ref.
+// .blob suffix) of snapshot ref. An encrypted blob (judged by its magic,
+// crypto.md P7) is decrypted with the key the snapshot's manifest names.
 func (s *Store) ReadBlob(ref SnapshotRef, name string) ([]byte, error) {
 	if KindOf(name) != KindBlob {
 		return nil, fmt.Errorf("%s: not a blob: %w", name, ErrInvalidName)
 	}
-	return s.readBlobFile(path.Join(ref.Dir(), name))
+	rel := path.Join(ref.Dir(), name)
+	b, err := os.ReadFile(s.Path(rel))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", s.Path(rel), ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var key *crypto.Key
+	if kind, err := BlobKindOf(b); err == nil && kind.Encrypted() {
+		if key, err = s.blobKey(ref); err != nil {
+			return nil, fmt.Errorf("%s/%s: %w", ref, name, err)
+		}
+	}
+	data, err := s.codec.AppendDecodeWith(nil, b, key)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Path(rel), err)
+	}
+	return data, nil
 }
 
 // OpenIndex opens index archive name (with its .fidx or .didx suffix) of
@@ -83,23 +104,43 @@ func (s *Store) ResolveArchive(si SnapshotInfo, name string) (string, error) {
 type Archive struct {
 	s   *Store
 	idx Index
+	dec *ChunkDecoder
 	ctx context.Context
 }
 
-// NewArchive returns random access over the archive idx describes.
-// ctx bounds the chunk loads of the ReadAt method.
+// NewArchive returns random access over the unencrypted archive idx
+// describes. ctx bounds the chunk loads of the ReadAt method.
 func (s *Store) NewArchive(ctx context.Context, idx Index) *Archive {
-	return &Archive{s: s, idx: idx, ctx: ctx}
+	return s.NewArchiveWith(ctx, idx, s.plain)
 }
 
-// OpenArchive opens index archive name of snapshot ref for reading.
+// NewArchiveWith returns random access over the archive idx describes,
+// its chunks decoded by dec (see Store.Decoder).
+func (s *Store) NewArchiveWith(ctx context.Context, idx Index, dec *ChunkDecoder) *Archive {
+	return &Archive{s: s, idx: idx, dec: dec, ctx: ctx}
+}
+
+// OpenArchive opens index archive name of snapshot ref for reading, with
+// the decoder its manifest entry asks for: an encrypted archive needs the
+// key the manifest names.
 func (s *Store) OpenArchive(ctx context.Context, ref SnapshotRef, name string) (*Archive, error) {
+	m, err := s.LoadManifest(ref)
+	if err != nil {
+		return nil, err
+	}
+	dec, err := s.Decoder(m, name)
+	if err != nil {
+		return nil, fmt.Errorf("%s/%s: %w", ref, name, err)
+	}
 	idx, err := s.OpenIndex(ref, name)
 	if err != nil {
 		return nil, err
 	}
-	return s.NewArchive(ctx, idx), nil
+	return s.NewArchiveWith(ctx, idx, dec), nil
 }
+
+// Decoder returns the archive's chunk decoder.
+func (a *Archive) Decoder() *ChunkDecoder { return a.dec }
 
 // Index returns the archive's index.
 func (a *Archive) Index() Index { return a.idx }
@@ -170,7 +211,7 @@ func (a *Archive) ChunkAt(ctx context.Context, off uint64) ([]byte, uint64, erro
 // index gives it.
 func (a *Archive) chunk(ctx context.Context, i int) ([]byte, error) {
 	d, start, end := a.idx.Chunk(i)
-	data, err := a.s.ReadChunk(ctx, d)
+	data, err := a.s.ReadChunkWith(ctx, d, a.dec)
 	if err != nil {
 		return nil, err
 	}

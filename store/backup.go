@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pbsfs/pbsfs/store/catalog"
+	"github.com/pbsfs/pbsfs/store/crypto"
 	"github.com/pbsfs/pbsfs/store/lock"
 )
 
@@ -32,6 +33,22 @@ type BackupOptions struct {
 	// storing chunks. The default, four per CPU, keeps the CPUs busy while
 	// some workers wait for fsync.
 	Workers int
+	// Key, when set, encrypts every chunk and blob and signs the manifest
+	// (crypt mode encrypt, crypto.md §3.5); with SignOnly the data stays
+	// plain and only the manifest is signed (crypt mode sign-only).
+	Key      *crypto.Key
+	SignOnly bool
+}
+
+// cryptMode returns the crypt mode the options give every archive.
+func (o BackupOptions) cryptMode() string {
+	switch {
+	case o.Key == nil:
+		return CryptNone
+	case o.SignOnly:
+		return CryptSignOnly
+	}
+	return CryptEncrypt
 }
 
 // BackupStats counts the work of a backup session. It is updated while the
@@ -57,6 +74,8 @@ type Backup struct {
 	started time.Time
 	Stats   BackupStats
 
+	mode    string        // crypt mode of every archive
+	dec     *ChunkDecoder // names chunks: keyed digests when encrypting
 	release []func() error // undone in reverse order
 	done    bool
 
@@ -86,7 +105,13 @@ func (s *Store) StartBackup(ctx context.Context, g GroupRef, t time.Time, opts B
 	if opts.Workers <= 0 {
 		opts.Workers = 4 * runtime.GOMAXPROCS(0)
 	}
-	b := &Backup{s: s, ref: SnapshotRef{Group: g, Time: t}, opts: opts, started: time.Now()}
+	if opts.SignOnly && opts.Key == nil {
+		return nil, errors.New("sign-only backup without a key")
+	}
+	b := &Backup{s: s, ref: SnapshotRef{Group: g, Time: t}, opts: opts, started: time.Now(), mode: opts.cryptMode(), dec: s.plain}
+	if b.mode == CryptEncrypt {
+		b.dec = s.EncryptedDecoder(opts.Key)
+	}
 	if err := b.start(ctx); err != nil {
 		b.unlock()
 		return nil, err
@@ -116,7 +141,7 @@ func (b *Backup) start(ctx context.Context) error {
 			return fmt.Errorf("backup time %s is not after the last snapshot %s: %w", b.ref.TimeString(), base.Ref.TimeString(), ErrExists)
 		}
 		if m, err := s.LoadManifest(base.Ref); err == nil {
-			if v, ok := m.Verify(); !ok || v.State != "failed" {
+			if v, ok := m.Verify(); (!ok || v.State != "failed") && b.sameKey(m) {
 				bl, err := s.locks.LockSnapshot(ns, g.Type, g.ID, base.Ref.TimeString(), false)
 				if err != nil {
 					return fmt.Errorf("base: %w", err)
@@ -151,6 +176,20 @@ func (b *Backup) start(ctx context.Context) error {
 		return fmt.Errorf("snapshot %s: %w", b.ref, err)
 	}
 	return nil
+}
+
+// sameKey reports whether the previous snapshot whose manifest is m was
+// written with the session's key (or both without one): only then is it
+// a base (crypto.md §3.3: another key's snapshot is not reused).
+func (b *Backup) sameKey(m *Manifest) bool {
+	fp, ok, err := m.KeyFingerprint()
+	if err != nil {
+		return false
+	}
+	if b.opts.Key == nil {
+		return !ok && !m.Encrypted()
+	}
+	return ok && fp == b.opts.Key.Fingerprint()
 }
 
 // ensureOwner writes the owner file of a new group (create-new).
@@ -205,7 +244,12 @@ func (b *Backup) AddBlob(name string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	blob, err := b.s.codec.Encode(data, true)
+	var blob []byte
+	if b.mode == CryptEncrypt {
+		blob, err = b.s.codec.AppendEncodeEncrypted(nil, data, b.opts.Key, true)
+	} else {
+		blob, err = b.s.codec.Encode(data, true)
+	}
 	if err != nil {
 		return fmt.Errorf("blob %s: %w", name, err)
 	}
@@ -213,7 +257,7 @@ func (b *Backup) AddBlob(name string, data []byte) error {
 		return err
 	}
 	sum := sha256.Sum256(blob)
-	b.files = append(b.files, FileInfo{Filename: file, CryptMode: CryptNone, Size: uint64(len(blob)), Csum: hex.EncodeToString(sum[:])})
+	b.files = append(b.files, FileInfo{Filename: file, CryptMode: b.mode, Size: uint64(len(blob)), Csum: hex.EncodeToString(sum[:])})
 	b.Stats.BytesRead.Add(int64(len(data)))
 	b.Stats.BytesWritten.Add(int64(len(blob)))
 	return nil
@@ -266,7 +310,7 @@ func (b *Backup) AddImage(ctx context.Context, name string, r io.Reader, size ui
 		return err
 	}
 	b.Stats.BytesWritten.Add(int64(indexHeaderSize + 32*len(w.digests)))
-	b.files = append(b.files, FileInfo{Filename: file, CryptMode: CryptNone, Size: size, Csum: hex.EncodeToString(csum[:])})
+	b.files = append(b.files, FileInfo{Filename: file, CryptMode: b.mode, Size: size, Csum: hex.EncodeToString(csum[:])})
 	return nil
 }
 
@@ -312,7 +356,7 @@ func (b *Backup) CreateStream(ctx context.Context, name string, avg int) (*Strea
 		return nil
 	})
 	// Reserve the placeholder so the manifest lists it in write order.
-	b.files = append(b.files, FileInfo{Filename: file, CryptMode: CryptNone})
+	b.files = append(b.files, FileInfo{Filename: file, CryptMode: b.mode})
 	return sw, nil
 }
 
@@ -453,6 +497,12 @@ func (b *Backup) Finish() error {
 		"compressed_size": b.Stats.BytesWritten.Load(),
 		"duplicates":      b.Stats.ReusedChunks.Load(),
 	})
+	if b.opts.Key != nil {
+		if err := m.Sign(b.opts.Key); err != nil {
+			b.abortFiles()
+			return err
+		}
+	}
 	if err := b.s.writeManifest(b.ref, m); err != nil {
 		b.abortFiles()
 		return err
@@ -571,11 +621,15 @@ func (u *uploader) work(jobs <-chan upJob) {
 			u.b.s.putChunkBuf(job.data)
 			continue
 		}
-		d := DigestOf(job.data)
+		d := u.b.dec.Digest(job.data)
 		ref := chunkRef{end: job.end, length: uint64(len(job.data)), digest: d}
 		reused, err := u.b.s.chunks.TouchIfPresent(u.ctx, d)
 		if err == nil && !reused {
-			blob, err = u.b.s.codec.AppendEncode(blob[:0], job.data, true)
+			if u.b.mode == CryptEncrypt {
+				blob, err = u.b.s.codec.AppendEncodeEncrypted(blob[:0], job.data, u.b.opts.Key, true)
+			} else {
+				blob, err = u.b.s.codec.AppendEncode(blob[:0], job.data, true)
+			}
 			if err == nil {
 				var dup bool
 				dup, err = u.b.s.chunks.Insert(u.ctx, d, blob)

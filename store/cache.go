@@ -3,6 +3,8 @@ package store
 import (
 	"container/list"
 	"sync"
+
+	"github.com/pbsfs/pbsfs/store/crypto"
 )
 
 // chunkCache is a bounded LRU of decoded chunks. Concurrent requests for
@@ -11,12 +13,19 @@ type chunkCache struct {
 	mu       sync.Mutex
 	max, cur int64
 	lru      *list.List // of *cacheEntry, most recent first
-	items    map[Digest]*list.Element
-	loading  map[Digest]*cacheLoad
+	items    map[cacheKey]*list.Element
+	loading  map[cacheKey]*cacheLoad
+}
+
+// cacheKey names a decoded chunk: its digest and the key it was
+// decrypted with (nil for unencrypted chunks).
+type cacheKey struct {
+	d   Digest
+	key *crypto.Key
 }
 
 type cacheEntry struct {
-	d    Digest
+	d    cacheKey
 	data []byte
 }
 
@@ -27,11 +36,11 @@ type cacheLoad struct {
 }
 
 func newChunkCache(max int64) *chunkCache {
-	return &chunkCache{max: max, lru: list.New(), items: map[Digest]*list.Element{}, loading: map[Digest]*cacheLoad{}}
+	return &chunkCache{max: max, lru: list.New(), items: map[cacheKey]*list.Element{}, loading: map[cacheKey]*cacheLoad{}}
 }
 
 // get returns the cached chunk d or loads it with load. Errors are not cached.
-func (c *chunkCache) get(d Digest, load func() ([]byte, error)) ([]byte, error) {
+func (c *chunkCache) get(d cacheKey, load func() ([]byte, error)) ([]byte, error) {
 	c.mu.Lock()
 	if e, ok := c.items[d]; ok {
 		c.lru.MoveToFront(e)

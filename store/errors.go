@@ -22,6 +22,9 @@ var (
 	ErrExists = errors.New("store: already exists")
 	// ErrProtected reports an operation refused because a snapshot is protected.
 	ErrProtected = errors.New("store: snapshot is protected")
+	// ErrBadSignature reports a signed manifest whose HMAC does not
+	// verify with the key its fingerprint names.
+	ErrBadSignature = errors.New("store: bad manifest signature")
 	// ErrTooLarge reports data above a format limit.
 	ErrTooLarge = errors.New("store: too large")
 )

@@ -38,6 +38,9 @@ type Manifest struct {
 	// kept verbatim (notes, verify_state, key-fingerprint, …).
 	Unprotected json.RawMessage
 	extra       map[string]json.RawMessage
+	// raw is the JSON as read, for checking a signature over it (see
+	// signedForms); nil for a manifest built in memory.
+	raw []byte
 }
 
 // ParseManifest decodes the manifest JSON (the blob's payload).
@@ -81,6 +84,7 @@ func ParseManifest(data []byte) (*Manifest, error) {
 		delete(raw, "unprotected")
 	}
 	m.extra = raw
+	m.raw = data
 	if err := ValidBackupType(m.BackupType); err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}

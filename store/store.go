@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/pbsfs/pbsfs/store/crypto"
 	"github.com/pbsfs/pbsfs/store/lock"
 )
 
@@ -28,6 +29,10 @@ type Options struct {
 	CacheBytes int64
 	// Logger receives warnings; slog.Default() if nil.
 	Logger *slog.Logger
+	// Keys are the encryption keys available for reading encrypted
+	// snapshots and checking signed manifests; each snapshot uses the key
+	// whose fingerprint its manifest names.
+	Keys *crypto.Keyring
 	// LazyChunkDirs makes Create skip the 65536 prefix directories; they
 	// are made when the first chunk lands in them. PBS creates them up
 	// front (and its 2025+ checks expect them), so only tests and demos,
@@ -44,6 +49,8 @@ type Store struct {
 	chunks *FileChunkStore
 	codec  *Codec
 	cache  *chunkCache
+	keys   *crypto.Keyring
+	plain  *ChunkDecoder // decoder of unencrypted archives
 	plock  *lock.ProcessLocker
 	locks  *lock.Locks
 	log    *slog.Logger
@@ -130,12 +137,15 @@ func Open(root string, opts Options) (*Store, error) {
 		}
 		return func() { l.Unlock() }, nil
 	}
+	codec := NewCodec()
 	return &Store{
+		keys:   opts.Keys,
+		plain:  &ChunkDecoder{codec: codec},
 		root:   abs,
 		name:   opts.Name,
 		rtDir:  opts.RuntimeDir,
 		chunks: chunks,
-		codec:  NewCodec(),
+		codec:  codec,
 		cache:  newChunkCache(opts.CacheBytes),
 		plock:  plock,
 		locks:  newLocks(opts.RuntimeDir, opts.Name, abs, owner),
@@ -174,22 +184,22 @@ func (s *Store) Logger() *slog.Logger { return s.log }
 // Path returns rel (slash-separated, relative to the root) as a file path.
 func (s *Store) Path(rel string) string { return filepath.Join(s.root, filepath.FromSlash(rel)) }
 
-// ReadChunk returns the decoded content of chunk d, checking its CRC and
-// that its SHA-256 is d. Decoded chunks are cached.
+// ReadChunk returns the decoded content of unencrypted chunk d, checking
+// its CRC and that its SHA-256 is d. Decoded chunks are cached.
 func (s *Store) ReadChunk(ctx context.Context, d Digest) ([]byte, error) {
-	return s.cache.get(d, func() ([]byte, error) {
+	return s.ReadChunkWith(ctx, d, s.plain)
+}
+
+// ReadChunkWith returns the plaintext of chunk d as dec decodes and
+// verifies it. Decoded chunks are cached per key: a chunk decoded with
+// one key is never served to a decoder of another (or of none).
+func (s *Store) ReadChunkWith(ctx context.Context, d Digest, dec *ChunkDecoder) ([]byte, error) {
+	return s.cache.get(cacheKey{d, dec.key}, func() ([]byte, error) {
 		blob, err := s.chunks.Get(ctx, d)
 		if err != nil {
 			return nil, err
 		}
-		data, err := s.codec.Decode(blob)
-		if err != nil {
-			return nil, fmt.Errorf("chunk %s: %w", d, err)
-		}
-		if DigestOf(data) != d {
-			return nil, fmt.Errorf("chunk %s: content digest differs: %w", d, ErrCorrupt)
-		}
-		return data, nil
+		return dec.Decode(nil, blob, d)
 	})
 }
 

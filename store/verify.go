@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pbsfs/pbsfs/store/crypto"
 	"golang.org/x/sys/unix"
 )
 
@@ -98,6 +99,9 @@ type VerifyReport struct {
 	// Files counts the archives checked, Chunks the chunks checked for
 	// this snapshot (chunks checked earlier in the run are not counted).
 	Files, Chunks int
+	// Keyed reports that the snapshot's key was at hand, so encrypted
+	// data was decrypted and its keyed digests checked.
+	Keyed bool
 	// Problems lists every failed check, each naming its file or digest.
 	Problems []error
 }
@@ -143,6 +147,14 @@ func (v *Verifier) Verify(ctx context.Context, ref SnapshotRef) (*VerifyReport, 
 			}
 		}
 	}
+	// With the key the manifest names, the signature is checked and
+	// encrypted data fully decoded; without it, encrypted chunks get the
+	// checks PBS's verify makes (CRC, and size where it shows).
+	key, err := s.SnapshotKey(m)
+	if err != nil {
+		r.Problems = append(r.Problems, fmt.Errorf("%s: %w", s.Path(path.Join(ref.Dir(), ManifestName)), err))
+	}
+	r.Keyed = key != nil
 	for _, f := range m.Files {
 		if err := ctx.Err(); err != nil {
 			return r, err
@@ -151,11 +163,15 @@ func (v *Verifier) Verify(ctx context.Context, ref SnapshotRef) (*VerifyReport, 
 		p := s.Path(path.Join(ref.Dir(), f.Filename))
 		switch KindOf(f.Filename) {
 		case KindBlob:
-			if err := s.verifyBlobFile(p, f); err != nil {
+			if err := s.verifyBlobFile(p, f, key); err != nil {
 				r.Problems = append(r.Problems, err)
 			}
 		case KindFixed, KindDynamic:
-			if err := v.verifyIndex(ctx, r, p, f); err != nil {
+			dec := s.plain
+			if f.CryptMode == CryptEncrypt {
+				dec = &ChunkDecoder{codec: s.codec, key: key, encrypted: true}
+			}
+			if err := v.verifyIndex(ctx, r, p, f, dec); err != nil {
 				return r, err
 			}
 		}
@@ -173,7 +189,7 @@ func (v *Verifier) Verify(ctx context.Context, ref SnapshotRef) (*VerifyReport, 
 	return r, nil
 }
 
-func (v *Verifier) verifyIndex(ctx context.Context, r *VerifyReport, p string, f FileInfo) error {
+func (v *Verifier) verifyIndex(ctx context.Context, r *VerifyReport, p string, f FileInfo, dec *ChunkDecoder) error {
 	idx, err := OpenIndex(p)
 	if err != nil {
 		r.Problems = append(r.Problems, err)
@@ -206,7 +222,6 @@ func (v *Verifier) verifyIndex(ctx context.Context, r *VerifyReport, p string, f
 	}
 	v.mu.Unlock()
 
-	encrypted := f.CryptMode == CryptEncrypt
 	results := make([]error, len(jobs))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -219,7 +234,7 @@ func (v *Verifier) verifyIndex(ctx context.Context, r *VerifyReport, p string, f
 				if i >= len(jobs) || ctx.Err() != nil {
 					return
 				}
-				results[i] = v.checkChunk(ctx, jobs[i].d, jobs[i].length, encrypted)
+				results[i] = v.checkChunk(ctx, jobs[i].d, jobs[i].length, dec)
 				v.Chunks.Add(1)
 				v.Bytes.Add(int64(jobs[i].length))
 			}
@@ -243,7 +258,7 @@ func (v *Verifier) verifyIndex(ctx context.Context, r *VerifyReport, p string, f
 
 // checkChunk verifies chunk d and, when recording, renames it to a .bad
 // name if it is corrupt.
-func (v *Verifier) checkChunk(ctx context.Context, d Digest, length uint64, encrypted bool) error {
+func (v *Verifier) checkChunk(ctx context.Context, d Digest, length uint64, dec *ChunkDecoder) error {
 	path := v.s.chunks.Path(d)
 	var st unix.Stat_t
 	if err := unix.Lstat(path, &st); err != nil {
@@ -252,7 +267,7 @@ func (v *Verifier) checkChunk(ctx context.Context, d Digest, length uint64, encr
 		}
 		return fmt.Errorf("chunk %s: %w", d, err)
 	}
-	err := v.s.verifyChunk(ctx, d, length, encrypted)
+	err := v.s.verifyChunk(ctx, d, length, dec)
 	if err == nil || !errors.Is(err, ErrCorrupt) || !v.opts.Record {
 		return err
 	}
@@ -296,7 +311,7 @@ func (s *FileChunkStore) renameBad(d Digest, ino uint64) (string, error) {
 	return filepath.Base(target), syncDir(filepath.Dir(p))
 }
 
-func (s *Store) verifyBlobFile(p string, f FileInfo) error {
+func (s *Store) verifyBlobFile(p string, f FileInfo, key *crypto.Key) error {
 	b, err := os.ReadFile(p)
 	if err != nil {
 		return err
@@ -305,10 +320,10 @@ func (s *Store) verifyBlobFile(p string, f FileInfo) error {
 	if uint64(len(b)) != f.Size || hex.EncodeToString(sum[:]) != f.Csum {
 		return fmt.Errorf("%s: size %d sha256 %x, manifest says size %d %s: %w", p, len(b), sum, f.Size, f.Csum, ErrCorrupt)
 	}
-	if f.CryptMode == CryptEncrypt {
+	if kind, kerr := BlobKindOf(b); kerr == nil && kind.Encrypted() && key == nil {
 		_, err = VerifyBlobCRC(b)
 	} else {
-		_, err = s.codec.Decode(b)
+		_, err = s.codec.AppendDecodeWith(nil, b, key)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", p, err)
@@ -316,8 +331,11 @@ func (s *Store) verifyBlobFile(p string, f FileInfo) error {
 	return nil
 }
 
-// verifyChunk loads chunk d without the cache and checks it.
-func (s *Store) verifyChunk(ctx context.Context, d Digest, length uint64, encrypted bool) error {
+// verifyChunk loads chunk d without the cache and checks it as dec
+// decodes it. An encrypted chunk without a key gets what can be checked
+// without one: magic, CRC and, for an uncompressed one, the ciphertext
+// length against the index.
+func (s *Store) verifyChunk(ctx context.Context, d Digest, length uint64, dec *ChunkDecoder) error {
 	blob, err := s.chunks.Get(ctx, d)
 	if err != nil {
 		return err
@@ -326,18 +344,21 @@ func (s *Store) verifyChunk(ctx context.Context, d Digest, length uint64, encryp
 	if err != nil {
 		return fmt.Errorf("chunk %s: %w", d, err)
 	}
-	if kind.Encrypted() != encrypted {
-		return fmt.Errorf("chunk %s: %s blob where the manifest says crypt mode %v: %w", d, kind, encrypted, ErrCorrupt)
+	if kind.Encrypted() != dec.encrypted {
+		return fmt.Errorf("chunk %s: %s blob where the manifest says crypt mode %v: %w", d, kind, dec.encrypted, ErrCorrupt)
 	}
-	if encrypted {
+	if dec.encrypted && dec.key == nil {
+		if n := uint64(len(blob) - encryptedBlobHeaderSize); kind == BlobEncrypted && n != length {
+			return fmt.Errorf("chunk %s: %d bytes of ciphertext, index says %d: %w", d, n, length, ErrCorrupt)
+		}
 		return nil
 	}
-	data, err := s.codec.Decode(blob)
+	data, err := dec.Decode(nil, blob, d)
 	if err != nil {
-		return fmt.Errorf("chunk %s: %w", d, err)
+		return err
 	}
-	if got := DigestOf(data); got != d || uint64(len(data)) != length {
-		return fmt.Errorf("chunk %s: content digest %s, %d bytes (index says %d): %w", d, got, len(data), length, ErrCorrupt)
+	if uint64(len(data)) != length {
+		return fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), length, ErrCorrupt)
 	}
 	return nil
 }
