@@ -169,4 +169,3 @@ func TestMountSignOnly(t *testing.T) {
 		t.Errorf("bad signature with key: %v, want EIO", err)
 	}
 }
-

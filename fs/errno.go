@@ -33,7 +33,7 @@ func (m *mount) toErrno(err error, op string, args ...any) syscall.Errno {
 	case errors.Is(err, pxar.ErrNotDir):
 		return syscall.ENOTDIR
 	case errors.Is(err, store.ErrEncrypted):
-		m.log.Error("encrypted archive: the key its manifest names was not given (--keyfile)", append(args, "op", op, "err", err)...)
+		m.log.Error("encrypted archive: a key is needed to read it; give the key its manifest names with --keyfile", append(args, "op", op, "err", err)...)
 		return syscall.EACCES
 	case errors.As(err, &errno):
 		return errno

@@ -74,8 +74,8 @@ type Backup struct {
 	started time.Time
 	Stats   BackupStats
 
-	mode    string        // crypt mode of every archive
-	dec     *ChunkDecoder // names chunks: keyed digests when encrypting
+	mode    string         // crypt mode of every archive
+	dec     *ChunkDecoder  // names chunks: keyed digests when encrypting
 	release []func() error // undone in reverse order
 	done    bool
 
