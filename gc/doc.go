@@ -104,6 +104,12 @@
 //
 // # Daemon
 //
-// Daemon runs a collector every interval, skipping quietly when another
-// collection holds the store.
+// Daemon runs a collector every interval, or at the events of a PBS
+// calendar event (package schedule; the mount's --gc-schedule), skipping
+// quietly when another collection holds the store. As in PBS, a run is due
+// once the next event after the previous run's start has passed, and the
+// wall clock is read again at least once a minute: runs missed while the
+// machine slept give one catch-up run. The previous run's start is kept in
+// <runtime>/pbsfs/<store>/gc-schedule.json (ScheduleState), as PBS keeps a
+// job state; with none, the first run waits for the first event.
 package gc

@@ -10,6 +10,7 @@ import (
 
 	pbsfs "github.com/pbsfs/pbsfs/fs"
 	"github.com/pbsfs/pbsfs/gc"
+	"github.com/pbsfs/pbsfs/gc/schedule"
 	"github.com/pbsfs/pbsfs/store"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
@@ -29,6 +30,7 @@ type mountCmd struct {
 	allowOther     bool
 	debug          bool
 	gcInterval     time.Duration
+	gcSchedule     string
 	gcCutoff       time.Duration
 	skipAtimeCheck bool
 }
@@ -37,6 +39,7 @@ func (c *mountCmd) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.readOnly, "read-only", false, "mount read-only: rm cannot remove snapshots")
 	fs.BoolVar(&c.allowOther, "allow-other", false, "let other users in, with the kernel checking the archives' modes (default_permissions)")
 	fs.DurationVar(&c.gcInterval, "gc-interval", 0, "collect garbage in the background this often, e.g. 24h (0: never)")
+	fs.StringVar(&c.gcSchedule, "gc-schedule", "", "collect garbage at the times of a PBS calendar event in the local time zone, e.g. daily, 'sat 18:15', 'mon..fri 02:00', '*:0/30'")
 	fs.DurationVar(&c.gcCutoff, "gc-cutoff", gc.PBSSafety().Cutoff, "keep unreferenced chunks touched within this time (see pbsfs gc --cutoff)")
 	fs.BoolVar(&c.skipAtimeCheck, "skip-atime-check", false, "skip the collector's access time self-test (then --gc-cutoff must be at least 24h5m)")
 	fs.BoolVar(&c.debug, "debug", false, "log every FUSE request")
@@ -52,6 +55,17 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 		e.storePath, args = args[0], args[1:]
 	default:
 		return usagef("want STORE MOUNTPOINT, or MOUNTPOINT with --store")
+	}
+	var sched *schedule.Event
+	if c.gcSchedule != "" {
+		if c.gcInterval != 0 {
+			return usagef("--gc-schedule and --gc-interval: give one")
+		}
+		ev, err := schedule.Parse(c.gcSchedule)
+		if err != nil {
+			return usagef("--gc-schedule: %v", err)
+		}
+		sched = ev
 	}
 	if c.gcCutoff < gc.MinCutoff {
 		return usagef("--gc-cutoff %s: must be at least %s", c.gcCutoff, gc.MinCutoff)
@@ -92,7 +106,24 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	gcDone := make(chan struct{})
 	go func() {
 		defer close(gcDone)
-		d := &gc.Daemon{Collector: col, Interval: c.gcInterval, Logger: e.log}
+		d := &gc.Daemon{Collector: col, Interval: c.gcInterval, Schedule: sched, Logger: e.log}
+		if sched != nil {
+			st, err := gc.LoadScheduleState(s)
+			if err != nil {
+				e.log.Warn("garbage collection schedule state", "err", err)
+			}
+			d.Last = st.LastRun
+			d.Started = func(t time.Time) {
+				if err := gc.SaveScheduleState(s, gc.ScheduleState{LastRun: t}); err != nil {
+					e.log.Warn("save garbage collection schedule state", "err", err)
+				}
+			}
+			d.Planned = func(t time.Time) {
+				if !t.IsZero() {
+					e.log.Info("next garbage collection", "at", t.Format(time.RFC3339), "schedule", sched.String())
+				}
+			}
+		}
 		if err := d.Run(mctx); err != nil && !errors.Is(err, context.Canceled) {
 			e.log.Error("garbage collector stopped", "err", err)
 		}

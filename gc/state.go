@@ -1,0 +1,56 @@
+package gc
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pbsfs/pbsfs/store"
+)
+
+// ScheduleState is what a scheduled daemon keeps between runs of the
+// process, as PBS keeps a job state: when the last scheduled collection
+// started. It lives in <runtime>/pbsfs/<store>/gc-schedule.json.
+type ScheduleState struct {
+	// LastRun is the start of the last scheduled collection.
+	LastRun time.Time `json:"last-run"`
+}
+
+// scheduleStatePath is the state file of store s.
+func scheduleStatePath(s *store.Store) string {
+	return filepath.Join(s.RuntimeDir(), "pbsfs", s.Name(), "gc-schedule.json")
+}
+
+// LoadScheduleState reads the schedule state of s; a missing file gives
+// the zero state.
+func LoadScheduleState(s *store.Store) (ScheduleState, error) {
+	var st ScheduleState
+	b, err := os.ReadFile(scheduleStatePath(s))
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return ScheduleState{}, fmt.Errorf("%s: %w", scheduleStatePath(s), err)
+	}
+	return st, nil
+}
+
+// SaveScheduleState writes the schedule state of s atomically.
+func SaveScheduleState(s *store.Store, st ScheduleState) error {
+	p := scheduleStatePath(s)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return store.WriteFileAtomic(p, b, 0o644)
+}
