@@ -125,19 +125,32 @@ func (n *archiveDir) state(ctx context.Context, op string) (*archiveState, sysca
 	return st, 0
 }
 
+// perm is the owner and mode the archive takes from its index files.
+func (n *archiveDir) perm() perm {
+	if n.payload != "" {
+		return n.m.archivePerm(n.snap.ref.Dir(), true, n.meta, n.payload)
+	}
+	return n.m.archivePerm(n.snap.ref.Dir(), true, n.meta)
+}
+
 func (n *archiveDir) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
+	p := n.perm()
 	if n.snap.isRemoved() || n.encrypted {
-		n.m.dirAttr(out, n.snap.ref.Time)
+		n.m.dirAttr(out, p, n.snap.ref.Time)
 		return 0
 	}
 	st, err := n.open()
 	if err != nil {
 		// Listed so the user sees it; using it gives the error.
-		n.m.dirAttr(out, n.snap.ref.Time)
+		n.m.dirAttr(out, p, n.snap.ref.Time)
 		return 0
 	}
+	// The archive's root with its archived times, behind the gate of
+	// the index files on disk (gate.go).
 	st.fill(st.a.Root(), out)
 	out.Ino = n.ino
+	out.Mode = syscall.S_IFDIR | p.mode
+	out.Owner = fuse.Owner{Uid: p.uid, Gid: p.gid}
 	return 0
 }
 

@@ -2,11 +2,13 @@ package fs
 
 import (
 	"context"
+	"path"
 	"sync"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/pbsfs/pbsfs/store"
 )
 
 // blobFile is a blob archive of a snapshot read as its decoded content
@@ -72,8 +74,14 @@ func (n *blobFile) content() ([]byte, error) {
 }
 
 func (n *blobFile) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
+	file := n.file
+	if file == "" {
+		file = store.ManifestName
+	}
+	p := n.m.hierPerm(path.Join(n.snap.ref.Dir(), file), false)
+	p.mode &= 0o777
 	if n.encrypted {
-		n.m.fileAttr(out, n.encSize, n.snap.ref.Time)
+		n.m.fileAttr(out, p, n.encSize, n.snap.ref.Time)
 		return 0
 	}
 	b, err := n.content()
@@ -81,7 +89,7 @@ func (n *blobFile) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
 		// Listed, but empty; reading it gives the error.
 		b = nil
 	}
-	n.m.fileAttr(out, uint64(len(b)), n.snap.ref.Time)
+	n.m.fileAttr(out, p, uint64(len(b)), n.snap.ref.Time)
 	return 0
 }
 

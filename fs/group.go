@@ -37,7 +37,7 @@ var (
 const latestName = "latest"
 
 func (n *groupNode) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
-	n.m.dirAttr(out, n.m.started)
+	n.m.dirAttr(out, n.m.hierPerm(n.g.Dir(), true), n.m.started)
 	return 0
 }
 
@@ -247,7 +247,7 @@ func (n *latestLink) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
 	out.Mode = syscall.S_IFLNK | 0o777
 	out.Nlink = 1
 	out.Size = latestSize
-	n.m.ownAttr(out, n.m.started)
+	n.m.ownAttr(out, n.m.hierPerm(n.g.Dir(), true), n.m.started)
 	return 0
 }
 

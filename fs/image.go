@@ -39,7 +39,7 @@ func (n *imageFile) clone() attrNode {
 }
 
 func (n *imageFile) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
-	n.m.fileAttr(out, n.size, n.snap.ref.Time)
+	n.m.fileAttr(out, n.m.archivePerm(n.snap.ref.Dir(), false, n.file), n.size, n.snap.ref.Time)
 	return 0
 }
 

@@ -35,9 +35,10 @@ type Options struct {
 	// that a collector keeps the chunks of open files of removed
 	// snapshots (gc.Collector.Pin).
 	Pin func(idx store.Index) (unpin func())
-	// UID and GID own the datastore hierarchy (namespaces, groups,
-	// snapshots and the files in them); the current process's if both
-	// are zero. Archive contents keep their stored owners.
+	// UID and GID, if not both zero, own the datastore hierarchy
+	// (namespaces, groups, snapshots and the files in them) instead of
+	// the owners of their backing paths on disk; the modes stay those on
+	// disk (see gate.go). Archive contents keep their stored owners.
 	UID, GID uint32
 	// HierarchyTimeout is how long the kernel may cache names and
 	// attributes of the hierarchy, which changes when backups land or
@@ -65,7 +66,8 @@ type mount struct {
 	log      *slog.Logger
 	obs      RemovalObserver
 	pin      func(store.Index) func()
-	uid, gid uint32
+	uid, gid uint32 // the mount's user, for nodes whose backing path is gone
+	owner    *perm  // Options.UID/GID, if set
 	hierTTL  time.Duration
 	archTTL  time.Duration
 	started  time.Time
@@ -93,6 +95,8 @@ func NewRoot(ctx context.Context, s *store.Store, opts Options) fusefs.InodeEmbe
 	}
 	if m.uid == 0 && m.gid == 0 {
 		m.uid, m.gid = uint32(os.Getuid()), uint32(os.Getgid())
+	} else {
+		m.owner = &perm{uid: m.uid, gid: m.gid}
 	}
 	if m.hierTTL == 0 {
 		m.hierTTL = time.Second

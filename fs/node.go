@@ -98,27 +98,28 @@ func (m *mount) addChild(ctx context.Context, parent *fusefs.Inode, c child, out
 	return parent.NewInode(ctx, c.node, fusefs.StableAttr{Mode: c.mode, Ino: c.ino}), 0
 }
 
-// dirAttr fills out for a directory of the hierarchy.
-func (m *mount) dirAttr(out *fuse.Attr, mtime time.Time) {
-	out.Mode = syscall.S_IFDIR | 0o755
+// dirAttr fills out for a directory of the hierarchy with the owner and
+// mode p it takes from disk (gate.go).
+func (m *mount) dirAttr(out *fuse.Attr, p perm, mtime time.Time) {
+	out.Mode = syscall.S_IFDIR | p.mode
 	out.Nlink = 2
-	m.ownAttr(out, mtime)
+	m.ownAttr(out, p, mtime)
 }
 
 // fileAttr fills out for a file of the hierarchy (archives of a
-// snapshot). Mode 0644 rather than 0444 so that rm -r in a terminal does
-// not ask about write-protected files: the files cannot be written, but a
-// snapshot can be removed.
-func (m *mount) fileAttr(out *fuse.Attr, size uint64, mtime time.Time) {
-	out.Mode = syscall.S_IFREG | 0o644
+// snapshot) with the owner and mode p it takes from disk: the files
+// cannot be written, but where the index or blob file on disk is
+// writable, rm -r in a terminal does not ask about each.
+func (m *mount) fileAttr(out *fuse.Attr, p perm, size uint64, mtime time.Time) {
+	out.Mode = syscall.S_IFREG | p.mode
 	out.Nlink = 1
 	out.Size = size
 	out.Blocks = (size + 511) / 512
-	m.ownAttr(out, mtime)
+	m.ownAttr(out, p, mtime)
 }
 
-func (m *mount) ownAttr(out *fuse.Attr, mtime time.Time) {
-	out.Owner = fuse.Owner{Uid: m.uid, Gid: m.gid}
+func (m *mount) ownAttr(out *fuse.Attr, p perm, mtime time.Time) {
+	out.Owner = fuse.Owner{Uid: p.uid, Gid: p.gid}
 	out.Blksize = 4096
 	out.SetTimes(&mtime, &mtime, &mtime)
 }

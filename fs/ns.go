@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"path"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -31,7 +32,7 @@ const nsListName = "ns"
 func (n *nsNode) ino() uint64 { return n.StableAttr().Ino }
 
 func (n *nsNode) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
-	n.m.dirAttr(out, n.m.started)
+	n.m.dirAttr(out, n.m.hierPerm(n.ns.Dir(), true), n.m.started)
 	return 0
 }
 
@@ -114,7 +115,7 @@ var (
 )
 
 func (n *nsListNode) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
-	n.m.dirAttr(out, n.m.started)
+	n.m.dirAttr(out, n.m.hierPerm(path.Join(n.parent.Dir(), nsListName), true), n.m.started)
 	return 0
 }
 

@@ -57,7 +57,7 @@ var (
 )
 
 func (n *snapshotNode) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
-	n.m.dirAttr(out, n.ref.Time)
+	n.m.dirAttr(out, n.m.hierPerm(n.ref.Dir(), true), n.ref.Time)
 	return 0
 }
 

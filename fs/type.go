@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path"
 	"syscall"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
@@ -27,7 +28,7 @@ var (
 )
 
 func (n *typeNode) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
-	n.m.dirAttr(out, n.m.started)
+	n.m.dirAttr(out, n.m.hierPerm(path.Join(n.ns.Dir(), n.typ), true), n.m.started)
 	return 0
 }
 
