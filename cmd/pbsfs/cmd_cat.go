@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"fmt"
+	"strings"
 
 	"github.com/pbsfs/pbsfs/store"
 	"github.com/spf13/pflag"
@@ -28,6 +30,10 @@ func (c *catCmd) run(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if isTerminal(e.stdout) && binaryArchive(file) {
+		return fmt.Errorf("%s of %s is a %s: not writing its raw bytes to a terminal; redirect them (pbsfs cat %s %s > FILE), %s",
+			args[1], pathOf(si.Ref), describeArchive(file), args[0], args[1], nextStep(file, args[0], args[1]))
+	}
 	w := bufio.NewWriterSize(e.stdout, 1<<20)
 	if store.KindOf(file) == store.KindBlob {
 		data, err := s.ReadBlob(si.Ref, file)
@@ -49,24 +55,32 @@ func (c *catCmd) run(ctx context.Context, e *env, args []string) error {
 	return w.Flush()
 }
 
-// openSnapshot opens the store and the snapshot named by arg.
-func openSnapshot(e *env, nsFlag, arg string) (*store.Store, store.SnapshotInfo, error) {
-	ns, err := store.ParseNamespace(nsFlag)
-	if err != nil {
-		return nil, store.SnapshotInfo{}, usageError{err}
+// binaryArchive reports whether an archive file holds bytes no terminal
+// shows: a pxar stream or a disk image (blobs are configs and logs).
+func binaryArchive(file string) bool {
+	return store.KindOf(file) == store.KindFixed || isPxar(file)
+}
+
+func isPxar(file string) bool {
+	for _, ext := range []string{".pxar.didx", ".mpxar.didx", ".ppxar.didx"} {
+		if strings.HasSuffix(file, ext) {
+			return true
+		}
 	}
-	ref, err := store.ParseSnapshot(ns, arg)
-	if err != nil {
-		return nil, store.SnapshotInfo{}, usageError{err}
+	return false
+}
+
+func describeArchive(file string) string {
+	if isPxar(file) {
+		return "pxar archive"
 	}
-	s, err := e.openStore()
-	if err != nil {
-		return nil, store.SnapshotInfo{}, err
+	return "disk image"
+}
+
+// nextStep suggests what to do with a binary archive instead.
+func nextStep(file, snap, name string) string {
+	if isPxar(file) {
+		return fmt.Sprintf("extract it (pbsfs restore %s %s DIR) or browse it (pbsfs mount STORE MOUNTPOINT)", snap, name)
 	}
-	si, err := s.Snapshot(ref)
-	if err != nil {
-		s.Close()
-		return nil, store.SnapshotInfo{}, err
-	}
-	return s, si, nil
+	return fmt.Sprintf("restore it (pbsfs restore %s %s FILE) or mount the store and loop-mount the image", snap, name)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -17,22 +18,47 @@ type gcCmd struct {
 	cutoff         time.Duration
 	skipAtimeCheck bool
 	noProgress     bool
+	output         outputFormat
 }
 
 func (c *gcCmd) flags(fs *pflag.FlagSet) {
 	fs.BoolVarP(&c.dryRun, "dry-run", "n", false, "report what would be removed, remove nothing")
-	fs.DurationVar(&c.cutoff, "cutoff", gc.PBSSafety().Cutoff,
-		"keep unreferenced chunks touched within this time; below 24h5m only with the atime self-test")
-	fs.BoolVar(&c.skipAtimeCheck, "skip-atime-check", false, "skip the access time self-test (then --cutoff must be at least 24h5m)")
+	gcSafetyFlags(fs, &c.cutoff, &c.skipAtimeCheck)
 	fs.BoolVar(&c.noProgress, "no-progress", false, "never show progress")
+	outputFlag(fs, &c.output)
+}
+
+// gcSafetyFlags registers the collector's safety flags, the same for gc
+// and mount: --gc-cutoff (alias --cutoff) and --skip-atime-check.
+func gcSafetyFlags(fs *pflag.FlagSet, cutoff *time.Duration, skipAtimeCheck *bool) {
+	durationFlag(fs, cutoff, "gc-cutoff", gc.PBSSafety().Cutoff,
+		"keep unused chunks touched within this time (alias --cutoff); below 24h5m only with the atime self-test")
+	fs.BoolVar(skipAtimeCheck, "skip-atime-check", false, "skip the access time self-test (then --gc-cutoff must be at least 24h5m)")
+}
+
+// checkCutoff refuses a cutoff the collector would refuse and, for one
+// below the writer margin, says on w what the collector keeps anyway.
+func checkCutoff(w io.Writer, cutoff time.Duration, skipAtimeCheck bool) error {
+	safety := gc.PBSSafety()
+	if cutoff < gc.MinCutoff {
+		return usagef("--gc-cutoff %s: must be at least %s", cutoff, gc.MinCutoff)
+	}
+	if skipAtimeCheck && cutoff < safety.Cutoff {
+		return usagef("--gc-cutoff %s with --skip-atime-check: must be at least %s, since without the self-test access times may lag by a day (relatime)", cutoff, safety.Cutoff)
+	}
+	if cutoff < safety.WriterMargin {
+		fmt.Fprintf(w, "note: --gc-cutoff %s: chunks touched in the last %s are kept anyway (as PBS does: the margin before the oldest running backup, or before this run when none runs); they are counted as pending and a later run removes them\n",
+			cutoff, safety.WriterMargin)
+	}
+	return nil
 }
 
 func (c *gcCmd) run(ctx context.Context, e *env, args []string) error {
 	if len(args) != 0 {
 		return usagef("unexpected arguments %q", args)
 	}
-	if c.cutoff < gc.MinCutoff {
-		return usagef("--cutoff %s: must be at least %s", c.cutoff, gc.MinCutoff)
+	if err := checkCutoff(e.stderr, c.cutoff, c.skipAtimeCheck); err != nil {
+		return err
 	}
 	s, err := e.openStore()
 	if err != nil {
@@ -57,8 +83,34 @@ func (c *gcCmd) run(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if c.output == outputJSON {
+		return printGCJSON(e.stdout, st)
+	}
 	printGCSummary(e.stdout, st)
 	return nil
+}
+
+// printGCJSON prints st as one JSON object: PBS's .gc-status keys and
+// what this run adds (dry-run, cutoffs, missing chunks, times).
+func printGCJSON(w io.Writer, st gc.Status) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(b, &obj); err != nil {
+		return err
+	}
+	obj["dry-run"] = st.DryRun
+	obj["missing-chunks"] = st.MissingChunks
+	obj["removed-temp"] = st.RemovedTemp
+	obj["min-atime"] = st.MinAtime.Unix()
+	obj["pending-before"] = st.OldestWriter.Unix()
+	obj["mark-seconds"] = st.MarkTime.Seconds()
+	obj["sweep-seconds"] = st.SweepTime.Seconds()
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(obj)
 }
 
 // printGCSummary prints the statistics the way PBS's task log does.
@@ -79,7 +131,7 @@ func printGCSummary(w io.Writer, st gc.Status) {
 		fmt.Fprintf(w, "%s stale temporary files: %d\n", removed, st.RemovedTemp)
 	}
 	fmt.Fprintf(w, "Leftover bad chunks: %d\n", st.StillBad)
-	fmt.Fprintf(w, "Pending removals: %s (in %d chunks)\n", humanBytes(st.PendingBytes), st.PendingChunks)
+	fmt.Fprintf(w, "Pending removals: %s (in %d chunks): unused, but touched after the cutoff; a later run removes them\n", humanBytes(st.PendingBytes), st.PendingChunks)
 	fmt.Fprintf(w, "Original data usage: %s\n", humanBytes(st.IndexDataBytes))
 	if st.IndexDataBytes > 0 {
 		fmt.Fprintf(w, "On-Disk usage: %s (%.2f%%)\n", humanBytes(st.DiskBytes), float64(st.DiskBytes)*100/float64(st.IndexDataBytes))

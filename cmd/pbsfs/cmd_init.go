@@ -14,10 +14,15 @@ type initCmd struct{}
 func (c *initCmd) flags(fs *pflag.FlagSet) {}
 
 func (c *initCmd) run(ctx context.Context, e *env, args []string) error {
-	if len(args) != 1 {
-		return usagef("want exactly one STORE directory")
+	switch {
+	case len(args) == 1:
+		if err := e.storeArg(args[0]); err != nil {
+			return err
+		}
+	case len(args) > 1 || e.storePath == "":
+		return usagef("want one STORE directory, e.g. pbsfs init /srv/ds")
 	}
-	s, err := store.Create(args[0], e.storeOptions())
+	s, err := store.Create(e.storePath, e.storeOptions())
 	if err != nil {
 		return err
 	}

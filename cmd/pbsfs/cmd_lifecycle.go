@@ -22,6 +22,15 @@ func (c *forgetCmd) run(ctx context.Context, e *env, args []string) error {
 	if len(args) != 1 {
 		return usagef("want one SNAPSHOT")
 	}
+	ns, err := store.ParseNamespace(c.ns)
+	if err != nil {
+		return usageError{err}
+	}
+	if a, err := parseSnapshotArg(ns, args[0]); err != nil {
+		return err
+	} else if a.latest {
+		return usagef("forget removes one snapshot named by its time, not %q (which could be another snapshot by the time it runs); 'pbsfs snapshots %s' lists them", args[0], groupPath(a.group))
+	}
 	s, si, err := openSnapshot(e, c.ns, args[0])
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime/debug"
 	"time"
@@ -38,23 +39,25 @@ type mountCmd struct {
 func (c *mountCmd) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.readOnly, "read-only", false, "mount read-only: rm cannot remove snapshots")
 	fs.BoolVar(&c.allowOther, "allow-other", false, "let other users in, with the kernel checking the archives' modes (default_permissions)")
-	fs.DurationVar(&c.gcInterval, "gc-interval", 0, "collect garbage in the background this often, e.g. 24h (0: never)")
+	durationFlag(fs, &c.gcInterval, "gc-interval", 0, "collect garbage in the background this often, e.g. 24h (0: never)")
 	fs.StringVar(&c.gcSchedule, "gc-schedule", "", "collect garbage at the times of a PBS calendar event in the local time zone, e.g. daily, 'sat 18:15', 'mon..fri 02:00', '*:0/30'")
-	fs.DurationVar(&c.gcCutoff, "gc-cutoff", gc.PBSSafety().Cutoff, "keep unreferenced chunks touched within this time (see pbsfs gc --cutoff)")
-	fs.BoolVar(&c.skipAtimeCheck, "skip-atime-check", false, "skip the collector's access time self-test (then --gc-cutoff must be at least 24h5m)")
+	gcSafetyFlags(fs, &c.gcCutoff, &c.skipAtimeCheck)
 	fs.BoolVar(&c.debug, "debug", false, "log every FUSE request")
 }
 
 func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	switch len(args) {
 	case 1:
-	case 2:
-		if e.storePath != "" && e.storePath != args[0] {
-			return usagef("datastore given twice: --store %s and %s", e.storePath, args[0])
+		if e.storePath == "" {
+			return usagef("want STORE MOUNTPOINT, e.g. pbsfs mount /srv/ds /mnt/ds (or MOUNTPOINT with --store or PBSFS_STORE)")
 		}
-		e.storePath, args = args[0], args[1:]
+	case 2:
+		if err := e.storeArg(args[0]); err != nil {
+			return err
+		}
+		args = args[1:]
 	default:
-		return usagef("want STORE MOUNTPOINT, or MOUNTPOINT with --store")
+		return usagef("want STORE MOUNTPOINT, e.g. pbsfs mount /srv/ds /mnt/ds (or MOUNTPOINT with --store or PBSFS_STORE)")
 	}
 	var sched *schedule.Event
 	if c.gcSchedule != "" {
@@ -67,8 +70,14 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 		}
 		sched = ev
 	}
-	if c.gcCutoff < gc.MinCutoff {
-		return usagef("--gc-cutoff %s: must be at least %s", c.gcCutoff, gc.MinCutoff)
+	if err := checkCutoff(e.stderr, c.gcCutoff, c.skipAtimeCheck); err != nil {
+		return err
+	}
+	// A daemon: say what it does (removals, protection, scheduled
+	// collections) at Info; --debug shows every request.
+	e.logLevel.Set(slog.LevelInfo)
+	if c.debug {
+		e.logLevel.Set(slog.LevelDebug)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// The chunk cache is bounded, but chunk loads in flight and

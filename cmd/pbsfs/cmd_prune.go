@@ -19,7 +19,7 @@ type pruneCmd struct {
 	maxDepth int
 	keep     store.KeepOptions
 	dryRun   bool
-	output   string
+	output   outputFormat
 }
 
 func (c *pruneCmd) flags(fs *pflag.FlagSet) {
@@ -31,8 +31,8 @@ func (c *pruneCmd) flags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.keep.Weekly, "keep-weekly", 0, "keep the newest snapshot of each of the last N ISO weeks with backups")
 	fs.IntVar(&c.keep.Monthly, "keep-monthly", 0, "keep the newest snapshot of each of the last N months with backups")
 	fs.IntVar(&c.keep.Yearly, "keep-yearly", 0, "keep the newest snapshot of each of the last N years with backups")
-	fs.BoolVar(&c.dryRun, "dry-run", false, "only show what would be removed")
-	fs.StringVar(&c.output, "output", "text", "output format: text or json")
+	fs.BoolVarP(&c.dryRun, "dry-run", "n", false, "only show what would be removed")
+	outputFlag(fs, &c.output)
 }
 
 // pruneItem is one snapshot of the result, with PBS's JSON keys
@@ -50,9 +50,6 @@ type pruneItem struct {
 }
 
 func (c *pruneCmd) run(ctx context.Context, e *env, args []string) error {
-	if c.output != "text" && c.output != "json" {
-		return usagef("--output %q: want text or json", c.output)
-	}
 	if len(args) > 1 {
 		return usagef("want at most one GROUP")
 	}
@@ -74,9 +71,9 @@ func (c *pruneCmd) run(ctx context.Context, e *env, args []string) error {
 	}
 	var groups []store.GroupRef
 	if len(args) == 1 {
-		g, err := store.ParseGroup(ns, args[0])
+		g, err := parseGroupArg(ns, args[0])
 		if err != nil {
-			return usageError{err}
+			return err
 		}
 		groups = []store.GroupRef{g}
 	}
@@ -107,7 +104,7 @@ func (c *pruneCmd) run(ctx context.Context, e *env, args []string) error {
 			failed++
 			continue
 		}
-		if c.output == "text" && len(res) > 0 {
+		if c.output == outputText && len(res) > 0 {
 			if len(items) > 0 {
 				fmt.Fprintln(tw)
 			}
@@ -133,12 +130,12 @@ func (c *pruneCmd) run(ctx context.Context, e *env, args []string) error {
 				}
 			}
 			items = append(items, it)
-			if c.output == "text" {
+			if c.output == outputText {
 				fmt.Fprintf(tw, "%s\t%s\t%s\n", path.Join(g.NS.Dir(), r.Info.Ref.String()), action, note)
 			}
 		}
 	}
-	if c.output == "json" {
+	if c.output == outputJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(items); err != nil {

@@ -14,12 +14,12 @@ import (
 // snapshotsCmd lists snapshots, like proxmox-backup-client snapshots.
 type snapshotsCmd struct {
 	ns     string
-	output string
+	output outputFormat
 }
 
 func (c *snapshotsCmd) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ns, "ns", "", "namespace (default: the root namespace)")
-	fs.StringVar(&c.output, "output", "text", "output format: text or json")
+	outputFlag(fs, &c.output)
 }
 
 // snapshotItem is one row, with PBS's JSON keys.
@@ -39,9 +39,6 @@ type snapshotItem struct {
 }
 
 func (c *snapshotsCmd) run(ctx context.Context, e *env, args []string) error {
-	if c.output != "text" && c.output != "json" {
-		return usagef("--output %q: want text or json", c.output)
-	}
 	if len(args) > 1 {
 		return usagef("want at most one GROUP")
 	}
@@ -56,9 +53,9 @@ func (c *snapshotsCmd) run(ctx context.Context, e *env, args []string) error {
 	defer s.Close()
 	var groups []store.GroupRef
 	if len(args) == 1 {
-		g, err := store.ParseGroup(ns, args[0])
+		g, err := parseGroupArg(ns, args[0])
 		if err != nil {
-			return usageError{err}
+			return err
 		}
 		groups = []store.GroupRef{g}
 	} else {
@@ -97,7 +94,7 @@ func (c *snapshotsCmd) run(ctx context.Context, e *env, args []string) error {
 			items = append(items, it)
 		}
 	}
-	if c.output == "json" {
+	if c.output == outputJSON {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(items)

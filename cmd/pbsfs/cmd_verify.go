@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -17,6 +18,29 @@ type verifyCmd struct {
 	ignoreVerified bool
 	outdatedAfter  int
 	noProgress     bool
+	output         outputFormat
+}
+
+// verifyItem is one snapshot of the JSON output, with PBS's keys.
+type verifyItem struct {
+	NS         string   `json:"ns,omitempty"`
+	BackupType string   `json:"backup-type"`
+	BackupID   string   `json:"backup-id"`
+	BackupTime int64    `json:"backup-time"`
+	State      string   `json:"state"` // ok, failed or skipped
+	Skipped    string   `json:"skipped,omitempty"`
+	Problems   []string `json:"problems,omitempty"`
+}
+
+// verifySummary is the JSON output of verify.
+type verifySummary struct {
+	Snapshots []verifyItem `json:"snapshots"`
+	OK        int          `json:"ok"`
+	Failed    int          `json:"failed"`
+	Skipped   int          `json:"skipped"`
+	Chunks    int64        `json:"chunks"`
+	Bytes     int64        `json:"bytes"`
+	Seconds   float64      `json:"seconds"`
 }
 
 func (c *verifyCmd) flags(fs *pflag.FlagSet) {
@@ -25,6 +49,7 @@ func (c *verifyCmd) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.ignoreVerified, "ignore-verified", false, "skip snapshots whose last verify passed")
 	fs.IntVar(&c.outdatedAfter, "outdated-after", 0, "with --ignore-verified: recheck verifies older than this many days (0: never)")
 	fs.BoolVar(&c.noProgress, "no-progress", false, "never show progress")
+	outputFlag(fs, &c.output)
 }
 
 func (c *verifyCmd) run(ctx context.Context, e *env, args []string) error {
@@ -51,7 +76,7 @@ func (c *verifyCmd) run(ctx context.Context, e *env, args []string) error {
 	prog := startProgress(e.stderr, !c.noProgress, func() string {
 		return fmt.Sprintf("%d/%d snapshots, %d chunks, %s", done, len(refs), v.Chunks.Load(), humanBytes(uint64(v.Bytes.Load())))
 	})
-	var ok, failed, skipped int
+	sum := verifySummary{Snapshots: []verifyItem{}}
 	for _, ref := range refs {
 		r, err := v.Verify(ctx, ref)
 		if err != nil {
@@ -59,25 +84,45 @@ func (c *verifyCmd) run(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		done++
+		it := verifyItem{NS: string(ref.Group.NS), BackupType: ref.Group.Type, BackupID: ref.Group.ID, BackupTime: ref.Time.Unix()}
 		switch {
 		case r.Skipped != "":
-			skipped++
+			sum.Skipped++
+			it.State, it.Skipped = "skipped", r.Skipped
 		case r.OK():
-			ok++
+			sum.OK++
+			it.State = "ok"
 		default:
-			failed++
-			prog.stop()
-			fmt.Fprintf(e.stdout, "%s: FAILED\n", pathOf(ref))
+			sum.Failed++
+			it.State = "failed"
 			for _, p := range r.Problems {
-				fmt.Fprintf(e.stdout, "  %v\n", p)
+				it.Problems = append(it.Problems, p.Error())
+			}
+			if c.output == outputText {
+				prog.stop()
+				fmt.Fprintf(e.stdout, "%s: FAILED\n", pathOf(ref))
+				for _, p := range r.Problems {
+					fmt.Fprintf(e.stdout, "  %v\n", p)
+				}
 			}
 		}
+		sum.Snapshots = append(sum.Snapshots, it)
 	}
 	prog.stop()
 	el := time.Since(start)
-	fmt.Fprintf(e.stdout, "verified %d snapshots: %d ok, %d failed, %d skipped; %d chunks, %s in %s (%s/s)\n",
-		len(refs), ok, failed, skipped, v.Chunks.Load(), humanBytes(uint64(v.Bytes.Load())), el.Round(time.Millisecond),
-		humanBytes(uint64(float64(v.Bytes.Load())/max(el.Seconds(), 1e-9))))
+	ok, failed, skipped := sum.OK, sum.Failed, sum.Skipped
+	if c.output == outputJSON {
+		sum.Chunks, sum.Bytes, sum.Seconds = v.Chunks.Load(), v.Bytes.Load(), el.Seconds()
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(sum); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(e.stdout, "verified %d snapshots: %d ok, %d failed, %d skipped; %d chunks, %s in %s (%s/s)\n",
+			len(refs), ok, failed, skipped, v.Chunks.Load(), humanBytes(uint64(v.Bytes.Load())), el.Round(time.Millisecond),
+			humanBytes(uint64(float64(v.Bytes.Load())/max(el.Seconds(), 1e-9))))
+	}
 	if failed > 0 {
 		return fmt.Errorf("%d snapshots failed verification", failed)
 	}
@@ -91,11 +136,25 @@ func (c *verifyCmd) snapshots(ctx context.Context, e *env, s *store.Store, ns st
 		if ref, err := store.ParseSnapshot(ns, args[0]); err == nil {
 			return []store.SnapshotRef{ref}, nil
 		}
+		if strings.HasSuffix(strings.TrimRight(args[0], "/"), "/latest") {
+			a, err := parseSnapshotArg(ns, args[0])
+			if err != nil {
+				return nil, err
+			}
+			si, err := a.resolve(s)
+			if err != nil {
+				return nil, err
+			}
+			return []store.SnapshotRef{si.Ref}, nil
+		}
 	}
 	var groups []store.GroupRef
 	if len(args) == 1 {
 		g, err := store.ParseGroup(ns, args[0])
 		if err != nil {
+			if _, serr := parseSnapshotArg(ns, args[0]); serr != nil {
+				return nil, serr
+			}
 			return nil, usageError{err}
 		}
 		groups = append(groups, g)
