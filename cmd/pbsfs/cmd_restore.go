@@ -51,6 +51,11 @@ func (c *restoreCmd) run(ctx context.Context, e *env, args []string) error {
 	}
 	defer s.Close()
 	name, target := args[1], args[2]
+	if !c.overwrite {
+		if ents, err := os.ReadDir(target); err == nil && len(ents) > 0 {
+			return fmt.Errorf("%s exists and is not empty: restore into a new or empty directory, or add --overwrite to replace what is there", target)
+		}
+	}
 	if _, _, err := store.PxarFiles(si, name); err == nil {
 		return c.restorePxar(ctx, e, s, si, name, target)
 	}
