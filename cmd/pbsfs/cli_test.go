@@ -248,4 +248,3 @@ func openPty(t *testing.T) *os.File {
 	}()
 	return pts
 }
-
