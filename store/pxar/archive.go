@@ -272,14 +272,7 @@ func (a *Archive) LookupChild(dir *Entry, name string) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := hashName(name)
-	e, err := a.search(w, dir, t, h, name, 0, 0)
-	var ie *itemError
-	if errors.As(err, &ie) {
-		// A damaged stretch of the table lies on the search path: look
-		// at every readable item instead.
-		e, err = a.scan(w, dir, t, h, name, err)
-	}
+	e, err := a.search(w, dir, t, hashName(name), name, 0, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +294,18 @@ func (a *Archive) search(w *window, dir *Entry, t dirTable, h uint64, name strin
 			if canceled(err) {
 				return nil, err
 			}
-			return nil, fmt.Errorf("directory %q: %w", dir.Path, &itemError{i: i, err: err})
+			// A damaged item: its hash is unknown, so the name may be
+			// in either subtree (each searched as usual), or be this
+			// item's own, which cannot be read.
+			err = fmt.Errorf("directory %q: %w", dir.Path, &itemError{i: i, err: err})
+			for _, sub := range []int64{2*i + 1, 2*i + 2} {
+				e, serr := a.search(w, dir, t, h, name, sub, depth+1)
+				var ie *itemError
+				if e != nil || (serr != nil && !errors.As(serr, &ie)) {
+					return e, serr
+				}
+			}
+			return nil, err
 		}
 		switch {
 		case h < it.hash:
@@ -332,40 +336,6 @@ type itemError struct {
 
 func (e *itemError) Error() string { return fmt.Sprintf("goodbye item %d: %v", e.i, e.err) }
 func (e *itemError) Unwrap() error { return e.err }
-
-// scan looks for name through every readable item of table t, in
-// batches; it serves lookups whose binary search met an unreadable item.
-// If the name is not found and some items could not be read, searchErr
-// is returned: the name may be behind the damage.
-func (a *Archive) scan(w *window, dir *Entry, t dirTable, h uint64, name string, searchErr error) (*Entry, error) {
-	r := &DirReader{a: a, dir: dir, w: w, t: t}
-	damaged := false
-	for r.next < t.n {
-		n := min(t.n-r.next, goodbyeBatch)
-		r.batch = r.batch[:0]
-		if err := r.readItems(r.next, n); err != nil {
-			return nil, err
-		}
-		r.next += n
-		for _, s := range r.batch {
-			if s.err != nil {
-				damaged = true
-				continue
-			}
-			if s.it.hash != h {
-				continue
-			}
-			e, err := a.child(w, dir, t, s.it, &name)
-			if e != nil || err != nil {
-				return e, err
-			}
-		}
-	}
-	if damaged {
-		return nil, searchErr
-	}
-	return nil, nil
-}
 
 // Lookup returns the entry at path, a slash-separated path from the root
 // ("", ".", "/" and "/etc/hosts" and "etc/hosts" are accepted). Symlinks

@@ -508,3 +508,56 @@ func TestExtractSkipSpecials(t *testing.T) {
 		})
 	}
 }
+
+// FuzzExtractDamaged extracts arbitrary archives with an unreadable range
+// of the metadata stream, going on past every damaged entry: it must end,
+// never panic, and report each entry it leaves out.
+func FuzzExtractDamaged(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, meta, payload []byte) {
+		if len(meta) > 1<<20 || len(payload) > 1<<20 {
+			return
+		}
+		// The hole: from a position and length taken from the input.
+		var lo, n int64
+		if len(meta) > 8 {
+			lo = int64(meta[len(meta)/2]) * int64(len(meta)) / 256
+			n = int64(meta[len(meta)/3]) * 16
+		}
+		mh := &holeReader{b: meta, holes: [][2]int64{{lo, lo + n}}}
+		var p io.ReaderAt
+		if len(payload) > 0 {
+			p = bytes.NewReader(payload)
+		}
+		a, err := Open(mh, int64(len(meta)), p)
+		if err != nil {
+			return
+		}
+		// Listing and lookups go on past damage.
+		if r, err := a.OpenDir(a.Root()); err == nil {
+			for i := 0; i < 10000; i++ {
+				c, err := r.Next()
+				if err == io.EOF {
+					break
+				}
+				var ce *ChildError
+				if errors.As(err, &ce) {
+					continue
+				}
+				if err != nil {
+					break
+				}
+				a.LookupChild(a.Root(), c.Name())
+			}
+		}
+		entries := 0
+		err = Extract(context.Background(), a, "", t.TempDir(), ExtractOptions{
+			NoOwners:  true,
+			OnError:   func(string, error) error { return nil },
+			OnDamaged: func(string, error) error { entries++; return nil },
+		})
+		if err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrUnsafePath) && !errors.Is(err, os.ErrExist) {
+			t.Logf("extract: %v", err)
+		}
+	})
+}

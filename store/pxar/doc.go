@@ -60,6 +60,16 @@
 // Extract restores an archive or one sub-path into a target directory with
 // its metadata, never writing outside the target.
 //
+// # Damage
+//
+// An archive read from a store can have unreadable stretches (a missing or
+// corrupt chunk). Since a directory's goodbye table gives every child's
+// offset, a DirReader goes on past a child it cannot decode (a
+// *ChildError, naming the child when its FILENAME could be read), a
+// lookup searches both subtrees of an unreadable goodbye item, and Extract
+// with OnDamaged restores every intact entry and reports the others,
+// removing any file whose contents could not be read in full.
+//
 // # Safety
 //
 // Corrupt input yields errors wrapping ErrCorrupt or ErrTooLarge that name
