@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pbsfs/pbsfs/store"
+	"github.com/pbsfs/pbsfs/store/crypto"
 	"github.com/spf13/pflag"
 )
 
@@ -24,6 +25,8 @@ type backupCmd struct {
 	split      bool
 	allFS      bool
 	noProgress bool
+	keys       keyOpts
+	cryptMode  string
 	skipped    int
 	warnf      func(format string, a ...any)
 }
@@ -37,6 +40,8 @@ func (c *backupCmd) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.split, "split", false, "write pxar archives split into .mpxar and .ppxar")
 	fs.BoolVar(&c.allFS, "all-file-systems", false, "cross mount points in pxar archives")
 	fs.BoolVar(&c.noProgress, "no-progress", false, "never show progress")
+	c.keys.addFlags(fs, "key file to encrypt (or sign) the backup with")
+	fs.StringVar(&c.cryptMode, "crypt-mode", "", "encrypt, sign-only or none (default: encrypt when a key is found, else none)")
 }
 
 // archiveSpec is one NAME.TYPE:PATH argument.
@@ -109,6 +114,10 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	opts := store.BackupOptions{Owner: c.owner}
+	if opts.Key, opts.SignOnly, err = c.cryptOptions(ctx, e); err != nil {
+		return err
+	}
 	s, err := e.openStore()
 	if err != nil {
 		return err
@@ -120,7 +129,7 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	start := time.Now()
-	b, err := s.StartBackup(ctx, g, t, store.BackupOptions{Owner: c.owner})
+	b, err := s.StartBackup(ctx, g, t, opts)
 	if err != nil {
 		return err
 	}
@@ -144,6 +153,13 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 	el := time.Since(start)
 	read := b.Stats.BytesRead.Load()
 	fmt.Fprintf(e.stdout, "snapshot %s\n", b.Ref())
+	if opts.Key != nil {
+		mode := "encrypt"
+		if opts.SignOnly {
+			mode = "sign-only"
+		}
+		fmt.Fprintf(e.stdout, "crypt-mode %s, key %s\n", mode, opts.Key.Fingerprint().Short())
+	}
 	if c.skipped > 0 {
 		fmt.Fprintf(e.stdout, "%d unreadable entries skipped (see warnings)\n", c.skipped)
 	}
@@ -152,6 +168,38 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 		humanBytes(uint64(b.Stats.BytesWritten.Load())), el.Round(time.Millisecond),
 		humanBytes(uint64(float64(read)/max(el.Seconds(), 1e-9))))
 	return nil
+}
+
+// cryptOptions returns the key of the backup and whether it only signs,
+// as the PBS client decides them (crypto.md §2.6): --crypt-mode none
+// ignores every key; otherwise a key found is used, and encrypt or
+// sign-only need one.
+func (c *backupCmd) cryptOptions(ctx context.Context, e *env) (*crypto.Key, bool, error) {
+	switch c.cryptMode {
+	case "", "encrypt", "sign-only":
+	case "none":
+		if len(c.keys.files) > 0 {
+			return nil, false, usagef("--keyfile with --crypt-mode none")
+		}
+		return nil, false, nil
+	default:
+		return nil, false, usagef("--crypt-mode %q: want encrypt, sign-only or none", c.cryptMode)
+	}
+	if len(c.keys.files) > 1 {
+		return nil, false, usagef("backup takes one --keyfile")
+	}
+	kr, err := c.keys.load(ctx, e)
+	if err != nil {
+		return nil, false, err
+	}
+	keys := kr.Keys()
+	if len(keys) == 0 {
+		if c.cryptMode != "" {
+			return nil, false, usagef("--crypt-mode %s needs a key: give --keyfile or set %s", c.cryptMode, keyFileEnv)
+		}
+		return nil, false, nil
+	}
+	return keys[0], c.cryptMode == "sign-only", nil
 }
 
 func (c *backupCmd) addArchives(ctx context.Context, b *store.Backup, specs []archiveSpec) error {

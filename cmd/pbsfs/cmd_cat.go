@@ -11,15 +11,22 @@ import (
 )
 
 // catCmd writes an archive's decoded bytes to stdout.
-type catCmd struct{ ns string }
+type catCmd struct {
+	ns   string
+	keys keyOpts
+}
 
 func (c *catCmd) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ns, "ns", "", "namespace (default: the root namespace, or an ns/… prefix of SNAPSHOT)")
+	c.keys.addFlags(fs, "key file for an encrypted snapshot")
 }
 
-func (c *catCmd) run(ctx context.Context, e *env, args []string) error {
+func (c *catCmd) run(ctx context.Context, e *env, args []string) (err error) {
 	if len(args) != 2 {
 		return usagef("want SNAPSHOT and ARCHIVE")
+	}
+	if e.keys, err = c.keys.load(ctx, e); err != nil {
+		return err
 	}
 	s, si, err := openSnapshot(e, c.ns, args[0])
 	if err != nil {

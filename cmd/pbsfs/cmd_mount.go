@@ -34,6 +34,7 @@ type mountCmd struct {
 	gcSchedule     string
 	gcCutoff       time.Duration
 	skipAtimeCheck bool
+	keys           keyOpts
 }
 
 func (c *mountCmd) flags(fs *pflag.FlagSet) {
@@ -43,6 +44,7 @@ func (c *mountCmd) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.gcSchedule, "gc-schedule", "", "collect garbage at the times of a PBS calendar event in the local time zone, e.g. daily, 'sat 18:15', 'mon..fri 02:00', '*:0/30'")
 	gcSafetyFlags(fs, &c.gcCutoff, &c.skipAtimeCheck)
 	fs.BoolVar(&c.debug, "debug", false, "log every FUSE request")
+	c.keys.addFlags(fs, "key file for encrypted snapshots, repeatable: each snapshot uses the key its manifest names")
 }
 
 func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
@@ -87,6 +89,10 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	mnt := args[0]
 	if fi, err := os.Stat(mnt); err != nil || !fi.IsDir() {
 		return usagef("mount point %s: not a directory", mnt)
+	}
+	var err error
+	if e.keys, err = c.keys.load(ctx, e); err != nil {
+		return err
 	}
 	s, err := e.openStore()
 	if err != nil {

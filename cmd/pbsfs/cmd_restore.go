@@ -25,6 +25,7 @@ type restoreCmd struct {
 	noFifos    bool
 	noSockets  bool
 	noProgress bool
+	keys       keyOpts
 }
 
 func (c *restoreCmd) flags(fs *pflag.FlagSet) {
@@ -39,11 +40,16 @@ func (c *restoreCmd) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.noFifos, "no-fifos", false, "do not restore FIFOs")
 	fs.BoolVar(&c.noSockets, "no-sockets", false, "do not restore sockets")
 	fs.BoolVar(&c.noProgress, "no-progress", false, "never show progress")
+	c.keys.addFlags(fs, "key file for an encrypted snapshot")
 }
 
 func (c *restoreCmd) run(ctx context.Context, e *env, args []string) error {
 	if len(args) != 3 {
 		return usagef("want SNAPSHOT ARCHIVE TARGET")
+	}
+	var err error
+	if e.keys, err = c.keys.load(ctx, e); err != nil {
+		return err
 	}
 	s, si, err := openSnapshot(e, c.ns, args[0])
 	if err != nil {

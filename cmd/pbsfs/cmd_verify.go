@@ -19,6 +19,7 @@ type verifyCmd struct {
 	outdatedAfter  int
 	noProgress     bool
 	output         outputFormat
+	keys           keyOpts
 }
 
 // verifyItem is one snapshot of the JSON output, with PBS's keys.
@@ -50,6 +51,7 @@ func (c *verifyCmd) flags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.outdatedAfter, "outdated-after", 0, "with --ignore-verified: recheck verifies older than this many days (0: never)")
 	fs.BoolVar(&c.noProgress, "no-progress", false, "never show progress")
 	outputFlag(fs, &c.output)
+	c.keys.addFlags(fs, "key file: encrypted snapshots it opens are checked fully, signatures verified (repeatable; without one, encrypted chunks get CRC and size checks)")
 }
 
 func (c *verifyCmd) run(ctx context.Context, e *env, args []string) error {
@@ -59,6 +61,9 @@ func (c *verifyCmd) run(ctx context.Context, e *env, args []string) error {
 	ns, err := store.ParseNamespace(c.ns)
 	if err != nil {
 		return usageError{err}
+	}
+	if e.keys, err = c.keys.load(ctx, e); err != nil {
+		return err
 	}
 	s, err := e.openStore()
 	if err != nil {

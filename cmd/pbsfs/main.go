@@ -20,6 +20,7 @@ import (
 	"syscall"
 
 	"github.com/pbsfs/pbsfs/store"
+	"github.com/pbsfs/pbsfs/store/crypto"
 	"github.com/spf13/pflag"
 )
 
@@ -54,6 +55,7 @@ func commands() []commandInfo {
 		{"gc", "", "collect garbage: remove chunks no snapshot uses", func() command { return &gcCmd{} }},
 		{"mount", "STORE MOUNTPOINT", "serve the datastore over FUSE; rm -r of a snapshot forgets it", func() command { return &mountCmd{} }},
 		{"demo", "[DIR]", "build a demo datastore with a few backups", func() command { return &demoCmd{} }},
+		{"key", "create|show|change-passphrase [PATH]", "manage encryption key files as the PBS client does", func() command { return &keyCmd{} }},
 	}
 }
 
@@ -84,6 +86,8 @@ type env struct {
 	// global holds the global flags; storeGiven reports --store/-s on the
 	// command line (not from $PBSFS_STORE).
 	global *pflag.FlagSet
+	// keys are set by commands with --keyfile before openStore.
+	keys *crypto.Keyring
 }
 
 func newEnv(stdout, stderr io.Writer) *env {
@@ -134,7 +138,7 @@ func (e *env) openStore() (*store.Store, error) {
 }
 
 func (e *env) storeOptions() store.Options {
-	return store.Options{Name: e.storeName, RuntimeDir: e.runtimeDir, Logger: e.log}
+	return store.Options{Name: e.storeName, RuntimeDir: e.runtimeDir, Logger: e.log, Keys: e.keys}
 }
 
 func main() {

@@ -285,7 +285,7 @@ func (kc *KeyConfig) rawKey(password PasswordFunc) ([KeySize]byte, error) {
 		return raw, err
 	}
 	if len(pw) < minPassphrase {
-		return raw, fmt.Errorf("password is too short (at least %d bytes): %w", minPassphrase, ErrWrongPassword)
+		return raw, &keyError{fmt.Sprintf("password is too short (at least %d bytes)", minPassphrase), []error{ErrWrongPassword}}
 	}
 	dk, err := kc.KDF.derive(pw)
 	if err != nil {
@@ -298,14 +298,24 @@ func (kc *KeyConfig) rawKey(password PasswordFunc) ([KeySize]byte, error) {
 	plain, err := aead.Open(ct[:0], kc.Data[:ivSize], ct, nil)
 	if err != nil {
 		if kc.Hint != "" {
-			return raw, fmt.Errorf("unable to decrypt key (password hint: %s): %w: %w", kc.Hint, ErrWrongPassword, ErrAuth)
+			return raw, &keyError{fmt.Sprintf("unable to decrypt key (password hint: %s)", kc.Hint), []error{ErrWrongPassword, ErrAuth}}
 		}
-		return raw, fmt.Errorf("unable to decrypt key (wrong password?): %w: %w", ErrWrongPassword, ErrAuth)
+		return raw, &keyError{"unable to decrypt key (wrong password?)", []error{ErrWrongPassword, ErrAuth}}
 	}
 	copy(raw[:], plain)
 	clear(plain)
 	return raw, nil
 }
+
+// keyError is an error with its own message that still matches the
+// sentinels it lists with errors.Is.
+type keyError struct {
+	msg  string
+	errs []error
+}
+
+func (e *keyError) Error() string   { return e.msg }
+func (e *keyError) Unwrap() []error { return e.errs }
 
 // gcm16 returns AES-256-GCM with PBS's 16-byte nonce.
 func gcm16(key []byte) cipher.AEAD {
