@@ -291,6 +291,26 @@ func TestExtractDamaged(t *testing.T) {
 				if !slices.Equal(reported, wantBad) {
 					t.Errorf("with a catalog, reported %q, want %q", reported, wantBad)
 				}
+				// With Overwrite over stale files, a damaged file leaves no
+				// older version under its name.
+				stale := t.TempDir()
+				os.MkdirAll(filepath.Join(stale, "sub"), 0o755)
+				for path := range want {
+					os.WriteFile(filepath.Join(stale, path), []byte("stale"), 0o644)
+				}
+				err = Extract(context.Background(), a, "", stale, ExtractOptions{Overwrite: true, Names: names, OnDamaged: func(string, error) error { return nil }})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for path, ok := range want {
+					got, err := os.ReadFile(filepath.Join(stale, path))
+					if !ok && err == nil {
+						t.Errorf("overwrite: damaged %s left as %q", path, got[:min(len(got), 8)])
+					}
+					if ok && (err != nil || string(got) == "stale") {
+						t.Errorf("overwrite: intact %s not restored: %v", path, err)
+					}
+				}
 				// Without OnDamaged the first damage ends Extract.
 				err = Extract(context.Background(), a, "", t.TempDir(), ExtractOptions{})
 				var de *DamagedError

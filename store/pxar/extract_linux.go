@@ -148,7 +148,7 @@ func (x *extractor) dirContents(dir *Entry, dirfd int, rel string, depth int) er
 				continue
 			}
 			named[ce.Name] = true
-			if err := x.damaged(join(rel, ce.Name), err); err != nil {
+			if err := x.lose(dirfd, rel, ce.Name, err); err != nil {
 				return err
 			}
 			continue
@@ -160,7 +160,7 @@ func (x *extractor) dirContents(dir *Entry, dirfd int, rel string, depth int) er
 		children = append(children, c)
 	}
 	if len(unnamed) > 0 {
-		if err := x.lostNames(dir, rel, named, unnamed); err != nil {
+		if err := x.lostNames(dir, dirfd, rel, named, unnamed); err != nil {
 			return err
 		}
 	}
@@ -179,7 +179,7 @@ func (x *extractor) dirContents(dir *Entry, dirfd int, rel string, depth int) er
 // lostNames reports the children of dir whose names were lost with the
 // damage (errs): by name when the catalog has names the listing lacks,
 // else as damage of the directory.
-func (x *extractor) lostNames(dir *Entry, rel string, listed map[string]bool, errs []error) error {
+func (x *extractor) lostNames(dir *Entry, dirfd int, rel string, listed map[string]bool, errs []error) error {
 	var lost []string
 	if x.opts.Names != nil {
 		names, err := x.opts.Names(dir.Path)
@@ -200,11 +200,24 @@ func (x *extractor) lostNames(dir *Entry, rel string, listed map[string]bool, er
 		return nil
 	}
 	for _, n := range lost {
-		if err := x.damaged(join(rel, n), fmt.Errorf("entry lost (name from the catalog): %w", errs[0])); err != nil {
+		if err := x.lose(dirfd, rel, n, fmt.Errorf("entry lost (name from the catalog): %w", errs[0])); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// lose reports damaged child name of the directory dirfd (at rel). With
+// Overwrite, an older non-directory of that name is removed, so that
+// nothing stale stands where the damaged entry should be.
+func (x *extractor) lose(dirfd int, rel, name string, err error) error {
+	path := join(rel, name)
+	if x.opts.Overwrite {
+		if perr := x.prepare(dirfd, name, path); perr != nil && !errors.Is(perr, os.ErrExist) {
+			return perr
+		}
+	}
+	return x.damaged(path, err)
 }
 
 // damaged reports an entry that could not be read from the archive. A
@@ -321,12 +334,14 @@ func (x *extractor) skip(k Kind) bool {
 // read in full, the partly written file is removed and the damage
 // reported: a restored file is never shorter or other than archived.
 func (x *extractor) file(e *Entry, dirfd int, name, path string) error {
+	// Make room first: with Overwrite, a damaged file leaves no older
+	// version under its name either.
+	if err := x.prepare(dirfd, name, path); err != nil {
+		return err
+	}
 	content, err := x.a.Content(e)
 	if err != nil {
 		return x.damaged(path, err)
-	}
-	if err := x.prepare(dirfd, name, path); err != nil {
-		return err
 	}
 	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -378,6 +393,9 @@ func (x *extractor) hardlink(e *Entry, dirfd int, name, path string) error {
 	if strings.HasPrefix(e.LinkTarget, "/") || slices.Contains(strings.Split(e.LinkTarget, "/"), "..") {
 		return fmt.Errorf("pxar: extract %q: hardlink target %q: %w", e.Path, e.LinkTarget, ErrUnsafePath)
 	}
+	if err := x.prepare(dirfd, name, path); err != nil {
+		return err
+	}
 	t, err := x.a.Resolve(e)
 	if err != nil {
 		return x.damaged(path, err)
@@ -386,9 +404,6 @@ func (x *extractor) hardlink(e *Entry, dirfd int, name, path string) error {
 	if !ok {
 		t.Path = e.Path
 		return x.file(t, dirfd, name, path)
-	}
-	if err := x.prepare(dirfd, name, path); err != nil {
-		return err
 	}
 	tdir, tname := "", tpath
 	if i := strings.LastIndexByte(tpath, '/'); i >= 0 {
