@@ -84,7 +84,7 @@ func TestRestoreMissingChunk(t *testing.T) {
 			if err == nil {
 				t.Errorf("restore with a missing chunk exited 0:\n%s", out)
 			}
-			if !strings.Contains(out, fmt.Sprintf("restore incomplete: %d entries damaged", len(damaged))) {
+			if !strings.Contains(out, fmt.Sprintf("%d entries damaged in the archive", len(damaged))) {
 				t.Errorf("restore summary missing or wrong count (want %d):\n%s", len(damaged), out)
 			}
 			restored := 0
@@ -106,6 +106,9 @@ func TestRestoreMissingChunk(t *testing.T) {
 					continue
 				}
 				restored++
+			}
+			if !strings.Contains(out, fmt.Sprintf("restore incomplete: %d entries (", restored)) {
+				t.Errorf("restore summary does not count %d restored entries:\n%s", restored, out)
 			}
 			t.Logf("restore: %d of %d files restored, %d named damaged; exit %v\n%s", restored, n, len(damaged), err, out)
 

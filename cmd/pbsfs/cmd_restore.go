@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/pbsfs/pbsfs/store"
 	"github.com/pbsfs/pbsfs/store/catalog"
@@ -121,6 +122,7 @@ func (c *restoreCmd) restorePxar(ctx context.Context, e *env, s *store.Store, si
 		return err
 	}
 	failed, damaged := 0, 0
+	var entries, bytes atomic.Int64
 	opts := pxar.ExtractOptions{NoOwners: c.noOwners, NoXattrs: c.noXattrs, Overwrite: c.overwrite,
 		NoDevices: c.noDevices, NoFifos: c.noFifos, NoSockets: c.noSockets,
 		OnError: func(path string, err error) error {
@@ -138,18 +140,30 @@ func (c *restoreCmd) restorePxar(ctx context.Context, e *env, s *store.Store, si
 			return nil
 		},
 		Names: catalogNames(ctx, s, si, name),
+		OnExtracted: func(path string, x *pxar.Entry) {
+			entries.Add(1)
+			if x.Kind == pxar.KindFile {
+				bytes.Add(int64(x.Size))
+			}
+		},
 	}
 	if err := os.MkdirAll(target, 0o755); err != nil {
 		return err
 	}
-	if err := pxar.Extract(ctx, a, c.path, target, opts); err != nil {
+	prog := startProgress(e.stderr, !c.noProgress, func() string {
+		return fmt.Sprintf("%d entries, %s restored", entries.Load(), humanBytes(uint64(bytes.Load())))
+	})
+	err = pxar.Extract(ctx, a, c.path, target, opts)
+	prog.stop()
+	if err != nil {
 		return err
 	}
+	restored := fmt.Sprintf("%d entries (%s) restored", entries.Load(), humanBytes(uint64(bytes.Load())))
 	switch {
 	case damaged > 0 && failed > 0:
-		return fmt.Errorf("restore incomplete: %d entries damaged in the archive (not restored, named above), %d metadata errors", damaged, failed)
+		return fmt.Errorf("restore incomplete: %s; %d entries damaged in the archive (not restored, named above); %d metadata errors", restored, damaged, failed)
 	case damaged > 0:
-		return fmt.Errorf("restore incomplete: %d entries damaged in the archive (not restored, named above); everything else was restored", damaged)
+		return fmt.Errorf("restore incomplete: %s; %d entries damaged in the archive (not restored, named above)", restored, damaged)
 	case failed > 0:
 		return fmt.Errorf("restored with %d metadata errors", failed)
 	}

@@ -163,15 +163,16 @@ func (a *Archive) item(w *window, t dirTable, i int64) (gbItem, error) {
 
 // child decodes the child of dir described by goodbye item it. If name is
 // not nil, the child's name must equal *name; a mismatch returns nil, nil.
-// An error after the FILENAME was read is a *ChildError naming the child.
+// Errors are *ChildError, naming the child if its FILENAME could be read.
 func (a *Archive) child(w *window, dir *Entry, t dirTable, it gbItem, name *string) (*Entry, error) {
 	if it.offset == 0 || it.offset > uint64(t.gbPos-t.first) {
-		return nil, fmt.Errorf("directory %q: goodbye item offset %d outside the directory: %w", dir.Path, it.offset, ErrCorrupt)
+		return nil, &ChildError{Dir: dir.Path, FilenameOffset: -1, Items: 1,
+			Err: fmt.Errorf("goodbye item offset %d outside the directory: %w", it.offset, ErrCorrupt)}
 	}
 	fpos := t.gbPos - int64(it.offset)
 	got, fh, err := w.readFilename(fpos)
 	if err != nil {
-		return nil, fmt.Errorf("directory %q: %w", dir.Path, err)
+		return nil, &ChildError{Dir: dir.Path, FilenameOffset: -1, Items: 1, Err: err}
 	}
 	if name != nil && got != *name {
 		return nil, nil

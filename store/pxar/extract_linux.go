@@ -41,6 +41,9 @@ type ExtractOptions struct {
 	// Returning nil goes on with the next entry; a nil OnDamaged makes
 	// the first damage fatal.
 	OnDamaged func(path string, err error) error
+	// OnExtracted, if set, is called after each entry is restored with its
+	// metadata (a file after its contents), with its path below the target.
+	OnExtracted func(path string, e *Entry)
 	// Names, if set, returns the names directory dir (an archive path
 	// such as "/" or "/etc") holds, from a catalog. When damage took
 	// the names of some children with it, they are reported to OnDamaged
@@ -289,7 +292,11 @@ func (x *extractor) entry(e *Entry, dirfd int, parent string, depth int) error {
 		if err := x.dirContents(e, fd, path, depth); err != nil {
 			return err
 		}
-		return x.applyFd(fd, fd, ".", e, path)
+		if err := x.applyFd(fd, fd, ".", e, path); err != nil {
+			return err
+		}
+		x.done(path, e)
+		return nil
 	case KindFile:
 		return x.file(e, dirfd, name, path)
 	case KindSymlink:
@@ -314,7 +321,18 @@ func (x *extractor) entry(e *Entry, dirfd int, parent string, depth int) error {
 	default:
 		return x.damaged(path, fmt.Errorf("kind %v: %w", e.Kind, ErrCorrupt))
 	}
-	return x.applyAt(dirfd, name, e, path)
+	if err := x.applyAt(dirfd, name, e, path); err != nil {
+		return err
+	}
+	x.done(path, e)
+	return nil
+}
+
+// done reports an entry restored.
+func (x *extractor) done(path string, e *Entry) {
+	if x.opts.OnExtracted != nil {
+		x.opts.OnExtracted(path, e)
+	}
 }
 
 // skip reports whether entries of kind k are left out by the options.
@@ -369,6 +387,7 @@ func (x *extractor) file(e *Entry, dirfd int, name, path string) error {
 	if e.FilenameOffset >= 0 {
 		x.files[e.FilenameOffset] = path
 	}
+	x.done(path, e)
 	return nil
 }
 
@@ -417,6 +436,7 @@ func (x *extractor) hardlink(e *Entry, dirfd int, name, path string) error {
 	if err := unix.Linkat(tfd, tname, dirfd, name, 0); err != nil {
 		return &os.PathError{Op: "link", Path: path, Err: err}
 	}
+	x.done(path, e)
 	return nil
 }
 
