@@ -7,11 +7,13 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/pbsfs/pbsfs/store"
+	"golang.org/x/sys/unix"
 )
 
 // RemovalObserver is told of every snapshot removal made through the
@@ -47,7 +49,8 @@ type Options struct {
 	// ArchiveTimeout is the same for the contents of archives, which
 	// never change (default 1 h).
 	ArchiveTimeout time.Duration
-	// ReadOnly mounts read-only: removal through rm is refused too.
+	// ReadOnly mounts read-only: removal through rm and protection or
+	// notes changes are refused with EROFS (by the daemon: see mount).
 	ReadOnly bool
 	// AllowOther lets other users in; the kernel then checks
 	// permissions against the stored modes (default_permissions).
@@ -71,6 +74,12 @@ type mount struct {
 	hierTTL  time.Duration
 	archTTL  time.Duration
 	started  time.Time
+	// readOnly refuses removals and xattr changes with EROFS. The
+	// daemon refuses them, not the kernel (no "ro" mount option): rm -r
+	// of a snapshot then gets one refusal at index.json and stops at the
+	// archives' doors, as for a protected snapshot, instead of the
+	// kernel refusing every file of every archive.
+	readOnly bool
 
 	mu        sync.Mutex
 	manifests map[string]manifestEntry // by snapshot directory
@@ -87,6 +96,7 @@ func NewRoot(ctx context.Context, s *store.Store, opts Options) fusefs.InodeEmbe
 		ctx: ctx, s: s, log: opts.Logger, obs: opts.Observer, pin: opts.Pin,
 		uid: opts.UID, gid: opts.GID,
 		hierTTL: opts.HierarchyTimeout, archTTL: opts.ArchiveTimeout,
+		readOnly:  opts.ReadOnly,
 		started:   time.Now(),
 		manifests: make(map[string]manifestEntry),
 	}
@@ -124,9 +134,6 @@ func mountRoot(dir string, s *store.Store, root fusefs.InodeEmbedder, opts Optio
 		Debug:        opts.Debug,
 		PanicHandler: opts.PanicHandler,
 	}
-	if opts.ReadOnly {
-		mo.Options = append(mo.Options, "ro")
-	}
 	if opts.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")
 		mo.EnableAcl = true
@@ -141,3 +148,20 @@ func mountRoot(dir string, s *store.Store, root fusefs.InodeEmbedder, opts Optio
 	}
 	return srv, nil
 }
+
+// statfs fills out with the sizes of the file system holding the store.
+func (m *mount) statfs(out *fuse.StatfsOut) syscall.Errno {
+	var st unix.Statfs_t
+	if err := unix.Statfs(m.s.Root(), &st); err != nil {
+		return m.toErrno(err, "statfs")
+	}
+	out.Blocks, out.Bfree, out.Bavail = st.Blocks, st.Bfree, st.Bavail
+	out.Files, out.Ffree = st.Files, st.Ffree
+	out.Bsize, out.Frsize = uint32(st.Bsize), uint32(st.Frsize)
+	out.NameLen = maxNameLen
+	return 0
+}
+
+// maxNameLen is the longest file name the mount reports: PBS's names
+// (and pxar's, on Linux) are at most 255 bytes.
+const maxNameLen = 255

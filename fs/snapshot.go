@@ -259,6 +259,10 @@ func (n *snapshotNode) forget(ctx context.Context, known bool) syscall.Errno {
 	if n.removed {
 		return 0
 	}
+	if n.m.readOnly {
+		n.refuseLocked(ctx, syscall.EROFS)
+		return syscall.EROFS
+	}
 	err := n.m.s.RemoveSnapshot(ctx, n.ref, n.m.removeHook)
 	n.m.dropManifest(n.ref)
 	if errors.Is(err, store.ErrNotFound) && known {
@@ -268,15 +272,22 @@ func (n *snapshotNode) forget(ctx context.Context, known bool) syscall.Errno {
 		errno := n.m.toErrno(err, "remove snapshot", snapAttr(n.ref))
 		if errno == syscall.EPERM || errno == syscall.EBUSY {
 			n.m.log.Warn("snapshot not removed", snapAttr(n.ref), "err", err)
-			if n.refused == nil {
-				n.refused = make(map[uint32]refusal)
-			}
-			n.refused[callerPID(ctx)] = refusal{errno, time.Now()}
+			n.refuseLocked(ctx, errno)
 		}
 		return errno
 	}
 	n.markRemovedLocked()
 	return 0
+}
+
+// refuseLocked records a removal refused to the caller: for refusalTTL
+// its other removals in the snapshot get errno at once, and the archive
+// directories refuse to open, so rm -r does not walk them.
+func (n *snapshotNode) refuseLocked(ctx context.Context, errno syscall.Errno) {
+	if n.refused == nil {
+		n.refused = make(map[uint32]refusal)
+	}
+	n.refused[callerPID(ctx)] = refusal{errno, time.Now()}
 }
 
 func (n *snapshotNode) markRemoved() {

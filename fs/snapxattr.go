@@ -126,6 +126,9 @@ func (n *snapshotNode) Setxattr(ctx context.Context, attr string, data []byte, f
 	if n.isRemoved() {
 		return syscall.ENOENT
 	}
+	if n.m.readOnly {
+		return syscall.EROFS
+	}
 	switch attr {
 	case xattrProtected:
 		var on bool

@@ -81,6 +81,9 @@ func (n *typeNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if g.Validate() != nil {
 		return syscall.ENOENT
 	}
+	if n.m.readOnly {
+		return syscall.EROFS
+	}
 	known := n.GetChild(name)
 	err := n.m.s.RemoveGroup(ctx, g, n.m.removeHook)
 	if errors.Is(err, store.ErrNotFound) && known != nil {

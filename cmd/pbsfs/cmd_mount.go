@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"time"
 
 	pbsfs "github.com/pbsfs/pbsfs/fs"
@@ -35,6 +39,7 @@ type mountCmd struct {
 	gcCutoff       time.Duration
 	skipAtimeCheck bool
 	keys           keyOpts
+	nonempty       bool
 }
 
 func (c *mountCmd) flags(fs *pflag.FlagSet) {
@@ -43,11 +48,13 @@ func (c *mountCmd) flags(fs *pflag.FlagSet) {
 	durationFlag(fs, &c.gcInterval, "gc-interval", 0, "collect garbage in the background this often, e.g. 24h (0: never)")
 	fs.StringVar(&c.gcSchedule, "gc-schedule", "", "collect garbage at the times of a PBS calendar event in the local time zone, e.g. daily, 'sat 18:15', 'mon..fri 02:00', '*:0/30'")
 	gcSafetyFlags(fs, &c.gcCutoff, &c.skipAtimeCheck)
+	fs.BoolVar(&c.nonempty, "nonempty", false, "mount even on a non-empty or already mounted directory (hiding what is there)")
 	fs.BoolVar(&c.debug, "debug", false, "log every FUSE request")
 	c.keys.addFlags(fs, "key file for encrypted snapshots, repeatable: each snapshot uses the key its manifest names")
 }
 
 func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
+	storeFromEnv := len(args) == 1 && !e.storeGiven()
 	switch len(args) {
 	case 1:
 		if e.storePath == "" {
@@ -87,8 +94,11 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 		debug.SetMemoryLimit(mountMemoryLimit)
 	}
 	mnt := args[0]
-	if fi, err := os.Stat(mnt); err != nil || !fi.IsDir() {
-		return usagef("mount point %s: not a directory", mnt)
+	if err := checkMountpoint(e.storePath, mnt, c.nonempty); err != nil {
+		if storeFromEnv {
+			err = fmt.Errorf("%w (the datastore is $PBSFS_STORE; give both: pbsfs mount STORE MOUNTPOINT)", err)
+		}
+		return err
 	}
 	var err error
 	if e.keys, err = c.keys.load(ctx, e); err != nil {
@@ -164,4 +174,112 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	cancel()
 	<-gcDone
 	return nil
+}
+
+// checkMountpoint refuses a mount point that would hurt: one that is the
+// datastore, lies inside it or holds it (the mount would serve itself
+// and hang), one that is not an empty directory (the mount would hide its
+// files) and one that is mounted already (mounts would stack); nonempty
+// allows the last two, as FUSE's option of that name does.
+func checkMountpoint(storePath, mnt string, nonempty bool) error {
+	fi, err := os.Stat(mnt)
+	switch {
+	case errors.Is(err, unix.ENOTCONN):
+		return fmt.Errorf("mount point %s: a mount that died is still there; unmount it first: fusermount3 -u %s", mnt, mnt)
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("mount point %s does not exist; create an empty directory first: mkdir -p %s", mnt, mnt)
+	case err != nil:
+		return fmt.Errorf("mount point: %w", err)
+	case !fi.IsDir():
+		return fmt.Errorf("mount point %s is not a directory; mount on an empty directory", mnt)
+	}
+	dir, err := realPath(mnt)
+	if err != nil {
+		return fmt.Errorf("mount point: %w", err)
+	}
+	if root, err := realPath(storePath); err == nil {
+		switch {
+		case dir == root:
+			return fmt.Errorf("mount point %s is the datastore itself: the mount would serve itself and hang; mount it on an empty directory outside the datastore, e.g. pbsfs mount %s /mnt/pbsfs", mnt, storePath)
+		case within(dir, root):
+			return fmt.Errorf("mount point %s is inside the datastore %s: the mount would serve itself and hang; use an empty directory outside the datastore", mnt, storePath)
+		case within(root, dir):
+			return fmt.Errorf("the datastore %s is inside mount point %s: the mount would hide the datastore from itself and hang; use an empty directory outside the datastore", storePath, mnt)
+		}
+	}
+	if nonempty {
+		return nil
+	}
+	if fstype, ok := mountedAt(dir); ok {
+		return fmt.Errorf("mount point %s is already mounted (%s); unmount it first (umount %s), or add --nonempty to mount over it", mnt, fstype, mnt)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("mount point: %w", err)
+	}
+	names, _ := f.Readdirnames(1)
+	f.Close()
+	if len(names) > 0 {
+		return fmt.Errorf("mount point %s is not empty (it holds %s): the mount would hide its files; use an empty directory, or add --nonempty", mnt, names[0])
+	}
+	return nil
+}
+
+// realPath returns p absolute, with every symbolic link resolved.
+func realPath(p string) (string, error) {
+	p, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(p)
+}
+
+// within reports whether path p lies strictly below directory dir.
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// mountedAt reports whether dir is a mount point of this mount namespace,
+// and its file system type, from /proc/self/mountinfo.
+func mountedAt(dir string) (string, bool) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", false
+	}
+	fstype, found := "", false
+	for _, line := range strings.Split(string(b), "\n") {
+		// id parent major:minor root mountpoint options... - fstype source superopts
+		f := strings.Fields(line)
+		if len(f) < 5 || unescapeMountinfo(f[4]) != dir {
+			continue
+		}
+		found = true // the last match is the mount on top
+		for i, x := range f {
+			if x == "-" && i+1 < len(f) {
+				fstype = f[i+1]
+			}
+		}
+	}
+	return fstype, found
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space) of a
+// mountinfo path.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
