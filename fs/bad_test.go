@@ -13,12 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"github.com/pbsfs/pbsfs/store"
 	"github.com/pbsfs/pbsfs/store/pxar"
 )
 
 func TestBadData(t *testing.T) {
-	var log logBuf
+	var log testutil.SyncBuffer
 	s := newStore(t, &log)
 	img := randomBytes(4, 12<<20) // three 4 MiB chunks
 	good := backup(t, s, snap{g: vm, t: t0, image: img})
@@ -90,7 +91,7 @@ func TestBadData(t *testing.T) {
 
 // TestEncrypted forges a manifest that marks the archives encrypted.
 func TestEncrypted(t *testing.T) {
-	var log logBuf
+	var log testutil.SyncBuffer
 	s := newStore(t, &log)
 	ref := backup(t, s, snap{g: vm, t: t0, image: randomBytes(5, 1000), blobs: map[string][]byte{"qemu-server.conf": []byte("x")}})
 	man, err := s.LoadManifest(ref)
@@ -146,7 +147,7 @@ func TestChildIno(t *testing.T) {
 }
 
 func TestToErrno(t *testing.T) {
-	var log logBuf
+	var log testutil.SyncBuffer
 	m := &mount{log: slog.New(slog.NewTextHandler(&log, nil))}
 	tests := []struct {
 		err    error

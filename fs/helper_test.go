@@ -7,54 +7,18 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"github.com/pbsfs/pbsfs/store"
 )
 
-// requireFUSE skips the test when this process cannot mount, unless
-// PBSFS_REQUIRE_FUSE=1 asks for a failure instead.
-func requireFUSE(t *testing.T) {
-	t.Helper()
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err == nil {
-		f.Close()
-		if os.Geteuid() == 0 {
-			return
-		}
-		err = syscall.EPERM
-	}
-	if os.Getenv("PBSFS_REQUIRE_FUSE") == "1" {
-		t.Fatalf("FUSE required (PBSFS_REQUIRE_FUSE=1) but unusable: %v", err)
-	}
-	t.Skipf("no usable /dev/fuse (%v); set PBSFS_REQUIRE_FUSE=1 to fail instead", err)
-}
-
-// logBuf collects log output for assertions.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // newStore creates a datastore with lazy chunk directories and a private
 // runtime directory.
-func newStore(t *testing.T, log *logBuf) *store.Store {
+func newStore(t *testing.T, log *testutil.SyncBuffer) *store.Store {
 	t.Helper()
 	opts := store.Options{RuntimeDir: t.TempDir(), LazyChunkDirs: true}
 	if log != nil {
@@ -72,7 +36,7 @@ func newStore(t *testing.T, log *logBuf) *store.Store {
 // the test fails; a panic in a FUSE handler fails the test.
 func mountStore(t *testing.T, s *store.Store, opts Options) (string, *mount) {
 	t.Helper()
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	dir := t.TempDir() // registered first, so removed after the unmount
 	opts.PanicHandler = func(v any) fuse.Status {
 		t.Errorf("panic in FUSE handler: %v", v)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"github.com/pbsfs/pbsfs/store"
 	"golang.org/x/sys/unix"
 )
@@ -146,23 +147,11 @@ func helperMain(role string) int {
 // returned func ends it.
 func helper(t *testing.T, ts *testStore, role string, env ...string) (pid int, stop func()) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), append([]string{"GC_TEST_HELPER=" + role, "GC_TEST_STORE=" + ts.Root(),
-		"GC_TEST_RUNTIME=" + ts.RuntimeDir(), "GC_TEST_WRITERS=" + ts.WritersDir()}, env...)...)
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || line != "ready\n" {
+	c := testutil.StartChild(t, append([]string{"GC_TEST_HELPER=" + role, "GC_TEST_STORE=" + ts.Root(),
+		"GC_TEST_RUNTIME=" + ts.RuntimeDir(), "GC_TEST_WRITERS=" + ts.WritersDir()}, env...), "-test.run=^$")
+	cmd, in := c.Cmd, c.Stdin
+	line, err := c.ReadLine()
+	if err != nil || line != "ready" {
 		in.Close()
 		cmd.Wait()
 		t.Fatalf("helper %s: %q, %v", role, line, err)

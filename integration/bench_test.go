@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"github.com/pbsfs/pbsfs/store"
 )
 
@@ -34,7 +35,7 @@ func dropCaches() bool {
 func timeCmd(t *testing.T, name string, args ...string) time.Duration {
 	t.Helper()
 	cmd := exec.Command(name, args...) // stdout goes to /dev/null
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	cmd.Stderr = &stderr
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
@@ -90,15 +91,15 @@ func TestBench(t *testing.T) {
 	if os.Getenv("PBSFS_BENCH") != "1" {
 		t.Skip("benchmarks run with PBSFS_BENCH=1 (integration/bench.sh)")
 	}
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	imageMiB := envInt("PBSFS_BENCH_IMAGE_MIB", 1024)
 	nfiles := envInt("PBSFS_BENCH_FILES", 50000)
 	nsnaps := envInt("PBSFS_BENCH_SNAPSHOTS", 1000)
 	const preads = 20000
 
-	loopback := filepath.Join(t.TempDir(), "loopback")
-	if out, err := exec.Command("go", "build", "-o", loopback, "github.com/pbsfs/pbsfs/integration/loopback").CombinedOutput(); err != nil {
-		t.Fatalf("build loopback: %v\n%s", err, out)
+	loopback, err := testutil.Build(t.TempDir(), "github.com/pbsfs/pbsfs/integration/loopback")
+	if err != nil {
+		t.Fatal(err)
 	}
 	raw := t.TempDir()
 	img := filepath.Join(raw, "disk.img")

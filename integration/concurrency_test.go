@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"fmt"
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,7 +19,7 @@ import (
 // and a snapshot is pruned through the mount (rm -r). Readers must see no
 // error, and listings must show the new snapshot and lose the pruned one.
 func TestConcurrentReadersBackupPrune(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	e := newEnv(t)
 	src := filepath.Join(t.TempDir(), "src")
 	genTree(t, src, 2000)

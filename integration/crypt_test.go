@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"github.com/pbsfs/pbsfs/store"
 )
 
@@ -48,7 +49,7 @@ func (e *env) tryEnv(extra []string, args ...string) (int, string, string) {
 // another key and with a wrong password it records the errors. A store
 // holding plain and encrypted snapshots is collected and verified.
 func TestEncryptedRoundTrip(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	e := newEnv(t)
 	cfg := t.TempDir()
 	home := []string{"XDG_CONFIG_HOME=" + cfg, "HOME=" + cfg}

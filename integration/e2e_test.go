@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -110,7 +111,7 @@ func diffLines(t *testing.T, what string, got, want []string) {
 // image with the binary, mounts the store with the binary, and compares
 // with real tools.
 func TestEndToEnd(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	e := newEnv(t)
 	src := filepath.Join(t.TempDir(), "src")
 	info := genTree(t, src, 5200)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"github.com/pbsfs/pbsfs/store"
 	"golang.org/x/sys/unix"
 )
@@ -22,7 +23,7 @@ import (
 // At the end every remaining snapshot is verified chunk by chunk: no chunk
 // may be lost. PBSFS_STRESS_ROUNDS sets the number of rounds (default 20).
 func TestGCStress(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	rounds := envInt("PBSFS_STRESS_ROUNDS", 20)
 	e := newEnv(t)
 	src := t.TempDir()
@@ -195,16 +196,10 @@ func ageChunks(t *testing.T, root, gcLock string, when time.Time) {
 		t.Fatal(err)
 	}
 	defer unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	n := 0
-	filepath.WalkDir(filepath.Join(root, ".chunks"), func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() && store.IsChunkName(d.Name()) {
-			ts := []unix.Timespec{unix.NsecToTimespec(when.UnixNano()), {Nsec: unix.UTIME_OMIT}}
-			if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, 0); err == nil {
-				n++
-			}
-		}
-		return nil
-	})
+	n, err := testutil.AgeChunks(root, when)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if n == 0 {
 		t.Fatal("no chunk to age")
 	}

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -10,11 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"github.com/pbsfs/pbsfs/store"
 	"golang.org/x/sys/unix"
 )
@@ -28,34 +27,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bin = filepath.Join(dir, "pbsfs")
-	build := exec.Command("go", "build", "-o", bin, "github.com/pbsfs/pbsfs/cmd/pbsfs")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build pbsfs:", err)
+	if bin, err = testutil.Build(dir, "github.com/pbsfs/pbsfs/cmd/pbsfs"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// requireFUSE skips the test when this process cannot mount, unless
-// PBSFS_REQUIRE_FUSE=1 asks for a failure instead.
-func requireFUSE(t testing.TB) {
-	t.Helper()
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err == nil {
-		f.Close()
-		if os.Geteuid() == 0 {
-			return
-		}
-		err = syscall.EPERM
-	}
-	if os.Getenv("PBSFS_REQUIRE_FUSE") == "1" {
-		t.Fatalf("FUSE required (PBSFS_REQUIRE_FUSE=1) but unusable: %v", err)
-	}
-	t.Skipf("no usable /dev/fuse (%v); set PBSFS_REQUIRE_FUSE=1 to fail instead", err)
 }
 
 // env is one datastore with its runtime directory.
@@ -129,7 +107,7 @@ func (e *env) snapshots(t testing.TB, group string) []string {
 // mount if the process does not clean up.
 func (e *env) mount(t testing.TB, extra ...string) (string, *exec.Cmd) {
 	t.Helper()
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	mnt := t.TempDir()
 	args := append(append([]string{"mount"}, extra...), e.store, mnt)
 	cmd := startMount(t, mnt, []string{"PBSFS_RUNTIME_DIR=" + e.run}, bin, args...)
@@ -141,7 +119,7 @@ func (e *env) mount(t testing.TB, extra ...string) (string, *exec.Cmd) {
 // program unmounted and exited cleanly.
 func startMount(t testing.TB, mnt string, env []string, prog string, args ...string) *exec.Cmd {
 	t.Helper()
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	cmd := exec.Command(prog, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -161,13 +139,13 @@ func startMount(t testing.TB, mnt string, env []string, prog string, args ...str
 			t.Errorf("%s did not exit on SIGTERM\n%s", filepath.Base(prog), logs.String())
 			cmd.Process.Kill()
 		}
-		if mounted(mnt) {
+		if testutil.Mounted(mnt) {
 			t.Errorf("%s still mounted after %s exited", mnt, filepath.Base(prog))
 			unix.Unmount(mnt, unix.MNT_DETACH)
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
-	for !mounted(mnt) {
+	for !testutil.Mounted(mnt) {
 		select {
 		case err := <-done:
 			t.Fatalf("%s exited: %v\n%s", filepath.Base(prog), err, logs.String())
@@ -184,41 +162,6 @@ func startMount(t testing.TB, mnt string, env []string, prog string, args ...str
 		}
 	})
 	return cmd
-}
-
-// syncBuffer is a bytes.Buffer safe for a process's output and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-// mounted reports whether dir is a mount point, from /proc/self/mountinfo.
-func mounted(dir string) bool {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && fields[4] == dir {
-			return true
-		}
-	}
-	return false
 }
 
 // run runs a tool and returns its combined output and error.

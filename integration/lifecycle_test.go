@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +13,7 @@ import (
 // between the CLI and the mount's xattrs with the real setfattr/getfattr,
 // and checks that a snapshot protected through setfattr resists rm -r.
 func TestProtectionAndNotesThroughMount(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	for _, tool := range []string{"setfattr", "getfattr"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("PBSFS_REQUIRE_FUSE") == "1" {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,16 +22,16 @@ import (
 // deadlocks) and the test fails.
 func (e *env) tryMount(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"mount"}, args...)...)
 	cmd.Env = append(os.Environ(), "PBSFS_RUNTIME_DIR="+e.run, "PBSFS_STORE="+e.store)
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	mnt := args[len(args)-1]
 	real, _ := filepath.EvalSymlinks(mnt)
-	before := countMounts(real)
+	before := testutil.MountCount(real)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func (e *env) tryMount(t *testing.T, args ...string) (string, int) {
 		cmd.Process.Kill()
 		<-done
 	}
-	if real != "" && countMounts(real) > before {
+	if real != "" && testutil.MountCount(real) > before {
 		t.Errorf("pbsfs mount %q mounted", args)
 		unix.Unmount(real, unix.MNT_DETACH)
 	}
@@ -59,7 +60,7 @@ func (e *env) tryMount(t *testing.T, args ...string) (string, int) {
 // TestMountRefusals: pbsfs mount refuses mount points that would hang
 // the mount or hide files, says why and what to do, and leaves no mount.
 func TestMountRefusals(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	e := newEnv(t)
 	conf := filepath.Join(t.TempDir(), "a.conf")
 	os.WriteFile(conf, []byte("a"), 0o644)
@@ -115,7 +116,7 @@ func TestMountRefusals(t *testing.T) {
 		if code != 1 || !strings.Contains(out, "is already mounted (fuse.pbsfs)") || !strings.Contains(out, "--nonempty") {
 			t.Errorf("second mount on %s: exit %d\n%s", mnt, code, out)
 		}
-		if n := countMounts(mnt); n != 1 {
+		if n := testutil.MountCount(mnt); n != 1 {
 			t.Errorf("%d mounts stacked on %s", n, mnt)
 		}
 		if _, err := os.Stat(filepath.Join(mnt, "host/h")); err != nil {
@@ -130,23 +131,11 @@ func TestMountRefusals(t *testing.T) {
 	})
 }
 
-// countMounts counts the mounts on dir.
-func countMounts(dir string) int {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	n := 0
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == dir {
-			n++
-		}
-	}
-	return n
-}
-
 // TestReadOnlyRemoveOnce: rm -r of a snapshot on a --read-only mount is
 // refused at its manifest, as for a protected snapshot: a couple of
 // "Read-only file system" lines, not one per file of its archive.
 func TestReadOnlyRemoveOnce(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	e := newEnv(t)
 	src := filepath.Join(t.TempDir(), "src")
 	for d := range 10 {

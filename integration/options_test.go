@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +14,7 @@ import (
 
 // TestReadOnly: with --read-only, rm -r is refused and nothing goes.
 func TestReadOnly(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	e := newEnv(t)
 	conf := filepath.Join(t.TempDir(), "a.conf")
 	os.WriteFile(conf, []byte("a"), 0o644)
@@ -36,7 +37,7 @@ func TestReadOnly(t *testing.T) {
 // on disk, nobody reads a 0644 file of an archive but not a 0600 one, and
 // cannot prune.
 func TestAllowOther(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skip("setpriv not installed")
 	}
@@ -93,7 +94,7 @@ func openToAll(t *testing.T, dir string) {
 // group reads both, and inside the archive the archived modes apply; a
 // snapshot directory made 0700 on disk is closed to both.
 func TestAllowOtherDiskModes(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Skip("setpriv not installed")
 	}
@@ -176,7 +177,7 @@ func TestAllowOtherDiskModes(t *testing.T) {
 // TestSignalWhileBusy: SIGINT with a file open detaches the mount at once
 // and the process exits 0 when the file is closed.
 func TestSignalWhileBusy(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	e := newEnv(t)
 	conf := filepath.Join(t.TempDir(), "a.conf")
 	os.WriteFile(conf, []byte("a"), 0o644)
@@ -184,7 +185,7 @@ func TestSignalWhileBusy(t *testing.T) {
 	mnt := t.TempDir()
 	cmd := exec.Command(bin, "mount", e.store, mnt)
 	cmd.Env = append(os.Environ(), "PBSFS_RUNTIME_DIR="+e.run)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -193,11 +194,11 @@ func TestSignalWhileBusy(t *testing.T) {
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
-		if mounted(mnt) {
+		if testutil.Mounted(mnt) {
 			syscall.Unmount(mnt, syscall.MNT_DETACH)
 		}
 	})
-	for deadline := time.Now().Add(10 * time.Second); !mounted(mnt); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); !testutil.Mounted(mnt); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("mount did not come up\n%s", logs.String())
 		}
@@ -207,7 +208,7 @@ func TestSignalWhileBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd.Process.Signal(os.Interrupt)
-	for deadline := time.Now().Add(10 * time.Second); mounted(mnt); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); testutil.Mounted(mnt); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("still mounted after SIGINT\n%s", logs.String())
 		}

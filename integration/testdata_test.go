@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"github.com/pbsfs/pbsfs/store"
 	"github.com/pbsfs/pbsfs/store/pxar"
 	"golang.org/x/sys/unix"
@@ -24,7 +25,7 @@ var testdataDir = filepath.Join("testdata", "pxar")
 // pair), mounts it with the binary and compares every entry the pxar
 // package decodes with what the mount shows.
 func TestTestdataArchives(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	plain, _ := filepath.Glob(filepath.Join(testdataDir, "*.pxar"))
 	split, _ := filepath.Glob(filepath.Join(testdataDir, "*.mpxar"))
 	if len(plain) == 0 || len(split) == 0 {

@@ -1,10 +1,10 @@
 package lock
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"io"
 	"os"
 	"os/exec"
@@ -117,23 +117,11 @@ type helper struct {
 // The helper is stopped at the end of the test if not before.
 func startHelper(t *testing.T, args ...string) *helper {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^TestHelperProcess$", "--"}, args...)...)
-	cmd.Env = append(os.Environ(), helperEnv+"=1")
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	c := testutil.StartChild(t, []string{helperEnv + "=1"}, append([]string{"-test.run=^TestHelperProcess$", "--"}, args...)...)
+	cmd, stdin, stdout := c.Cmd, c.Stdin, c.Stdout
 	h := &helper{t: t, cmd: cmd, stdin: stdin}
 	t.Cleanup(h.stop)
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	line, err := stdout.ReadString('\n')
 	if err != nil {
 		t.Fatalf("helper %q: no reply: %v", args, err)
 	}
