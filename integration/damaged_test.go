@@ -13,13 +13,16 @@ import (
 )
 
 // TestRestoreMissingChunk: 40 files of 1 MB in a pxar archive (plain and
-// split), one chunk of the archive deleted. pbsfs restore restores every
+// split), one chunk of the archive deleted (or corrupted). pbsfs restore restores every
 // intact file byte for byte, names every damaged one, leaves none of them
 // behind and exits 1 with a summary; in the mount, ls lists every intact
 // entry and each opens by its exact name.
 func TestRestoreMissingChunk(t *testing.T) {
-	for _, split := range []bool{false, true} {
-		t.Run(fmt.Sprintf("split=%v", split), func(t *testing.T) {
+	for _, tc := range []struct {
+		split, corrupt bool
+	}{{false, false}, {true, false}, {false, true}} {
+		split := tc.split
+		t.Run(fmt.Sprintf("split=%v/corrupt=%v", split, tc.corrupt), func(t *testing.T) {
 			e := newEnv(t)
 			src := filepath.Join(t.TempDir(), "src")
 			os.MkdirAll(src, 0o755)
@@ -75,7 +78,18 @@ func TestRestoreMissingChunk(t *testing.T) {
 			if len(damaged) == 0 || len(damaged) > 8 {
 				t.Fatalf("chunk %d of %d held %d files", idx.Len()/2, idx.Len(), len(damaged))
 			}
-			if err := os.Remove(s.Chunks().Path(d)); err != nil {
+			if tc.corrupt {
+				// A flipped byte: the chunk no longer matches its digest.
+				p := s.Chunks().Path(d)
+				b, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b[len(b)/2] ^= 0x55
+				if err := os.WriteFile(p, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.Remove(s.Chunks().Path(d)); err != nil {
 				t.Fatal(err)
 			}
 
