@@ -53,6 +53,9 @@ type Options struct {
 // Hooks are called synchronously by Run at fixed points; a hook that
 // blocks stops the run there. Nil hooks are skipped.
 type Hooks struct {
+	// AfterLock runs once the run holds the GC lock and the process lock,
+	// before the access time self-test.
+	AfterLock func(ctx context.Context)
 	// AfterGroupListed runs after phase 1 listed a group's snapshots
 	// (oldest first), and again after every relisting; relists counts
 	// those.
@@ -200,6 +203,12 @@ func (c *Collector) Run(ctx context.Context) (Status, error) {
 		}
 	}
 
+	if h := o.Hooks.AfterLock; h != nil {
+		h(ctx)
+	}
+	if err := ctx.Err(); err != nil {
+		return Status{}, err
+	}
 	st := Status{Start: o.Now(), DryRun: o.DryRun}
 	oldest, err := c.oldestWriter(st.Start, guard.Time())
 	if err != nil {

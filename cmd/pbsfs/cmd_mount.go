@@ -40,6 +40,17 @@ type mountCmd struct {
 	skipAtimeCheck bool
 	keys           keyOpts
 	nonempty       bool
+	shutdownWait   time.Duration
+}
+
+// gcHooksKey is the context key of collector hooks a test passes to the
+// mount (withGCHooks).
+type gcHooksKey struct{}
+
+// withGCHooks returns ctx carrying collector hooks for the mount's
+// collector: tests stop a run in a chosen phase.
+func withGCHooks(ctx context.Context, h gc.Hooks) context.Context {
+	return context.WithValue(ctx, gcHooksKey{}, h)
 }
 
 func (c *mountCmd) flags(fs *pflag.FlagSet) {
@@ -49,6 +60,7 @@ func (c *mountCmd) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.gcSchedule, "gc-schedule", "", "collect garbage at the times of a PBS calendar event in the local time zone, e.g. daily, 'sat 18:15', 'mon..fri 02:00', '*:0/30'")
 	gcSafetyFlags(fs, &c.gcCutoff, &c.skipAtimeCheck)
 	fs.BoolVar(&c.nonempty, "nonempty", false, "mount even on a non-empty or already mounted directory (hiding what is there)")
+	fs.DurationVar(&c.shutdownWait, "shutdown-wait", 5*time.Second, "on SIGTERM with files still open, serve them this long before exiting (they then fail with ENOTCONN)")
 	fs.BoolVar(&c.debug, "debug", false, "log every FUSE request")
 	c.keys.addFlags(fs, "key file for encrypted snapshots, repeatable: each snapshot uses the key its manifest names")
 }
@@ -112,7 +124,8 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 
 	safety := gc.PBSSafety()
 	safety.Cutoff = c.gcCutoff
-	col := gc.New(s, gc.Options{Safety: safety, SkipAtimeCheck: c.skipAtimeCheck, Logger: e.log})
+	hooks, _ := ctx.Value(gcHooksKey{}).(gc.Hooks)
+	col := gc.New(s, gc.Options{Safety: safety, SkipAtimeCheck: c.skipAtimeCheck, Logger: e.log, Hooks: hooks})
 	mctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	srv, err := pbsfs.Mount(mctx, mnt, s, pbsfs.Options{
@@ -128,6 +141,8 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "pbsfs: %s mounted on %s; stop with Ctrl-C or kill\n", s.Root(), mnt)
 
+	gcCtx, gcCancel := context.WithCancel(context.Background())
+	defer gcCancel()
 	gcDone := make(chan struct{})
 	go func() {
 		defer close(gcDone)
@@ -149,30 +164,43 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 				}
 			}
 		}
-		if err := d.Run(mctx); err != nil && !errors.Is(err, context.Canceled) {
+		if err := d.Run(gcCtx); err != nil && !errors.Is(err, context.Canceled) {
 			e.log.Error("garbage collector stopped", "err", err)
 		}
 	}()
 	served := make(chan struct{})
 	go func() { srv.Wait(); close(served) }()
 
+	// Stopping: a collection under way ends first (see stopGC), then the
+	// mount goes.
+	stopGC := func() {
+		gcCancel()
+		<-gcDone
+	}
 	select {
 	case <-served: // unmounted from outside (umount, fusermount -u)
+		stopGC()
+		return nil
 	case <-ctx.Done():
-		if err := srv.Unmount(); err != nil {
-			// Busy: detach now; the kernel finishes when the last user
-			// leaves.
-			e.log.Warn("mount busy, detaching", "mountpoint", mnt, "err", err)
-			if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
-				cancel()
-				<-gcDone
-				return fmt.Errorf("unmount %s: %w", mnt, err)
-			}
-		}
-		<-served
 	}
-	cancel()
-	<-gcDone
+	e.log.Info("stopping", "mountpoint", mnt)
+	stopGC()
+	if err := srv.Unmount(); err != nil {
+		// Busy: detach now, so that the mount point is free; open files
+		// are served for --shutdown-wait, then the process exits and
+		// they fail with ENOTCONN (never wrong data).
+		e.log.Warn("mount busy, detaching", "mountpoint", mnt, "err", err)
+		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("unmount %s: %w", mnt, err)
+		}
+		select {
+		case <-served:
+		case <-time.After(c.shutdownWait):
+			e.log.Warn("files still open; exiting, they now fail with ENOTCONN", "mountpoint", mnt)
+		}
+		return nil
+	}
+	<-served
 	return nil
 }
 
