@@ -55,6 +55,8 @@ type Options struct {
 	AllowOther bool
 	// Debug logs every FUSE request.
 	Debug bool
+	// Metrics, if set, is told of every read request and every removal.
+	Metrics Metrics
 	// PanicHandler, if set, is called when a request panics (tests fail
 	// with it).
 	PanicHandler func(any) fuse.Status
@@ -66,6 +68,7 @@ type mount struct {
 	s        *store.Store
 	log      *slog.Logger
 	obs      RemovalObserver
+	metrics  Metrics
 	pin      func(store.Index) func()
 	uid, gid uint32 // the mount's user, for nodes whose backing path is gone
 	owner    *perm  // Options.UID/GID, if set
@@ -91,7 +94,7 @@ type mount struct {
 // loads of every archive the mount opens; cancel it only after unmounting.
 func NewRoot(ctx context.Context, s *store.Store, opts Options) fusefs.InodeEmbedder {
 	m := &mount{
-		ctx: ctx, s: s, log: opts.Logger, obs: opts.Observer, pin: opts.Pin,
+		ctx: ctx, s: s, log: opts.Logger, obs: opts.Observer, metrics: opts.Metrics, pin: opts.Pin,
 		uid: opts.UID, gid: opts.GID,
 		hierTTL: opts.HierarchyTimeout, archTTL: opts.ArchiveTimeout,
 		readOnly:  opts.ReadOnly,
@@ -140,8 +143,16 @@ func mountRoot(dir string, s *store.Store, root fusefs.InodeEmbedder, opts Optio
 	// (and 4000, 2000, 1000: no permission bits) as 0644 or 0755. Every
 	// node fills its whole mode, owner and st_blocks (Blksize set, so
 	// go-fuse leaves Blocks alone); nothing is defaulted by the library.
-	srv, err := fusefs.Mount(dir, root, &fusefs.Options{MountOptions: mo, NullPermissions: true})
+	raw := fusefs.NewNodeFS(root, &fusefs.Options{MountOptions: mo, NullPermissions: true})
+	if opts.Metrics != nil {
+		raw = &observedFS{RawFileSystem: raw, m: opts.Metrics}
+	}
+	srv, err := fuse.NewServer(raw, dir, &mo)
 	if err != nil {
+		return nil, fmt.Errorf("mount %s on %s: %w", s.Root(), dir, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
 		return nil, fmt.Errorf("mount %s on %s: %w", s.Root(), dir, err)
 	}
 	return srv, nil

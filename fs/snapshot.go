@@ -253,7 +253,7 @@ func (n *snapshotNode) refusedTo(ctx context.Context) syscall.Errno {
 // forget removes the snapshot from the store as PBS's forget does. An
 // already forgotten snapshot is a success when known is set (the kernel
 // still had its directory).
-func (n *snapshotNode) forget(ctx context.Context, known bool) syscall.Errno {
+func (n *snapshotNode) forget(ctx context.Context, known bool) (errno syscall.Errno) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.removed {
@@ -268,8 +268,11 @@ func (n *snapshotNode) forget(ctx context.Context, known bool) syscall.Errno {
 	if errors.Is(err, store.ErrNotFound) && known {
 		err = nil
 	}
+	if n.m.metrics != nil {
+		defer func() { n.m.metrics.Removal(errno) }()
+	}
 	if err != nil {
-		errno := n.m.toErrno(err, "remove snapshot", snapAttr(n.ref))
+		errno = n.m.toErrno(err, "remove snapshot", snapAttr(n.ref))
 		if errno == syscall.EPERM || errno == syscall.EBUSY {
 			n.m.log.Warn("snapshot not removed", snapAttr(n.ref), "err", err)
 			n.refuseLocked(ctx, errno)

@@ -16,6 +16,7 @@ import (
 	pbsfs "github.com/pbsfs/pbsfs/fs"
 	"github.com/pbsfs/pbsfs/gc"
 	"github.com/pbsfs/pbsfs/gc/schedule"
+	"github.com/pbsfs/pbsfs/metrics"
 	"github.com/pbsfs/pbsfs/store"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
@@ -41,6 +42,7 @@ type mountCmd struct {
 	keys           keyOpts
 	nonempty       bool
 	shutdownWait   time.Duration
+	metricsListen  string
 }
 
 // gcHooksKey is the context key of collector hooks a test passes to the
@@ -60,6 +62,7 @@ func (c *mountCmd) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.gcSchedule, "gc-schedule", "", "collect garbage at the times of a PBS calendar event in the local time zone, e.g. daily, 'sat 18:15', 'mon..fri 02:00', '*:0/30'")
 	gcSafetyFlags(fs, &c.gcCutoff, &c.skipAtimeCheck)
 	fs.BoolVar(&c.nonempty, "nonempty", false, "mount even on a non-empty or already mounted directory (hiding what is there)")
+	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9750 (off if empty)")
 	fs.DurationVar(&c.shutdownWait, "shutdown-wait", 5*time.Second, "on SIGTERM with files still open, serve them this long before exiting (they then fail with ENOTCONN)")
 	fs.BoolVar(&c.debug, "debug", false, "log every FUSE request")
 	c.keys.addFlags(fs, "key file for encrypted snapshots, repeatable: each snapshot uses the key its manifest names")
@@ -126,16 +129,32 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	safety.Cutoff = c.gcCutoff
 	hooks, _ := ctx.Value(gcHooksKey{}).(gc.Hooks)
 	col := gc.New(s, gc.Options{Safety: safety, SkipAtimeCheck: c.skipAtimeCheck, Logger: e.log, Hooks: hooks})
+	var met *metrics.Metrics
+	if c.metricsListen != "" {
+		met = metrics.New()
+		met.WatchCollector(col)
+		met.WatchStore(s)
+		ms, err := metrics.Listen(c.metricsListen, met.Handler())
+		if err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		defer ms.Close()
+		fmt.Fprintf(e.stdout, "pbsfs: metrics on http://%s/metrics\n", ms.Addr())
+	}
 	mctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv, err := pbsfs.Mount(mctx, mnt, s, pbsfs.Options{
+	mopts := pbsfs.Options{
 		Logger:     e.log,
 		Observer:   col,
 		Pin:        func(idx store.Index) func() { return col.Pin(idx) },
 		ReadOnly:   c.readOnly,
 		AllowOther: c.allowOther,
 		Debug:      c.debug,
-	})
+	}
+	if met != nil {
+		mopts.Metrics = met
+	}
+	srv, err := pbsfs.Mount(mctx, mnt, s, mopts)
 	if err != nil {
 		return err
 	}
@@ -147,6 +166,9 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	go func() {
 		defer close(gcDone)
 		d := &gc.Daemon{Collector: col, Interval: c.gcInterval, Schedule: sched, Logger: e.log}
+		if met != nil {
+			d.Ran = met.GCRan
+		}
 		if sched != nil {
 			st, err := gc.LoadScheduleState(s)
 			if err != nil {
