@@ -252,5 +252,3 @@ func TestMetricsScrape(t *testing.T) {
 		t.Logf("scrape:\n%s", sample.String())
 	}
 }
-
-
