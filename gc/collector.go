@@ -170,7 +170,7 @@ func (c *Collector) lockPath() string {
 // (spec §6). It writes .gc-status when it succeeds, unless DryRun is set.
 // Any error leaves the chunks as they were from that point on: nothing is
 // swept after an incomplete mark.
-func (c *Collector) Run(ctx context.Context) (Status, error) {
+func (c *Collector) Run(ctx context.Context) (st Status, err error) {
 	o := c.opts
 	if o.Safety.Cutoff < MinCutoff {
 		return Status{}, fmt.Errorf("cutoff %s is below %s: %w", o.Safety.Cutoff, MinCutoff, ErrUnsafeCutoff)
@@ -188,6 +188,18 @@ func (c *Collector) Run(ctx context.Context) (Status, error) {
 	c.setPhase(PhaseStart, nil)
 	defer c.setPhase(PhaseIdle, nil)
 	c.prog.reset()
+	if !o.DryRun {
+		// What `pbsfs status` shows: progress while the run goes on, the
+		// outcome at the end.
+		started := time.Now()
+		stop, done := make(chan struct{}), make(chan struct{})
+		go c.publishProgress(started, time.Second, stop, done)
+		defer func() {
+			close(stop)
+			<-done
+			c.recordRun(started, st, err)
+		}()
+	}
 
 	// The shared process lock keeps a PBS garbage collection (which needs
 	// it exclusively) out for the whole run, and lets pbsfs writers of
@@ -209,7 +221,7 @@ func (c *Collector) Run(ctx context.Context) (Status, error) {
 	if err := ctx.Err(); err != nil {
 		return Status{}, err
 	}
-	st := Status{Start: o.Now(), DryRun: o.DryRun}
+	st = Status{Start: o.Now(), DryRun: o.DryRun}
 	oldest, err := c.oldestWriter(st.Start, guard.Time())
 	if err != nil {
 		return Status{}, err

@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	pbsfs "github.com/pbsfs/pbsfs/fs"
@@ -130,6 +131,7 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	hooks, _ := ctx.Value(gcHooksKey{}).(gc.Hooks)
 	col := gc.New(s, gc.Options{Safety: safety, SkipAtimeCheck: c.skipAtimeCheck, Logger: e.log, Hooks: hooks})
 	var met *metrics.Metrics
+	metricsURL := ""
 	if c.metricsListen != "" {
 		met = metrics.New()
 		met.WatchCollector(col)
@@ -139,7 +141,8 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("--metrics-listen: %w", err)
 		}
 		defer ms.Close()
-		fmt.Fprintf(e.stdout, "pbsfs: metrics on http://%s/metrics\n", ms.Addr())
+		metricsURL = fmt.Sprintf("http://%s/metrics", ms.Addr())
+		fmt.Fprintf(e.stdout, "pbsfs: metrics on %s\n", metricsURL)
 	}
 	mctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -159,6 +162,23 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "pbsfs: %s mounted on %s; stop with Ctrl-C or kill\n", s.Root(), mnt)
+
+	// The mount's record for pbsfs status.
+	absMnt, _ := filepath.Abs(mnt)
+	rec := gc.MountRecord{Mountpoint: absMnt, Started: time.Now(), GCSchedule: c.gcSchedule, Metrics: metricsURL}
+	if c.gcInterval > 0 && sched == nil {
+		rec.GCInterval = c.gcInterval.String()
+	}
+	var recMu sync.Mutex
+	publish := func() {
+		recMu.Lock()
+		defer recMu.Unlock()
+		if err := gc.PublishMount(s, rec); err != nil {
+			e.log.Warn("mount record for pbsfs status", "err", err)
+		}
+	}
+	publish()
+	defer gc.UnpublishMount(s)
 
 	gcCtx, gcCancel := context.WithCancel(context.Background())
 	defer gcCancel()
@@ -181,6 +201,13 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 				}
 			}
 			d.Planned = func(t time.Time) {
+				recMu.Lock()
+				rec.NextGC = nil
+				if !t.IsZero() {
+					rec.NextGC = &t
+				}
+				recMu.Unlock()
+				publish()
 				if !t.IsZero() {
 					e.log.Info("next garbage collection", "at", t.Format(time.RFC3339), "schedule", sched.String())
 				}

@@ -54,6 +54,7 @@ func commands() []commandInfo {
 		{"notes", "SNAPSHOT", "print a snapshot's notes, or set them with --set", func() command { return &notesCmd{} }},
 		{"gc", "", "collect garbage: remove chunks no snapshot uses", func() command { return &gcCmd{} }},
 		{"mount", "STORE MOUNTPOINT", "serve the datastore over FUSE; rm -r of a snapshot forgets it", func() command { return &mountCmd{} }},
+		{"status", "", "show the last and the running garbage collection, the mounts and the writers of a datastore", func() command { return &statusCmd{} }},
 		{"demo", "[DIR]", "build a demo datastore with a few backups", func() command { return &demoCmd{} }},
 		{"key", "create|show|change-passphrase [PATH]", "manage encryption key files as the PBS client does", func() command { return &keyCmd{} }},
 	}
