@@ -44,6 +44,8 @@ type mountCmd struct {
 	nonempty       bool
 	shutdownWait   time.Duration
 	metricsListen  string
+	logFormat      string
+	readyFD        int
 }
 
 // gcHooksKey is the context key of collector hooks a test passes to the
@@ -65,8 +67,11 @@ func (c *mountCmd) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.nonempty, "nonempty", false, "mount even on a non-empty or already mounted directory (hiding what is there)")
 	fs.StringVar(&c.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9750 (off if empty)")
 	fs.DurationVar(&c.shutdownWait, "shutdown-wait", 5*time.Second, "on SIGTERM with files still open, serve them this long before exiting (they then fail with ENOTCONN)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json (no timestamps when systemd's journal takes the log)")
 	fs.BoolVar(&c.debug, "debug", false, "log every FUSE request")
 	c.keys.addFlags(fs, "key file for encrypted snapshots, repeatable: each snapshot uses the key its manifest names")
+	fs.IntVar(&c.readyFD, "ready-fd", 0, "write \"ready\" to this descriptor once the mount answers (the mount helper form)")
+	fs.MarkHidden("ready-fd")
 }
 
 func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
@@ -104,6 +109,11 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	if c.debug {
 		e.logLevel.Set(slog.LevelDebug)
 	}
+	h, err := newLogHandler(e.logOut, c.logFormat, e.logLevel)
+	if err != nil {
+		return err
+	}
+	e.log = slog.New(h)
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// The chunk cache is bounded, but chunk loads in flight and
 		// garbage are not: keep the heap near what the cache needs.
@@ -116,7 +126,6 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 		}
 		return err
 	}
-	var err error
 	if e.keys, err = c.keys.load(ctx, e); err != nil {
 		return err
 	}
@@ -159,6 +168,10 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	}
 	srv, err := pbsfs.Mount(mctx, mnt, s, mopts)
 	if err != nil {
+		return err
+	}
+	if err := mountAnswers(mnt); err != nil {
+		srv.Unmount()
 		return err
 	}
 	fmt.Fprintf(e.stdout, "pbsfs: %s mounted on %s; stop with Ctrl-C or kill\n", s.Root(), mnt)
@@ -226,12 +239,17 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 		gcCancel()
 		<-gcDone
 	}
+	// Up and answering: tell the helper that started us, or systemd.
+	signalReady(e, c.readyFD)
 	select {
 	case <-served: // unmounted from outside (umount, fusermount -u)
+		sdNotify("STOPPING=1")
+		e.log.Info("unmounted, stopping", "mountpoint", mnt)
 		stopGC()
 		return nil
 	case <-ctx.Done():
 	}
+	sdNotify("STOPPING=1")
 	e.log.Info("stopping", "mountpoint", mnt)
 	stopGC()
 	if err := srv.Unmount(); err != nil {

@@ -82,6 +82,9 @@ type env struct {
 	storeName      string
 	runtimeDir     string
 	log            *slog.Logger
+	// logOut is where log writes: stderr, until a background mount
+	// switches it to syslog.
+	logOut *switchWriter
 	// logLevel is the level of log; the mount raises it to Info.
 	logLevel *slog.LevelVar
 	// global holds the global flags; storeGiven reports --store/-s on the
@@ -92,9 +95,9 @@ type env struct {
 }
 
 func newEnv(stdout, stderr io.Writer) *env {
-	e := &env{stdout: stdout, stderr: stderr, logLevel: new(slog.LevelVar)}
+	e := &env{stdout: stdout, stderr: stderr, logLevel: new(slog.LevelVar), logOut: newSwitchWriter(stderr)}
 	e.logLevel.Set(slog.LevelWarn)
-	e.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: e.logLevel}))
+	e.log = slog.New(slog.NewTextHandler(e.logOut, &slog.HandlerOptions{Level: e.logLevel}))
 	e.global = e.globalFlags()
 	return e
 }
@@ -159,8 +162,11 @@ const (
 // run executes the command line args and returns the exit status:
 // 0 on success, 1 on failure, 2 on a usage error.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	e := newEnv(stdout, stderr)
 	cmds := commands()
+	if isHelperForm(args, cmds) {
+		return runHelper(ctx, args, stdout, stderr)
+	}
+	e := newEnv(stdout, stderr)
 
 	// Global flags may come before the command: parse up to its name.
 	top := pflag.NewFlagSet("pbsfs", pflag.ContinueOnError)
