@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -360,5 +362,126 @@ func TestMountHelper(t *testing.T) {
 	}
 	if ps := pbsfsProcesses(mnt2); len(ps) != 0 || mounted(mnt2) {
 		t.Errorf("a failed mount left %v (mounted %v)", ps, mounted(mnt2))
+	}
+}
+
+// TestSystemdUnit checks the unit we ship with systemd-analyze verify,
+// where systemd's tools are installed, pointing it at the binary under
+// test.
+func TestSystemdUnit(t *testing.T) {
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	b, err := os.ReadFile("../contrib/systemd/pbsfs-mount.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := strings.ReplaceAll(string(b), "/usr/local/bin/pbsfs", bin)
+	dir := t.TempDir()
+	for _, d := range []string{"srv/ds", "mnt/pbs"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	unit = strings.ReplaceAll(unit, "/srv/ds", filepath.Join(dir, "srv/ds"))
+	unit = strings.ReplaceAll(unit, "/mnt/pbs", filepath.Join(dir, "mnt/pbs"))
+	p := filepath.Join(dir, "pbsfs-mount.service")
+	os.WriteFile(p, []byte(unit), 0o644)
+	out, err := exec.Command(sa, "verify", "--man=no", p).CombinedOutput()
+	if err != nil {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if strings.Contains(line, "pbsfs-mount.service") {
+			t.Errorf("systemd-analyze verify: %s", line)
+		}
+	}
+}
+
+// TestSystemdNotify runs the mount as a Type=notify unit would: READY=1
+// on $NOTIFY_SOCKET once the mount answers, STOPPING=1 on SIGTERM, exit
+// 0; with stderr as the journal ($JOURNAL_STREAM) and --log-format=json,
+// log lines are JSON without their own timestamps.
+func TestSystemdNotify(t *testing.T) {
+	requireFUSE(t)
+	e := newEnv(t)
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	logf, err := os.Create(filepath.Join(t.TempDir(), "journal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	var st unix.Stat_t
+	unix.Fstat(int(logf.Fd()), &st)
+	mnt := t.TempDir()
+	cmd := exec.Command(bin, "mount", "--log-format=json", e.store, mnt)
+	cmd.Env = append(os.Environ(), "PBSFS_RUNTIME_DIR="+e.run, "NOTIFY_SOCKET="+sock,
+		fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		if mounted(mnt) {
+			unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+	})
+	buf := make([]byte, 4096)
+	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	n, err := conn.Read(buf)
+	if err != nil {
+		t.Fatalf("no notification: %v", err)
+	}
+	if msg := string(buf[:n]); !strings.Contains(msg, "READY=1") || !strings.Contains(msg, fmt.Sprintf("MAINPID=%d", cmd.Process.Pid)) {
+		t.Errorf("notification %q", msg)
+	}
+	if !mounted(mnt) {
+		t.Errorf("READY=1 before the mount was up")
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	if n, err := conn.Read(buf); err != nil || !strings.Contains(string(buf[:n]), "STOPPING=1") {
+		t.Errorf("stop notification: %q %v", buf[:n], err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+	if mounted(mnt) {
+		t.Error("still mounted")
+	}
+	b, _ := os.ReadFile(logf.Name())
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	jsonLines := 0
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "{") {
+			continue // the mount's own messages, not the log
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Errorf("log line is not JSON: %q", l)
+			continue
+		}
+		jsonLines++
+		if _, ok := m["time"]; ok {
+			t.Errorf("log line has its own timestamp under the journal: %q", l)
+		}
+		if m["level"] == nil || m["msg"] == nil {
+			t.Errorf("log line lacks level or msg: %q", l)
+		}
+	}
+	if jsonLines == 0 {
+		t.Errorf("no JSON log lines:\n%s", b)
 	}
 }

@@ -55,6 +55,7 @@ func commands() []commandInfo {
 		{"gc", "", "collect garbage: remove chunks no snapshot uses", func() command { return &gcCmd{} }},
 		{"mount", "STORE MOUNTPOINT", "serve the datastore over FUSE; rm -r of a snapshot forgets it", func() command { return &mountCmd{} }},
 		{"status", "", "show the last and the running garbage collection, the mounts and the writers of a datastore", func() command { return &statusCmd{} }},
+		{"completion", "bash|zsh", "print a shell completion script", func() command { return &completionCmd{} }},
 		{"demo", "[DIR]", "build a demo datastore with a few backups", func() command { return &demoCmd{} }},
 		{"key", "create|show|change-passphrase [PATH]", "manage encryption key files as the PBS client does", func() command { return &keyCmd{} }},
 	}
