@@ -48,9 +48,8 @@ type Daemon struct {
 	// After returns a channel that fires once d has passed; time.After if
 	// nil. Tests inject a fake timer.
 	After func(d time.Duration) <-chan time.Time
-	// Planned, if set, is called with the time of the next scheduled run
-	// whenever it changes (the zero time when the schedule has no more
-	// events).
+	// Planned, if set, is called with the time of the next run whenever
+	// it changes (the zero time when the schedule has no more events).
 	Planned func(next time.Time)
 	// Started, if set, is called when a scheduled run starts, with its
 	// start (the Last of a later daemon).
@@ -76,7 +75,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if wait <= 0 {
 		wait = d.Interval
 	}
+	now := d.Now
+	if now == nil {
+		now = time.Now
+	}
 	for {
+		if d.Planned != nil {
+			d.Planned(now().Add(wait))
+		}
 		select {
 		case <-ctx.Done():
 			return nil

@@ -213,17 +213,17 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 					e.log.Warn("save garbage collection schedule state", "err", err)
 				}
 			}
-			d.Planned = func(t time.Time) {
-				recMu.Lock()
-				rec.NextGC = nil
-				if !t.IsZero() {
-					rec.NextGC = &t
-				}
-				recMu.Unlock()
-				publish()
-				if !t.IsZero() {
-					e.log.Info("next garbage collection", "at", t.Format(time.RFC3339), "schedule", sched.String())
-				}
+		}
+		d.Planned = func(t time.Time) {
+			recMu.Lock()
+			rec.NextGC = nil
+			if !t.IsZero() {
+				rec.NextGC = &t
+			}
+			recMu.Unlock()
+			publish()
+			if !t.IsZero() && sched != nil {
+				e.log.Info("next garbage collection", "at", t.Format(time.RFC3339), "schedule", sched.String())
 			}
 		}
 		if err := d.Run(gcCtx); err != nil && !errors.Is(err, context.Canceled) {
