@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pbsfs/pbsfs/gc"
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"golang.org/x/sys/unix"
@@ -26,7 +27,7 @@ import (
 // the file for --shutdown-wait, then exits 0; the open file then fails
 // with ENOTCONN (or EIO), never returns wrong data.
 func TestSIGTERMOpenFile(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	e := newEnv(t)
 	conf := filepath.Join(t.TempDir(), "a.conf")
 	os.WriteFile(conf, []byte("abc"), 0o644)
@@ -34,7 +35,7 @@ func TestSIGTERMOpenFile(t *testing.T) {
 	mnt := t.TempDir()
 	cmd := exec.Command(bin, "mount", "--shutdown-wait", "300ms", e.store, mnt)
 	cmd.Env = append(os.Environ(), "PBSFS_RUNTIME_DIR="+e.run)
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -43,11 +44,11 @@ func TestSIGTERMOpenFile(t *testing.T) {
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
-		if mounted(mnt) {
+		if testutil.Mounted(mnt) {
 			syscall.Unmount(mnt, syscall.MNT_DETACH)
 		}
 	})
-	for deadline := time.Now().Add(10 * time.Second); !mounted(mnt); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); !testutil.Mounted(mnt); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("mount did not come up\n%s", logs.String())
 		}
@@ -66,7 +67,7 @@ func TestSIGTERMOpenFile(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("pbsfs mount did not exit\n%s", logs.String())
 	}
-	if mounted(mnt) {
+	if testutil.Mounted(mnt) {
 		t.Errorf("still mounted")
 	}
 	buf := make([]byte, 3)
@@ -197,7 +198,7 @@ func statusOf(t *testing.T, e *env) gc.StoreStatus {
 // the mount point clean. A mount of a bad store path fails with a message
 // and a non-zero status, leaving no process behind.
 func TestMountHelper(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	helperBinary(t)
 	subreaper(t)
 	e := newEnv(t)
@@ -215,11 +216,11 @@ func TestMountHelper(t *testing.T) {
 		t.Fatalf("mount -t fuse.pbsfs: %v\n%s", err, out)
 	}
 	t.Cleanup(func() {
-		if mounted(mnt) {
+		if testutil.Mounted(mnt) {
 			unix.Unmount(mnt, unix.MNT_DETACH)
 		}
 	})
-	if !mounted(mnt) {
+	if !testutil.Mounted(mnt) {
 		t.Fatalf("mount returned before the mount was up")
 	}
 	st := statusOf(t, e)
@@ -328,7 +329,7 @@ func TestMountHelper(t *testing.T) {
 	if code := waitExit(t, server, 20*time.Second); code != 0 {
 		t.Errorf("server exited %d after umount", code)
 	}
-	if mounted(mnt) {
+	if testutil.Mounted(mnt) {
 		t.Errorf("%s still mounted", mnt)
 	}
 	if ents, err := os.ReadDir(mnt); err != nil || len(ents) != 0 {
@@ -348,7 +349,7 @@ func TestMountHelper(t *testing.T) {
 	if !strings.Contains(out, "pbsfs") || !strings.Contains(out, "no-such-store") {
 		t.Errorf("mount of a bad store path says %q", out)
 	}
-	if mounted(mnt2) {
+	if testutil.Mounted(mnt2) {
 		t.Errorf("%s mounted after a failed mount", mnt2)
 	}
 	if ps := pbsfsProcesses(mnt2); len(ps) != 0 {
@@ -360,8 +361,8 @@ func TestMountHelper(t *testing.T) {
 	if !errors.As(err, &ee) || !strings.Contains(out, `unknown mount option "no_such_option=1"`) {
 		t.Errorf("mount with an unknown option: %v %q", err, out)
 	}
-	if ps := pbsfsProcesses(mnt2); len(ps) != 0 || mounted(mnt2) {
-		t.Errorf("a failed mount left %v (mounted %v)", ps, mounted(mnt2))
+	if ps := pbsfsProcesses(mnt2); len(ps) != 0 || testutil.Mounted(mnt2) {
+		t.Errorf("a failed mount left %v (mounted %v)", ps, testutil.Mounted(mnt2))
 	}
 }
 
@@ -402,7 +403,7 @@ func TestSystemdUnit(t *testing.T) {
 // 0; with stderr as the journal ($JOURNAL_STREAM) and --log-format=json,
 // log lines are JSON without their own timestamps.
 func TestSystemdNotify(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	e := newEnv(t)
 	sock := filepath.Join(t.TempDir(), "notify")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
@@ -429,7 +430,7 @@ func TestSystemdNotify(t *testing.T) {
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
-		if mounted(mnt) {
+		if testutil.Mounted(mnt) {
 			unix.Unmount(mnt, unix.MNT_DETACH)
 		}
 	})
@@ -442,7 +443,7 @@ func TestSystemdNotify(t *testing.T) {
 	if msg := string(buf[:n]); !strings.Contains(msg, "READY=1") || !strings.Contains(msg, fmt.Sprintf("MAINPID=%d", cmd.Process.Pid)) {
 		t.Errorf("notification %q", msg)
 	}
-	if !mounted(mnt) {
+	if !testutil.Mounted(mnt) {
 		t.Errorf("READY=1 before the mount was up")
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
@@ -458,7 +459,7 @@ func TestSystemdNotify(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("no exit after SIGTERM")
 	}
-	if mounted(mnt) {
+	if testutil.Mounted(mnt) {
 		t.Error("still mounted")
 	}
 	b, _ := os.ReadFile(logf.Name())
