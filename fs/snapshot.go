@@ -153,6 +153,12 @@ func (n *snapshotNode) entries() ([]child, error) {
 		case name == store.CatalogName || name == store.ManifestName || name == store.ClientLogName:
 			// The catalog is internal; the others are listed above.
 		case store.KindOf(name) == store.KindBlob:
+			if enc && errors.Is(lockErr, store.ErrEncrypted) {
+				// Only an encrypted blob needs the key (by its magic).
+				if e, err := n.m.s.BlobEncrypted(n.ref, name); err == nil && !e {
+					enc, lockErr = false, nil
+				}
+			}
 			out = append(out, mk(strings.TrimSuffix(name, ".blob"), syscall.S_IFREG,
 				&blobFile{m: n.m, snap: n, file: name, encrypted: enc, lockErr: lockErr, encSize: f.Size, cache: &blobCache{}}))
 		case strings.HasSuffix(name, ".ppxar.didx"):

@@ -58,9 +58,11 @@ func (s *Store) ReadBlob(ref SnapshotRef, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Encrypted or not is the blob's magic (crypto.md P7); with keys at
+	// hand a signed manifest's signature is checked first.
 	var key *crypto.Key
-	if kind, err := BlobKindOf(b); err == nil && kind.Encrypted() {
-		if key, err = s.blobKey(ref); err != nil {
+	if kind, err := BlobKindOf(b); err == nil && (kind.Encrypted() || s.keys.Len() > 0) {
+		if key, err = s.blobKey(ref, kind.Encrypted()); err != nil {
 			return nil, fmt.Errorf("%s/%s: %w", ref, name, err)
 		}
 	}

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path"
 	"strings"
 
 	"github.com/pbsfs/pbsfs/store/crypto"
@@ -66,13 +69,19 @@ func (c *Codec) AppendEncodeEncrypted(dst, data []byte, key *crypto.Key, compres
 	if len(data) > MaxBlobSize {
 		return nil, fmt.Errorf("blob of %d bytes: %w", len(data), ErrTooLarge)
 	}
+	// Build the payload behind room for the header, then encrypt it in
+	// place: no scratch buffer per chunk.
+	start := len(dst)
+	dst = append(dst, make([]byte, crypto.HeaderSize)...)
 	if compress {
-		z := c.enc.EncodeAll(data, make([]byte, 0, len(data)))
-		if len(z) < len(data) {
-			return key.SealBlob(dst, z, true), nil
+		dst = c.enc.EncodeAll(data, dst)
+		if len(dst)-start-crypto.HeaderSize < len(data) {
+			return key.SealBlobInPlace(dst, start, true), nil
 		}
+		dst = dst[:start+crypto.HeaderSize]
 	}
-	return key.SealBlob(dst, data, false), nil
+	dst = append(dst, data...)
+	return key.SealBlobInPlace(dst, start, false), nil
 }
 
 // ChunkDecoder turns the stored blobs of one archive's chunks into
@@ -312,8 +321,10 @@ func (s *Store) Decoder(m *Manifest, file string) (*ChunkDecoder, error) {
 	return s.EncryptedDecoder(key), nil
 }
 
-// blobKey returns the key to decode an encrypted blob of snapshot ref.
-func (s *Store) blobKey(ref SnapshotRef) (*crypto.Key, error) {
+// blobKey returns the key to decode a blob of snapshot ref, checking the
+// manifest's signature when the key is at hand; a missing key is an
+// error only for an encrypted blob.
+func (s *Store) blobKey(ref SnapshotRef, encrypted bool) (*crypto.Key, error) {
 	m, err := s.LoadManifest(ref)
 	if err != nil {
 		return nil, err
@@ -322,8 +333,26 @@ func (s *Store) blobKey(ref SnapshotRef) (*crypto.Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	if key == nil {
+	if key == nil && encrypted {
 		return nil, s.missingKeyError(m)
 	}
 	return key, nil
+}
+
+// BlobEncrypted reports whether blob file name of snapshot ref is
+// encrypted, by its magic: a plain blob (rsa-encrypted.key.blob) may be
+// listed with crypt mode encrypt (crypto.md §2.7, P7).
+func (s *Store) BlobEncrypted(ref SnapshotRef, name string) (bool, error) {
+	f, err := os.Open(s.Path(path.Join(ref.Dir(), name)))
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	hdr := make([]byte, encryptedBlobHeaderSize)
+	n, _ := io.ReadFull(f, hdr)
+	kind, err := BlobKindOf(hdr[:n])
+	if err != nil {
+		return false, err
+	}
+	return kind.Encrypted(), nil
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -287,6 +288,30 @@ func TestEncryptedBackupRoundTrip(t *testing.T) {
 			t.Errorf("%s with another key: %v", name, err)
 		}
 	}
+	// A plain blob listed with crypt mode encrypt, as the client uploads
+	// rsa-encrypted.key.blob (crypto.md §2.7), reads without a key.
+	rsa, _ := NewCodec().Encode(bytes.Repeat([]byte{0xa5}, 512), false)
+	if err := os.WriteFile(s.Path(ref.Dir()+"/rsa-encrypted.key.blob"), rsa, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.Files = append(m.Files, FileInfo{Filename: "rsa-encrypted.key.blob", CryptMode: CryptEncrypt, Size: uint64(len(rsa)), Csum: sha(rsa)})
+	if err := m.Sign(k); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.writeManifest(ref, m); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []*Store{s, withKey} {
+		if got, err := st.ReadBlob(ref, "rsa-encrypted.key.blob"); err != nil || len(got) != 512 {
+			t.Errorf("rsa-encrypted.key.blob: %d bytes, %v", len(got), err)
+		}
+	}
+	if enc, err := s.BlobEncrypted(ref, "rsa-encrypted.key.blob"); err != nil || enc {
+		t.Errorf("BlobEncrypted(rsa) = %v %v", enc, err)
+	}
+	if enc, err := s.BlobEncrypted(ref, "qemu-server.conf.blob"); err != nil || !enc {
+		t.Errorf("BlobEncrypted(conf) = %v %v", enc, err)
+	}
 	// Verify: CRC and size without the key, everything with it.
 	r := verifyAll(t, s, ref)
 	if r.Keyed || r.Chunks == 0 {
@@ -407,6 +432,8 @@ func TestVerifyEncryptedWithoutKey(t *testing.T) {
 	}
 }
 
+func sha(b []byte) string { s := sha256.Sum256(b); return hexs(s[:]) }
+
 func fixEncryptedCRC(b []byte) {
 	binary.LittleEndian.PutUint32(b[8:], crc32.ChecksumIEEE(b[encryptedBlobHeaderSize:]))
 }
@@ -443,4 +470,56 @@ func FuzzEncryptedBlobDecode(f *testing.F) {
 			t.Fatalf("chunk decoded to %q under the digest of hello", got)
 		}
 	})
+}
+
+// BenchmarkChunkCodec compares encoding and decoding a 4 MiB chunk of
+// incompressible and of compressible data, plain and encrypted.
+func BenchmarkChunkCodec(b *testing.B) {
+	c := NewCodec()
+	k := vectorKey()
+	s := &Store{codec: c}
+	s.plain = &ChunkDecoder{codec: c}
+	inputs := map[string][]byte{
+		"random":       xorshiftBytes(5, 4<<20),
+		"compressible": bytes.Repeat([]byte("pbsfs chunk codec benchmark "), (4<<20)/28),
+	}
+	for _, in := range []string{"random", "compressible"} {
+		data := inputs[in]
+		for _, mode := range []string{"plain", "encrypted"} {
+			dec := s.plain
+			if mode == "encrypted" {
+				dec = s.EncryptedDecoder(k)
+			}
+			var blob []byte
+			encode := func(dst []byte) []byte {
+				var err error
+				if mode == "encrypted" {
+					dst, err = c.AppendEncodeEncrypted(dst[:0], data, k, true)
+				} else {
+					dst, err = c.AppendEncode(dst[:0], data, true)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				return dst
+			}
+			b.Run("encode/"+in+"/"+mode, func(b *testing.B) {
+				b.SetBytes(int64(len(data)))
+				for b.Loop() {
+					blob = encode(blob)
+					_ = dec.Digest(data)
+				}
+			})
+			blob = encode(nil)
+			d := dec.Digest(data)
+			b.Run("decode/"+in+"/"+mode, func(b *testing.B) {
+				b.SetBytes(int64(len(data)))
+				for b.Loop() {
+					if _, err := dec.Decode(nil, blob, d); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
 }

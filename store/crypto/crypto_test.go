@@ -247,3 +247,20 @@ func TestTwelveByteNonceFails(t *testing.T) {
 		t.Fatal("12-byte nonce opened the blob")
 	}
 }
+
+func TestSealBlobInPlace(t *testing.T) {
+	k := testKey()
+	for _, n := range []int{0, 1, 1000, 1 << 20} {
+		payload := seq(7, n)
+		b := append([]byte("prefix"), make([]byte, HeaderSize)...)
+		b = append(b, payload...)
+		b = k.SealBlobInPlace(b, 6, n == 1000)
+		if string(b[:6]) != "prefix" || len(b) != 6+HeaderSize+n {
+			t.Fatalf("%d: length %d", n, len(b))
+		}
+		plain, compressed, err := k.OpenBlob(nil, b[6:])
+		if err != nil || compressed != (n == 1000) || !bytes.Equal(plain, payload) {
+			t.Fatalf("%d: %v %v", n, compressed, err)
+		}
+	}
+}

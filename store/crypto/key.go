@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"slices"
 )
 
 // KeySize is the size of an encryption key (enc_key) and of id_key.
@@ -115,6 +116,30 @@ func (k *Key) SealBlob(dst, payload []byte, compressed bool) []byte {
 		panic(err) // crypto/rand never fails on Linux
 	}
 	return k.sealBlobIV(dst, payload, compressed, iv)
+}
+
+// SealBlobInPlace encrypts, in place, the blob being built in b: b[start:
+// start+HeaderSize] is room for the header and b[start+HeaderSize:] the
+// payload. It fills the header under a fresh random IV and returns the
+// blob, which is b unless b lacked room for the 16-byte tag.
+func (k *Key) SealBlobInPlace(b []byte, start int, compressed bool) []byte {
+	var iv [ivSize]byte
+	if _, err := rand.Read(iv[:]); err != nil {
+		panic(err)
+	}
+	b = slices.Grow(b, tagSize)
+	magic := MagicEncrypted
+	if compressed {
+		magic = MagicEncryptedCompressed
+	}
+	copy(b[start:], magic[:])
+	copy(b[start+12:], iv[:])
+	payload := b[start+HeaderSize:]
+	sealed := k.aead.Seal(payload[:0], iv[:], payload, nil)
+	end := start + HeaderSize + len(payload)
+	copy(b[start+28:start+HeaderSize], sealed[len(payload):])
+	binary.LittleEndian.PutUint32(b[start+8:], crc32.ChecksumIEEE(b[start+HeaderSize:end]))
+	return b[:end]
 }
 
 // sealBlobIV is SealBlob with a given IV; tests use it for fixed vectors.
