@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -45,7 +46,7 @@ func TestBenchCrypt(t *testing.T) {
 	if os.Getenv("PBSFS_BENCH") != "1" {
 		t.Skip("benchmarks run with PBSFS_BENCH=1 (integration/bench.sh)")
 	}
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	imageMiB := envInt("PBSFS_BENCH_IMAGE_MIB", 1024)
 	fileMiB := imageMiB / 4
 	const runs = 3
