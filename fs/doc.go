@@ -19,7 +19,7 @@
 //	                   NAME.mpxar.didx + NAME.ppxar.didx pair) as the
 //	                   directory of its root, with stored metadata,
 //	                   hardlinks (one inode, counted nlink), xattrs,
-//	                   POSIX ACLs and file capabilities
+//	                   POSIX ACLs, file capabilities and holes
 //
 // The catalog is internal and not shown. Snapshots still being written
 // (no manifest yet) are hidden until the backup finishes; a snapshot
@@ -38,13 +38,73 @@
 // (FOPEN_KEEP_CACHE): archives never change. Listings of archive
 // directories stream through the goodbye tables.
 //
-// Reads of an image inside one chunk are served straight from the
-// store's decoded-chunk cache; a sequential reader has the next two
-// chunks decoded in the background. pxar stores no link counts: the first
-// stat of a regular file in an archive scans the archive's metadata once
-// for hardlinks (about 40 ms for 50,000 entries). Listing a group reads
-// the group directory and each snapshot's manifest (parsed once per
-// manifest version and cached by the mount).
+// Listing a group reads the group directory and each snapshot's manifest
+// (parsed once per manifest version and cached by the mount).
+//
+// # Reading
+//
+// Every read of archive bytes, images and files in plain and split pxar
+// archives alike, goes through the store's read engine (store.Reader, one
+// per open file): a request inside one chunk is answered with a slice of
+// the decoded chunk (no copy); a sequential reader has the next 24 MiB of
+// chunks decoding in the background, one chunk per core at a time; the
+// decoded-chunk cache (pbsfs mount --cache-size, 256 MiB by default) keeps
+// chunks read twice outside a sequential scan in a protected segment, so
+// one cat of a large file cannot flush the working set of a random reader.
+//
+// Metadata is exact: modes (0000, set-id and sticky bits included),
+// owners, times, sizes and link counts are those stored; go-fuse's
+// defaulting of empty permission bits is off (NullPermissions).
+//
+// Link counts. pxar stores none. The first stat of a regular file in an
+// archive finds the archive's hardlinks once (store.HardlinkCounts): for a
+// plain archive from the snapshot's catalog (catalog.pcat1), which names
+// every hardlink by path, then one directory lookup per hardlink for its
+// target; nothing of the archive's file data is read, so that stat costs
+// its directory lookup plus the catalog, whatever the archive's size
+// (TestFirstStatReadsItsDirectoryOnly). A split archive's metadata stream,
+// which holds no file data, is scanned instead. Only a plain archive
+// without a catalog is scanned whole (logged). Every name of a file is
+// one inode with the true link count, so du, cp -a, rsync -H and tar see
+// hardlinks as on disk.
+//
+// Holes. Every all-zero chunk of a given length has the same digest, so
+// a chunk whose digest is that of zeros is a hole without being read:
+// reads of it return zeros without loading anything (even when its file
+// is gone), lseek SEEK_DATA/SEEK_HOLE report it as a hole, and st_blocks
+// counts only the other chunks, so cp --sparse, qemu-img convert and du
+// see a sparse file.
+//
+// # What is verified, and when
+//
+// The mount never returns bytes that were not checked against the
+// chunk's digest:
+//
+//   - A chunk is decoded whole the first time it is needed: the file's
+//     CRC, then zstd decompression for a compressed chunk, then the
+//     SHA-256 of the plaintext against the digest the index names, and
+//     its length against the index. Only then are its bytes served or
+//     cached; a failure is EIO for the byte ranges of that chunk alone
+//     (and is not cached: the next read tries again).
+//   - A chunk stored uncompressed (random data, much of a disk image)
+//     that passed that check keeps the descriptor it was read through
+//     open (up to 4096 of them). Later small random reads of it (up to
+//     256 KiB) that miss the cache are served by pread of just the range
+//     from that descriptor, without decoding the chunk again. The bytes
+//     come from the very file (inode) whose whole content matched the
+//     digest; PBS and pbsfs never write a chunk file in place (a new
+//     chunk is written to a temporary file and renamed, so a rename
+//     replaces the name, not our inode), so the bytes read are the
+//     verified ones. What this does not cover is the storage medium
+//     changing the bytes of that inode after the check (bit rot between
+//     the check and the read), the same exposure a decoded copy in
+//     memory has; a file that shrank is detected and decoded afresh. A
+//     chunk removed by the collector stays readable through the open
+//     descriptor; its space is freed when the descriptor is dropped.
+//   - A hole is never read: its content (zeros of the index's length) is
+//     the only content with that digest, so there is nothing to check.
+//     A missing or damaged file of an all-zero chunk does not make its
+//     range fail.
 //
 // # Pruning with rm
 //

@@ -9,6 +9,7 @@ import (
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/pbsfs/pbsfs/store"
+	"golang.org/x/sys/unix"
 )
 
 // imageFile is a fixed-index archive (a disk image such as
@@ -24,6 +25,13 @@ type imageFile struct {
 	lockErr   error
 	dec       *store.ChunkDecoder
 	size      uint64
+	arch      *sharedArchive // shared by the clones of one listing
+}
+
+// sharedArchive is an archive opened once for all nodes of one file.
+type sharedArchive struct {
+	once sync.Once
+	a    *store.Archive
 }
 
 var (
@@ -31,15 +39,19 @@ var (
 	_ = (fusefs.NodeReader)((*imageFile)(nil))
 	_ = (fusefs.NodeGetattrer)((*imageFile)(nil))
 	_ = (fusefs.NodeReleaser)((*imageFile)(nil))
+	_ = (fusefs.NodeLseeker)((*imageFile)(nil))
 )
 
 // clone returns a fresh node for the same image.
 func (n *imageFile) clone() attrNode {
-	return &imageFile{m: n.m, snap: n.snap, file: n.file, idx: n.idx, encrypted: n.encrypted, lockErr: n.lockErr, dec: n.dec, size: n.size}
+	return &imageFile{m: n.m, snap: n.snap, file: n.file, idx: n.idx, encrypted: n.encrypted, lockErr: n.lockErr, dec: n.dec, size: n.size, arch: n.arch}
 }
 
 func (n *imageFile) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
 	n.m.fileAttr(out, n.m.archivePerm(n.snap.ref.Dir(), false, n.file), n.size, n.snap.ref.Time)
+	if !n.encrypted && n.idx != nil {
+		out.Blocks = uint64(n.archive().DataBytes(0, int64(n.size))+511) / 512
+	}
 	return 0
 }
 
@@ -48,52 +60,12 @@ func (n *imageFile) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.
 	return n.fill(ctx, &out.Attr)
 }
 
-// imageHandle is an open image: the archive reader and the collector pin
-// that keeps its chunks while it is open.
+// imageHandle is an open image: its reader (sequential detection and
+// read-ahead are per open file) and the collector pin that keeps its
+// chunks while it is open.
 type imageHandle struct {
-	a     *store.Archive
-	idx   store.Index
+	r     *store.Reader
 	unpin func()
-
-	mu         sync.Mutex
-	next       int64 // where the last read ended
-	prefetched int   // the chunk loaded ahead last
-}
-
-// seqWindow is how far a read may start from where the previous one ended
-// and still count as sequential: the kernel's readahead sends requests in
-// parallel, so they arrive a little out of order.
-const seqWindow = 2 << 20
-
-// readAheadChunks is how many chunks past the current one a sequential
-// reader has loaded in the background: two keep both cores of a small
-// machine decoding while the reader consumes the current chunk.
-const readAheadChunks = 2
-
-// readAhead loads the chunks after the one holding off into the store's
-// cache in the background when reads are sequential, so that decoding
-// them overlaps with the reader consuming the current one.
-func (h *imageHandle) readAhead(ctx context.Context, off int64, n int) {
-	h.mu.Lock()
-	seq := off >= h.next-seqWindow && off <= h.next+seqWindow
-	h.next = off + int64(n)
-	i, _, err := h.idx.Locate(uint64(off))
-	if !seq || err != nil {
-		h.mu.Unlock()
-		return
-	}
-	var starts []int64
-	for j := max(i+1, h.prefetched+1); j <= i+readAheadChunks && j < h.idx.Len(); j++ {
-		_, start, _ := h.idx.Chunk(j)
-		starts = append(starts, int64(start))
-		h.prefetched = j
-	}
-	h.mu.Unlock()
-	for _, start := range starts {
-		go func() {
-			h.a.ChunkAt(ctx, uint64(start)) // errors show on the real read
-		}()
-	}
 }
 
 // lockedErr is the error of a locked archive: its reason, or that it is
@@ -118,42 +90,64 @@ func (n *imageFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 	if n.snap.isRemoved() {
 		return nil, 0, syscall.ENOENT
 	}
-	h := &imageHandle{a: n.m.s.NewArchiveWith(n.m.ctx, n.idx, n.dec), idx: n.idx, unpin: func() {}}
+	h := &imageHandle{r: n.archive().NewReader(), unpin: func() {}}
 	if n.m.pin != nil {
 		h.unpin = n.m.pin(n.idx)
 	}
 	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
-// Read maps the request onto the chunks: a request inside one chunk is a
-// slice of the cached chunk, one across chunks is copied together by the
-// archive reader.
+// Read serves the request through the store's read engine: a request
+// inside one chunk is a slice of the cached chunk (or of a hole's zeros),
+// one across chunks is copied together.
 func (n *imageFile) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h, ok := f.(*imageHandle)
 	if !ok {
 		return nil, syscall.EBADF
 	}
-	size := h.a.Size()
 	if off < 0 {
 		return nil, syscall.EINVAL
 	}
-	if off >= size {
-		return fuse.ReadResultData(nil), 0
-	}
-	if rem := size - off; int64(len(dest)) > rem {
-		dest = dest[:rem]
-	}
-	h.readAhead(n.m.ctx, off, len(dest))
-	// Within one chunk, serve the cached chunk itself: no copy. A bad
-	// chunk falls through to ReadAtContext, whose error is reported.
-	if data, in, err := h.a.ChunkAt(ctx, uint64(off)); err == nil && in+uint64(len(dest)) <= uint64(len(data)) {
-		return fuse.ReadResultData(data[in : in+uint64(len(dest))]), 0
-	}
-	k, err := h.a.ReadAtContext(ctx, dest, off)
-	if err != nil && k < len(dest) {
+	b, err := h.r.Read(ctx, dest, off)
+	if err != nil {
 		return nil, n.m.toErrno(err, "read image", snapAttr(n.snap.ref), "file", n.file, "offset", off)
 	}
-	return fuse.ReadResultData(dest[:k]), 0
+	return fuse.ReadResultData(b), 0
+}
+
+// Lseek answers SEEK_DATA and SEEK_HOLE from the chunks that are all
+// zeros by their digest.
+func (n *imageFile) Lseek(ctx context.Context, f fusefs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	if n.encrypted {
+		return 0, syscall.EACCES
+	}
+	return seekData(n.archive(), 0, int64(n.size), int64(off), whence)
+}
+
+// archive returns the image's archive, shared by its open files (hole
+// flags are computed once).
+func (n *imageFile) archive() *store.Archive {
+	n.arch.once.Do(func() { n.arch.a = n.m.s.NewArchiveWith(n.m.ctx, n.idx, n.dec) })
+	return n.arch.a
+}
+
+// seekData answers lseek SEEK_DATA/SEEK_HOLE for a file that is the
+// range [start, start+size) of archive a, at file offset off.
+func seekData(a *store.Archive, start, size, off int64, whence uint32) (uint64, syscall.Errno) {
+	if off < 0 || off >= size {
+		return 0, syscall.ENXIO
+	}
+	switch whence {
+	case unix.SEEK_DATA:
+		p := a.SeekData(start, start+size, start+off, false)
+		if p < 0 {
+			return 0, syscall.ENXIO
+		}
+		return uint64(p - start), 0
+	case unix.SEEK_HOLE:
+		return uint64(a.SeekData(start, start+size, start+off, true) - start), 0
+	}
+	return 0, syscall.EINVAL
 }
 
 func (n *imageFile) Release(ctx context.Context, f fusefs.FileHandle) syscall.Errno {

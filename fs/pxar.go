@@ -8,6 +8,7 @@ import (
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/pbsfs/pbsfs/store"
 	"github.com/pbsfs/pbsfs/store/pxar"
 )
 
@@ -29,6 +30,7 @@ var (
 	_ = (fusefs.NodeReadlinker)((*pxarNode)(nil))
 	_ = (fusefs.NodeGetxattrer)((*pxarNode)(nil))
 	_ = (fusefs.NodeListxattrer)((*pxarNode)(nil))
+	_ = (fusefs.NodeLseeker)((*pxarNode)(nil))
 )
 
 func (n *pxarNode) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
@@ -55,9 +57,13 @@ func (n *pxarNode) OpendirHandle(ctx context.Context, flags uint32) (fusefs.File
 	return n.st.openDir(n.EmbeddedInode(), n.e)
 }
 
-// fileHandle is an open regular file of an archive: its byte range in the
-// metadata or payload stream.
-type fileHandle struct{ r *io.SectionReader }
+// fileHandle is an open regular file of an archive: its byte range
+// [base, base+size) in the metadata or payload stream, read through its
+// own reader of the store's read engine.
+type fileHandle struct {
+	r          *store.Reader
+	base, size int64
+}
 
 // Open finds the file's bytes; archives never change, so the kernel keeps
 // their pages (FOPEN_KEEP_CACHE).
@@ -68,11 +74,16 @@ func (n *pxarNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 	if n.e.Kind != pxar.KindFile {
 		return nil, 0, syscall.EINVAL
 	}
-	r, err := n.st.a.Content(n.e)
+	sr, err := n.st.a.Content(n.e) // checks a split archive's payload header
 	if err != nil {
 		return nil, 0, n.st.errno(err, "open", n.e)
 	}
-	return &fileHandle{r: r}, fuse.FOPEN_KEEP_CACHE, 0
+	ra, base, size := sr.Outer()
+	a, ok := ra.(*store.Archive)
+	if !ok {
+		return nil, 0, syscall.EIO
+	}
+	return &fileHandle{r: a.NewReader(), base: base, size: size}, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 func (n *pxarNode) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -80,11 +91,30 @@ func (n *pxarNode) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, o
 	if !ok {
 		return nil, syscall.EBADF
 	}
-	k, err := h.r.ReadAt(dest, off)
-	if err != nil && !errors.Is(err, io.EOF) {
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
+	if off >= h.size {
+		return fuse.ReadResultData(nil), 0
+	}
+	if rem := h.size - off; int64(len(dest)) > rem {
+		dest = dest[:rem]
+	}
+	b, err := h.r.Read(ctx, dest, h.base+off)
+	if err != nil {
 		return nil, n.st.errno(err, "read", n.e)
 	}
-	return fuse.ReadResultData(dest[:k]), 0
+	return fuse.ReadResultData(b), 0
+}
+
+// Lseek answers SEEK_DATA and SEEK_HOLE from the chunks of the file's
+// range that are all zeros by their digest.
+func (n *pxarNode) Lseek(ctx context.Context, f fusefs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	a, base, size, ok := n.st.content(n.e)
+	if !ok {
+		return 0, syscall.EINVAL
+	}
+	return seekData(a, base, size, int64(off), whence)
 }
 
 func (n *pxarNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
@@ -123,9 +153,27 @@ func (st *archiveState) fill(e *pxar.Entry, out *fuse.Attr) {
 		out.Rdev = uint32(e.Rdev())
 	}
 	out.Blocks = (out.Size + 511) / 512
+	if a, base, size, ok := st.content(e); ok {
+		// Holes (all-zero chunks) take no blocks.
+		out.Blocks = uint64(a.DataBytes(base, size)+511) / 512
+	}
 	out.Blksize = 4096
 	mt := e.Mtime.Time()
 	out.SetTimes(&mt, &mt, &mt)
+}
+
+// content returns where regular file e's bytes lie: the archive of the
+// stream holding them and the range in it.
+func (st *archiveState) content(e *pxar.Entry) (*store.Archive, int64, int64, bool) {
+	if e.Kind != pxar.KindFile {
+		return nil, 0, 0, false
+	}
+	ra, base, size, err := st.a.ContentRange(e)
+	if err != nil {
+		return nil, 0, 0, false
+	}
+	a, ok := ra.(*store.Archive)
+	return a, base, size, ok
 }
 
 // child returns the child entry for c (a hardlink resolved to its file).
@@ -152,26 +200,18 @@ func (st *archiveState) lookup(ctx context.Context, parent *fusefs.Inode, dir *p
 	return st.m.addChild(ctx, parent, c, out, st.m.archTTL)
 }
 
-// nlink counts the names of regular file e. pxar stores no link counts, so
-// the first call scans the archive's metadata once for hardlinks.
+// nlink counts the names of regular file e. pxar stores no link counts:
+// the first call finds the archive's hardlinks once, from the catalog
+// for plain archives and from the metadata stream for split ones
+// (store.HardlinkCounts), never reading file data when the snapshot has
+// its catalog.
 func (st *archiveState) nlink(e *pxar.Entry) uint32 {
 	st.linksOnce.Do(func() {
-		links := make(map[int64]uint32)
-		d := pxar.NewDecoder(st.metaA, st.metaA.Size(), nil)
-		for {
-			if st.m.ctx.Err() != nil {
-				break
-			}
-			x, err := d.Next()
-			if err != nil {
-				if !errors.Is(err, io.EOF) {
-					st.m.log.Error("counting hardlinks", snapAttr(st.ref), "file", st.file, "err", err)
-				}
-				break
-			}
-			if x.Kind == pxar.KindHardlink {
-				links[x.HardlinkOffset]++
-			}
+		links, src, err := st.m.s.HardlinkCounts(st.m.ctx, st.ref, st.file, st.a, st.metaA)
+		if err != nil {
+			st.m.log.Error("counting hardlinks", snapAttr(st.ref), "file", st.file, "source", string(src), "err", err)
+		} else if src == store.LinksFromScan {
+			st.m.log.Info("hardlinks counted by scanning the whole archive (no catalog)", snapAttr(st.ref), "file", st.file)
 		}
 		st.links = links
 	})

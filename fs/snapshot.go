@@ -182,7 +182,7 @@ func (n *snapshotNode) entries() ([]child, error) {
 			}
 			dirs = append(dirs, mk(base+".pxar", syscall.S_IFDIR, d))
 		case store.KindOf(name) == store.KindFixed, store.KindOf(name) == store.KindDynamic:
-			img := &imageFile{m: n.m, snap: n, file: name, encrypted: enc, lockErr: lockErr, dec: dec, size: f.Size}
+			img := &imageFile{m: n.m, snap: n, file: name, encrypted: enc, lockErr: lockErr, dec: dec, size: f.Size, arch: &sharedArchive{}}
 			if !enc {
 				idx, err := n.m.s.OpenIndex(n.ref, name)
 				if err != nil {

@@ -1,10 +1,8 @@
 package store
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -99,126 +97,4 @@ func (s *Store) ResolveArchive(si SnapshotInfo, name string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("snapshot %s has no archive %q (has %s): %w", si.Ref, name, strings.Join(si.Files, ", "), ErrNotFound)
-}
-
-// Archive gives random access to the decoded bytes of an index archive.
-// It is safe for concurrent use.
-type Archive struct {
-	s   *Store
-	idx Index
-	dec *ChunkDecoder
-	ctx context.Context
-}
-
-// NewArchive returns random access over the unencrypted archive idx
-// describes. ctx bounds the chunk loads of the ReadAt method.
-func (s *Store) NewArchive(ctx context.Context, idx Index) *Archive {
-	return s.NewArchiveWith(ctx, idx, s.plain)
-}
-
-// NewArchiveWith returns random access over the archive idx describes,
-// its chunks decoded by dec (see Store.Decoder).
-func (s *Store) NewArchiveWith(ctx context.Context, idx Index, dec *ChunkDecoder) *Archive {
-	return &Archive{s: s, idx: idx, dec: dec, ctx: ctx}
-}
-
-// OpenArchive opens index archive name of snapshot ref for reading, with
-// the decoder its manifest entry asks for: an encrypted archive needs the
-// key the manifest names.
-func (s *Store) OpenArchive(ctx context.Context, ref SnapshotRef, name string) (*Archive, error) {
-	m, err := s.LoadManifest(ref)
-	if err != nil {
-		return nil, err
-	}
-	dec, err := s.Decoder(m, name)
-	if err != nil {
-		return nil, fmt.Errorf("%s/%s: %w", ref, name, err)
-	}
-	idx, err := s.OpenIndex(ref, name)
-	if err != nil {
-		return nil, err
-	}
-	return s.NewArchiveWith(ctx, idx, dec), nil
-}
-
-// Decoder returns the archive's chunk decoder.
-func (a *Archive) Decoder() *ChunkDecoder { return a.dec }
-
-// Index returns the archive's index.
-func (a *Archive) Index() Index { return a.idx }
-
-// Size returns the archive size.
-func (a *Archive) Size() int64 { return int64(a.idx.Size()) }
-
-// ReadAt reads decoded archive bytes at off, loading chunks through the
-// store's cache. A missing or corrupt chunk is an error naming its digest.
-func (a *Archive) ReadAt(p []byte, off int64) (int, error) {
-	return a.ReadAtContext(a.ctx, p, off)
-}
-
-// ReadAtContext is ReadAt with its own context.
-func (a *Archive) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("negative offset %d", off)
-	}
-	size := a.idx.Size()
-	n := 0
-	for n < len(p) {
-		pos := uint64(off) + uint64(n)
-		if pos >= size {
-			return n, io.EOF
-		}
-		data, in, err := a.ChunkAt(ctx, pos)
-		if err != nil {
-			return n, err
-		}
-		n += copy(p[n:], data[in:])
-	}
-	return n, nil
-}
-
-// Reader returns an io.ReadSeeker over the whole archive.
-func (a *Archive) Reader() *io.SectionReader { return io.NewSectionReader(a, 0, a.Size()) }
-
-// WriteTo streams the whole archive to w, chunk by chunk.
-func (a *Archive) WriteTo(w io.Writer) (int64, error) {
-	var total int64
-	for i := range a.idx.Len() {
-		data, err := a.chunk(a.ctx, i)
-		if err != nil {
-			return total, err
-		}
-		n, err := w.Write(data)
-		total += int64(n)
-		if err != nil {
-			return total, err
-		}
-	}
-	return total, nil
-}
-
-// ChunkAt returns the decoded chunk holding archive offset off and the
-// position of off in it. The slice is shared with the store's chunk
-// cache: callers must not modify it.
-func (a *Archive) ChunkAt(ctx context.Context, off uint64) ([]byte, uint64, error) {
-	i, in, err := a.idx.Locate(off)
-	if err != nil {
-		return nil, 0, err
-	}
-	data, err := a.chunk(ctx, i)
-	return data, in, err
-}
-
-// chunk returns the decoded chunk i, checked against the length the
-// index gives it.
-func (a *Archive) chunk(ctx context.Context, i int) ([]byte, error) {
-	d, start, end := a.idx.Chunk(i)
-	data, err := a.s.ReadChunkWith(ctx, d, a.dec)
-	if err != nil {
-		return nil, err
-	}
-	if uint64(len(data)) != end-start {
-		return nil, fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), end-start, ErrCorrupt)
-	}
-	return data, nil
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 
 	"github.com/pbsfs/pbsfs/store/crypto"
@@ -25,8 +26,11 @@ type Options struct {
 	// RuntimeDir is PBS's runtime directory; DefaultRuntimeDir if empty.
 	// Tests point it at a temporary directory.
 	RuntimeDir string
-	// CacheBytes bounds the decoded-chunk cache (default 64 MiB).
+	// CacheBytes bounds the decoded-chunk cache (DefaultCacheBytes if 0).
 	CacheBytes int64
+	// OnChunkLoad, if set, is called with the digest of every chunk the
+	// read engine loads from disk (tests count them).
+	OnChunkLoad func(Digest)
 	// Logger receives warnings; slog.Default() if nil.
 	Logger *slog.Logger
 	// Keys are the encryption keys available for reading encrypted
@@ -51,11 +55,17 @@ type Store struct {
 	cache  *chunkCache
 	keys   *crypto.Keyring
 	plain  *ChunkDecoder // decoder of unencrypted archives
-	plock  *lock.ProcessLocker
-	locks  *lock.Locks
-	log    *slog.Logger
-	bufs   sync.Pool // chunk buffers of writers, see getChunkBuf
-	owner  fileOwner // owner of what pbsfs creates, see ownerOf
+	files  *plainDecoder // the read engine's loader of unencrypted chunks
+	zeros  zeroDigests
+	// decodeSlots bounds the background chunk decodes (one per core).
+	decodeSlots chan struct{}
+	zeroMu      sync.Mutex
+	zeroBuf     []byte
+	plock       *lock.ProcessLocker
+	locks       *lock.Locks
+	log         *slog.Logger
+	bufs        sync.Pool // chunk buffers of writers, see getChunkBuf
+	owner       fileOwner // owner of what pbsfs creates, see ownerOf
 }
 
 // Create makes a new datastore at root (§1.1): the directory, `.chunks`
@@ -112,7 +122,7 @@ func Open(root string, opts Options) (*Store, error) {
 		opts.RuntimeDir = DefaultRuntimeDir
 	}
 	if opts.CacheBytes == 0 {
-		opts.CacheBytes = 64 << 20
+		opts.CacheBytes = DefaultCacheBytes
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -138,7 +148,7 @@ func Open(root string, opts Options) (*Store, error) {
 		return func() { l.Unlock() }, nil
 	}
 	codec := NewCodec()
-	return &Store{
+	st := &Store{
 		keys:   opts.Keys,
 		plain:  &ChunkDecoder{codec: codec},
 		root:   abs,
@@ -151,11 +161,25 @@ func Open(root string, opts Options) (*Store, error) {
 		locks:  newLocks(opts.RuntimeDir, opts.Name, abs, owner),
 		log:    opts.Logger,
 		owner:  owner,
-	}, nil
+
+		decodeSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
+	}
+	st.files = &plainDecoder{s: st, verified: newFileTable(verifiedFileLimit()), onLoad: opts.OnChunkLoad}
+	return st, nil
 }
 
-// Close releases the store's process lock reference.
-func (s *Store) Close() error { return s.plock.Close() }
+// DefaultCacheBytes is the default bound of the decoded-chunk cache.
+const DefaultCacheBytes = 256 << 20
+
+// CacheStats returns the decoded-chunk cache's counters.
+func (s *Store) CacheStats() CacheStats { return s.cache.Stats() }
+
+// Close releases the store's process lock reference and the chunk files
+// the read engine holds open.
+func (s *Store) Close() error {
+	s.files.verified.closeAll()
+	return s.plock.Close()
+}
 
 // Root returns the datastore directory.
 func (s *Store) Root() string { return s.root }
@@ -194,13 +218,7 @@ func (s *Store) ReadChunk(ctx context.Context, d Digest) ([]byte, error) {
 // verifies it. Decoded chunks are cached per key: a chunk decoded with
 // one key is never served to a decoder of another (or of none).
 func (s *Store) ReadChunkWith(ctx context.Context, d Digest, dec *ChunkDecoder) ([]byte, error) {
-	return s.cache.get(cacheKey{d, dec.key}, func() ([]byte, error) {
-		blob, err := s.chunks.Get(ctx, d)
-		if err != nil {
-			return nil, err
-		}
-		return dec.Decode(nil, blob, d)
-	})
+	return s.loadChunk(ctx, d, ^uint64(0), dec, false)
 }
 
 // exists reports whether path exists, turning ENOENT into false.

@@ -23,10 +23,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// mountMemoryLimit is the soft heap limit of a mount (GOMEMLIMIT
-// overrides it): the 64 MiB chunk cache, chunks being decoded and room
-// for the collector.
-const mountMemoryLimit = 128 << 20
+// mountMemoryHeadroom is what the soft heap limit of a mount (GOMEMLIMIT
+// overrides it) allows beyond the decoded-chunk cache: chunks being
+// decoded (one per core), zstd state, directory listings and the
+// collector's marks.
+const mountMemoryHeadroom = 96 << 20
 
 // mountCmd serves a datastore over FUSE in the foreground until SIGINT or
 // SIGTERM, then unmounts. Removals through the mount (rm -r of a snapshot
@@ -46,6 +47,7 @@ type mountCmd struct {
 	metricsListen  string
 	logFormat      string
 	readyFD        int
+	cacheSize      byteSize
 }
 
 // gcHooksKey is the context key of collector hooks a test passes to the
@@ -57,6 +59,41 @@ type gcHooksKey struct{}
 func withGCHooks(ctx context.Context, h gc.Hooks) context.Context {
 	return context.WithValue(ctx, gcHooksKey{}, h)
 }
+
+// byteSize is a flag value of bytes with an optional K, M, G or T suffix
+// (powers of 1024; "KiB", "MB" and the like are read the same way).
+type byteSize int64
+
+func (b *byteSize) String() string {
+	v := int64(*b)
+	for _, u := range []string{"T", "G", "M", "K"} {
+		n := int64(1) << (10 * (strings.Index("KMGT", u) + 1))
+		if v >= n && v%n == 0 {
+			return fmt.Sprintf("%d%s", v/n, u)
+		}
+	}
+	return strconv.FormatInt(v, 10)
+}
+
+func (b *byteSize) Set(s string) error {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	shift := 0
+	if t != "" {
+		if i := strings.IndexByte("KMGT", t[len(t)-1]); i >= 0 {
+			shift = 10 * (i + 1)
+			t = t[:len(t)-1]
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)>>shift {
+		return fmt.Errorf("%q: want a size such as 256M or 1G", s)
+	}
+	*b = byteSize(n << shift)
+	return nil
+}
+
+func (b *byteSize) Type() string { return "size" }
 
 func (c *mountCmd) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.readOnly, "read-only", false, "mount read-only: rm cannot remove snapshots")
@@ -72,6 +109,8 @@ func (c *mountCmd) flags(fs *pflag.FlagSet) {
 	c.keys.addFlags(fs, "key file for encrypted snapshots, repeatable: each snapshot uses the key its manifest names")
 	fs.IntVar(&c.readyFD, "ready-fd", 0, "write \"ready\" to this descriptor once the mount answers (the mount helper form)")
 	fs.MarkHidden("ready-fd")
+	c.cacheSize = store.DefaultCacheBytes
+	fs.Var(&c.cacheSize, "cache-size", "memory for decoded chunks (e.g. 256M, 1G); the mount's heap stays near this plus 96M")
 }
 
 func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
@@ -114,10 +153,13 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	e.log = slog.New(h)
+	if c.cacheSize < 1<<20 {
+		return usagef("--cache-size %s: want at least 1M", c.cacheSize.String())
+	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// The chunk cache is bounded, but chunk loads in flight and
 		// garbage are not: keep the heap near what the cache needs.
-		debug.SetMemoryLimit(mountMemoryLimit)
+		debug.SetMemoryLimit(int64(c.cacheSize) + mountMemoryHeadroom)
 	}
 	mnt := args[0]
 	if err := checkMountpoint(e.storePath, mnt, c.nonempty); err != nil {
@@ -129,7 +171,9 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	if e.keys, err = c.keys.load(ctx, e); err != nil {
 		return err
 	}
-	s, err := e.openStore()
+	opts := e.storeOptions()
+	opts.CacheBytes = int64(c.cacheSize)
+	s, err := store.Open(e.storePath, opts)
 	if err != nil {
 		return err
 	}

@@ -415,6 +415,24 @@ func (a *Archive) Content(e *Entry) (*io.SectionReader, error) {
 	return io.NewSectionReader(a.payload, e.PayloadOffset+headerSize, int64(e.Size)), nil
 }
 
+// ContentRange returns where the contents of regular file e lie: the
+// stream (the metadata stream of a plain archive, the payload stream of
+// a split one), the offset in it and the size. Unlike Content it reads
+// nothing: a split archive's payload header is not checked, and a
+// hardlink must be resolved first.
+func (a *Archive) ContentRange(e *Entry) (io.ReaderAt, int64, int64, error) {
+	if e.Kind != KindFile {
+		return nil, 0, 0, fmt.Errorf("%q: %w", e.Path, ErrNotFile)
+	}
+	if !a.Split() {
+		return a.meta, e.ContentOffset, int64(e.Size), nil
+	}
+	if a.payload == nil {
+		return nil, 0, 0, fmt.Errorf("%q: %w", e.Path, ErrNoPayload)
+	}
+	return a.payload, e.PayloadOffset + headerSize, int64(e.Size), nil
+}
+
 // A DirReader lists a directory in goodbye-table order (hash order, not
 // name order), reading the table in batches, so that huge directories
 // stream in bounded memory.

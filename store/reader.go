@@ -1,0 +1,400 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+)
+
+// This file is the read engine: every reader of archive bytes (the
+// mount's images and files in pxar archives, cat, restore) goes through
+// an Archive and its Readers.
+//
+//   - Chunks are decoded by the archive's ChunkDecoder and kept in the
+//     store's decoded-chunk cache (Options.CacheBytes), which a sequential
+//     scan cannot flush (see chunkCache).
+//   - A Reader detects sequential access and keeps the next chunks
+//     decoding in the background, at most one per core at a time across
+//     the store (Store.prefetch), and at most readAheadBytes ahead of
+//     each reader: the memory bound is the cache plus one chunk per core.
+//   - A request inside one chunk is served as a slice of the cached chunk
+//     (no copy); a small random request of a chunk stored uncompressed
+//     and verified before is served by pread (ChunkRangeReader) without a
+//     decode; a chunk whose digest is that of all zeros (a hole) is never
+//     read at all.
+
+// Archive gives random access to the decoded bytes of an index archive.
+// It is safe for concurrent use.
+type Archive struct {
+	s     *Store
+	idx   Index
+	ctx   context.Context
+	dec   *ChunkDecoder
+	holes []atomic.Uint32 // per chunk: 0 unknown, 1 data, 2 hole
+	own   *Reader         // the reader behind ReadAt
+}
+
+// NewArchive returns random access over the unencrypted archive idx
+// describes. ctx bounds the chunk loads of the ReadAt method and of
+// read-ahead.
+func (s *Store) NewArchive(ctx context.Context, idx Index) *Archive {
+	return s.NewArchiveWith(ctx, idx, s.plain)
+}
+
+// NewArchiveWith returns random access over the archive idx describes,
+// its chunks decoded by dec (see Store.Decoder): the key of an encrypted
+// archive comes with its decoder.
+func (s *Store) NewArchiveWith(ctx context.Context, idx Index, dec *ChunkDecoder) *Archive {
+	a := &Archive{s: s, idx: idx, ctx: ctx, dec: dec, holes: make([]atomic.Uint32, idx.Len())}
+	a.own = a.NewReader()
+	return a
+}
+
+// OpenArchive opens index archive name of snapshot ref for reading, with
+// the decoder its manifest entry asks for: an encrypted archive needs the
+// key the manifest names.
+func (s *Store) OpenArchive(ctx context.Context, ref SnapshotRef, name string) (*Archive, error) {
+	m, err := s.LoadManifest(ref)
+	if err != nil {
+		return nil, err
+	}
+	dec, err := s.Decoder(m, name)
+	if err != nil {
+		return nil, fmt.Errorf("%s/%s: %w", ref, name, err)
+	}
+	idx, err := s.OpenIndex(ref, name)
+	if err != nil {
+		return nil, err
+	}
+	return s.NewArchiveWith(ctx, idx, dec), nil
+}
+
+// Decoder returns the archive's chunk decoder.
+func (a *Archive) Decoder() *ChunkDecoder { return a.dec }
+
+// Index returns the archive's index.
+func (a *Archive) Index() Index { return a.idx }
+
+// Size returns the archive size.
+func (a *Archive) Size() int64 { return int64(a.idx.Size()) }
+
+// ReadAt reads decoded archive bytes at off. Sequential use is detected
+// as with a Reader (one shared by all callers of ReadAt). A missing or
+// corrupt chunk is an error naming its digest.
+func (a *Archive) ReadAt(p []byte, off int64) (int, error) {
+	return a.own.ReadAt(p, off)
+}
+
+// ReadAtContext is ReadAt with its own context.
+func (a *Archive) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	return a.own.readAt(ctx, p, off)
+}
+
+// Reader returns an io.ReadSeeker over the whole archive.
+func (a *Archive) Reader() *io.SectionReader { return io.NewSectionReader(a, 0, a.Size()) }
+
+// WriteTo streams the whole archive to w, chunk by chunk, with read-ahead.
+func (a *Archive) WriteTo(w io.Writer) (int64, error) {
+	r := a.NewReader()
+	r.seq = true
+	var total int64
+	for i := range a.idx.Len() {
+		_, start, end := a.idx.Chunk(i)
+		r.prefetch(int64(start), int64(end-start))
+		data, err := a.chunk(a.ctx, i, true)
+		if err != nil {
+			return total, err
+		}
+		n, err := w.Write(data)
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// ChunkAt returns the decoded chunk holding archive offset off and the
+// position of off in it. The slice is shared with the store's chunk
+// cache: callers must not modify it.
+func (a *Archive) ChunkAt(ctx context.Context, off uint64) ([]byte, uint64, error) {
+	i, in, err := a.idx.Locate(off)
+	if err != nil {
+		return nil, 0, err
+	}
+	data, err := a.chunk(ctx, i, false)
+	return data, in, err
+}
+
+// IsHole reports whether chunk i is all zeros by its digest.
+func (a *Archive) IsHole(i int) bool {
+	switch a.holes[i].Load() {
+	case 1:
+		return false
+	case 2:
+		return true
+	}
+	d, start, end := a.idx.Chunk(i)
+	hole := a.s.IsZeroChunk(d, end-start)
+	v := uint32(1)
+	if hole {
+		v = 2
+	}
+	a.holes[i].Store(v)
+	return hole
+}
+
+// chunk returns the decoded chunk i through the cache; scan marks an
+// access of a sequential reader.
+func (a *Archive) chunk(ctx context.Context, i int, scan bool) ([]byte, error) {
+	d, start, end := a.idx.Chunk(i)
+	if a.IsHole(i) {
+		return a.s.zeroChunk(end - start), nil
+	}
+	return a.s.loadChunk(ctx, d, end-start, a.dec, scan)
+}
+
+// loadChunk returns the plaintext of chunk d, size bytes long as the
+// index says (^0: not checked), through the decoded-chunk cache; dec
+// decodes it on a miss. This is the one place where the read engine
+// turns a digest into verified bytes: unencrypted chunks through the
+// store's file loader (which keeps verified uncompressed chunk files
+// open for range reads), others through dec with its key.
+func (s *Store) loadChunk(ctx context.Context, d Digest, size uint64, dec *ChunkDecoder, scan bool) ([]byte, error) {
+	return s.cache.get(cacheKey{d, dec.key}, scan, func() ([]byte, error) {
+		if !dec.encrypted {
+			return s.files.DecodeChunk(ctx, d, size)
+		}
+		blob, err := s.chunks.Get(ctx, d)
+		if err != nil {
+			return nil, err
+		}
+		data, err := dec.Decode(nil, blob, d)
+		if err != nil {
+			return nil, err
+		}
+		if size != ^uint64(0) && uint64(len(data)) != size {
+			return nil, fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), size, ErrCorrupt)
+		}
+		return data, nil
+	})
+}
+
+// DataBytes returns how many bytes of [off, off+n) lie in chunks that
+// are not holes: what st_blocks counts.
+func (a *Archive) DataBytes(off, n int64) int64 {
+	end := min(off+n, a.Size())
+	var total int64
+	for off < end {
+		i, _, err := a.idx.Locate(uint64(off))
+		if err != nil {
+			break
+		}
+		_, _, ce := a.idx.Chunk(i)
+		next := min(int64(ce), end)
+		if !a.IsHole(i) {
+			total += next - off
+		}
+		off = next
+	}
+	return total
+}
+
+// SeekData returns the first offset at or after off, inside [start,
+// end), that is not in a hole (SEEK_DATA), or -1 if there is none.
+// With hole set it returns the first offset in a hole instead, end if
+// there is none (SEEK_HOLE: the end of a file counts as a hole).
+func (a *Archive) SeekData(start, end, off int64, hole bool) int64 {
+	end = min(end, a.Size())
+	for off < end {
+		i, _, err := a.idx.Locate(uint64(off))
+		if err != nil {
+			break
+		}
+		if a.IsHole(i) == hole {
+			return max(off, start)
+		}
+		_, _, ce := a.idx.Chunk(i)
+		off = int64(ce)
+	}
+	if hole {
+		return end
+	}
+	return -1
+}
+
+// zeroChunk returns n zero bytes, shared: callers must not modify them.
+func (s *Store) zeroChunk(n uint64) []byte {
+	s.zeroMu.Lock()
+	defer s.zeroMu.Unlock()
+	if uint64(len(s.zeroBuf)) < n {
+		s.zeroBuf = make([]byte, n)
+	}
+	return s.zeroBuf[:n]
+}
+
+// A Reader reads an Archive for one user (one open file): it tells
+// sequential from random access and reads ahead for the former.
+// It is safe for concurrent use.
+type Reader struct {
+	a *Archive
+
+	mu    sync.Mutex
+	next  int64 // where the last read ended
+	seq   bool
+	ahead int64 // read-ahead was started up to this offset
+}
+
+// NewReader returns a Reader of the archive.
+func (a *Archive) NewReader() *Reader { return &Reader{a: a, next: -1} }
+
+// seqWindow is how far a read may start from where the previous one ended
+// and still count as sequential: the kernel sends readahead requests in
+// parallel, so they arrive a little out of order.
+const seqWindow = 2 << 20
+
+// readAheadBytes is how far ahead of a sequential reader chunks are
+// being decoded: enough for a few chunks to decode at once on every core
+// while the reader consumes the current one.
+const readAheadBytes = 24 << 20
+
+// smallRead is the largest random request served by pread of a verified
+// uncompressed chunk rather than by decoding it.
+const smallRead = 256 << 10
+
+// note records a request and reports whether it is sequential.
+func (r *Reader) note(off, n int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seq = r.next >= 0 && off >= r.next-seqWindow && off <= r.next+seqWindow
+	if end := off + n; end > r.next || !r.seq {
+		r.next = end
+	}
+	return r.seq
+}
+
+// prefetch starts background decodes of the chunks after [off, off+n)
+// up to readAheadBytes ahead.
+func (r *Reader) prefetch(off, n int64) {
+	a := r.a
+	r.mu.Lock()
+	from := max(off+n, r.ahead)
+	to := min(off+n+readAheadBytes, a.Size())
+	if from >= to {
+		r.mu.Unlock()
+		return
+	}
+	r.ahead = to
+	r.mu.Unlock()
+	i, _, err := a.idx.Locate(uint64(from))
+	if err != nil {
+		return
+	}
+	for ; i < a.idx.Len(); i++ {
+		_, start, _ := a.idx.Chunk(i)
+		if int64(start) >= to {
+			break
+		}
+		if a.IsHole(i) {
+			continue
+		}
+		j := i
+		a.s.prefetch(a.ctx, func(ctx context.Context) {
+			a.chunk(ctx, j, true) // errors show on the real read
+		})
+	}
+}
+
+// prefetch runs fn in the background, at most one per core at a time;
+// jobs wait their turn in order.
+func (s *Store) prefetch(ctx context.Context, fn func(context.Context)) {
+	go func() {
+		select {
+		case s.decodeSlots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		defer func() { <-s.decodeSlots }()
+		fn(ctx)
+	}()
+}
+
+// ReadAt reads into p at off (io.ReaderAt).
+func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
+	return r.readAt(r.a.ctx, p, off)
+}
+
+func (r *Reader) readAt(ctx context.Context, p []byte, off int64) (int, error) {
+	b, err := r.Read(ctx, p, off)
+	if len(b) > 0 && &b[0] != &p[0] {
+		copy(p, b)
+	}
+	if err == nil && len(b) < len(p) {
+		err = io.EOF
+	}
+	return len(b), err
+}
+
+// Read returns the bytes at off, at most len(dest) of them, fewer only at
+// the end of the archive. The result is either dest[:k] or, for a
+// request inside one chunk, a slice of the cached chunk, shared: callers
+// must not modify it. A request that touches a bad chunk fails whole.
+func (r *Reader) Read(ctx context.Context, dest []byte, off int64) ([]byte, error) {
+	a := r.a
+	if off < 0 {
+		return nil, fmt.Errorf("negative offset %d", off)
+	}
+	if off >= a.Size() || len(dest) == 0 {
+		return dest[:0], nil
+	}
+	if rem := a.Size() - off; int64(len(dest)) > rem {
+		dest = dest[:rem]
+	}
+	seq := r.note(off, int64(len(dest)))
+	if seq {
+		r.prefetch(off, int64(len(dest)))
+	}
+	i, in, err := a.idx.Locate(uint64(off))
+	if err != nil {
+		return nil, err
+	}
+	d, start, end := a.idx.Chunk(i)
+	if in+uint64(len(dest)) <= end-start {
+		// Inside one chunk.
+		if a.IsHole(i) {
+			return a.s.zeroChunk(end - start)[in : in+uint64(len(dest))], nil
+		}
+		if data, ok := a.s.cache.peek(cacheKey{d, a.dec.key}, seq); ok {
+			return data[in : in+uint64(len(dest))], nil
+		}
+		if !seq && len(dest) <= smallRead && !a.dec.encrypted {
+			if a.s.files.ReadChunkRange(d, dest, in) {
+				return dest, nil
+			}
+		}
+		data, err := a.chunk(ctx, i, seq)
+		if err != nil {
+			return nil, err
+		}
+		return data[in : in+uint64(len(dest))], nil
+	}
+	n := 0
+	for n < len(dest) {
+		pos := uint64(off) + uint64(n)
+		i, in, err := a.idx.Locate(pos)
+		if err != nil {
+			break
+		}
+		data, err := a.chunk(ctx, i, seq)
+		if err != nil {
+			// All or nothing: a short read would look like the end of
+			// the file. Requests of the bytes before the bad chunk alone
+			// succeed.
+			return nil, err
+		}
+		n += copy(dest[n:], data[in:])
+	}
+	return dest[:n], nil
+}

@@ -1,0 +1,325 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const mib = 1 << 20
+
+// engineImage is an image of 4 MiB chunks: random (stored uncompressed),
+// text (compressed), all zeros (a hole), random, text, and a short random
+// tail.
+func engineImage() []byte {
+	var text []byte
+	for i := 0; len(text) < 4*mib; i++ {
+		text = fmt.Appendf(text, "line %d of a compressible text file\n", i)
+	}
+	text = text[:4*mib]
+	img := slicesConcat(xorshiftBytes(1, 4*mib), text, make([]byte, 4*mib),
+		xorshiftBytes(2, 4*mib), bytes.ToUpper(text), xorshiftBytes(3, mib+4321))
+	return img
+}
+
+func slicesConcat(parts ...[]byte) []byte {
+	var out []byte
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// engineStore makes a store with opts holding engineImage, and returns it
+// with the image's archive and the number of chunk loads so far.
+func engineStore(t *testing.T, opts Options) (*Store, *Archive, []byte, *atomic.Int64) {
+	t.Helper()
+	loads := &atomic.Int64{}
+	opts.RuntimeDir, opts.LazyChunkDirs = t.TempDir(), true
+	opts.OnChunkLoad = func(Digest) { loads.Add(1) }
+	s, err := Create(filepath.Join(t.TempDir(), "ds"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	img := engineImage()
+	ctx := context.Background()
+	b, err := s.StartBackup(ctx, GroupRef{Type: TypeVM, ID: "1"}, time.Unix(1700000000, 0), BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddImage(ctx, "drive-scsi0.img", bytes.NewReader(img), uint64(len(img))); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.OpenArchive(ctx, b.Ref(), "drive-scsi0.img.fidx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loads.Store(0)
+	return s, a, img, loads
+}
+
+// TestReaderConcurrent runs readers of their own and users of the shared
+// ReadAt at once, sequential and random, across chunk boundaries; run it
+// with -race.
+func TestReaderConcurrent(t *testing.T) {
+	_, a, img, _ := engineStore(t, Options{CacheBytes: 9 * mib}) // smaller than the image
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for g := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := a.NewReader()
+			rnd := rand.New(rand.NewPCG(uint64(g), 1))
+			seq := g%2 == 0
+			off := int64(0)
+			for range 200 {
+				n := 1 + rnd.IntN(300<<10)
+				if !seq {
+					off = rnd.Int64N(int64(len(img)))
+				}
+				buf := make([]byte, n)
+				var got []byte
+				var err error
+				if g == 5 {
+					k, e := a.ReadAt(buf, off)
+					got, err = buf[:k], e
+					if errors.Is(err, io.EOF) {
+						err = nil
+					}
+				} else {
+					got, err = r.Read(ctx, buf, off)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("reader %d at %d: %w", g, off, err)
+					return
+				}
+				want := img[min(off, int64(len(img))):min(off+int64(n), int64(len(img)))]
+				if !bytes.Equal(got, want) {
+					errs <- fmt.Errorf("reader %d: %d bytes at %d differ", g, n, off)
+					return
+				}
+				off += int64(len(got))
+				if off >= int64(len(img)) {
+					off = 0
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// TestReaderChunkBoundaries reads around every chunk boundary.
+func TestReaderChunkBoundaries(t *testing.T) {
+	_, a, img, _ := engineStore(t, Options{})
+	ctx := context.Background()
+	for i := range a.Index().Len() {
+		_, start, _ := a.Index().Chunk(i)
+		for _, d := range []int64{-4097, -1, 0, 1} {
+			for _, n := range []int{1, 2, 4096, 4097, 4*mib + 2, 9 * mib} {
+				off := int64(start) + d
+				if off < 0 {
+					continue
+				}
+				got, err := a.NewReader().Read(ctx, make([]byte, n), off)
+				if err != nil {
+					t.Fatalf("%d bytes at %d: %v", n, off, err)
+				}
+				want := img[off:min(off+int64(n), int64(len(img)))]
+				if !bytes.Equal(got, want) {
+					t.Fatalf("%d bytes at %d: got %d bytes, differ", n, off, len(got))
+				}
+			}
+		}
+	}
+	if got, err := a.NewReader().Read(ctx, make([]byte, 10), int64(len(img))); err != nil || len(got) != 0 {
+		t.Errorf("read at the end: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestReaderCorruptChunkInReadAhead damages the fourth chunk: a
+// sequential reader reads up to it (read-ahead meets the damage first),
+// gets an error for its range only, and reads on past it; the chunk is
+// still reported bad when read again, everything else stays readable.
+func TestReaderCorruptChunkInReadAhead(t *testing.T) {
+	s, a, img, _ := engineStore(t, Options{})
+	d, start, end := a.Index().Chunk(3)
+	p := s.Chunks().Path(d)
+	blob, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob[len(blob)/2] ^= 0xff
+	fixCRC(blob) // the CRC passes; the digest does not
+	if err := os.WriteFile(p, blob, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	r := a.NewReader()
+	const step = 128 << 10
+	bad := 0
+	for off := int64(0); off < int64(len(img)); off += step {
+		got, err := r.Read(ctx, make([]byte, step), off)
+		inBad := off+step > int64(start) && off < int64(end)
+		switch {
+		case inBad && err == nil:
+			t.Fatalf("read at %d inside the corrupt chunk succeeded", off)
+		case inBad:
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("read at %d: %v, want ErrCorrupt", off, err)
+			}
+			bad++
+		case err != nil:
+			t.Fatalf("read at %d outside the corrupt chunk: %v", off, err)
+		case !bytes.Equal(got, img[off:min(off+step, int64(len(img)))]):
+			t.Fatalf("read at %d: bytes differ", off)
+		}
+	}
+	if bad != int((end-start)/step) {
+		t.Errorf("%d reads failed, want %d", bad, (end-start)/step)
+	}
+	if _, err := a.NewReader().Read(ctx, make([]byte, 10), int64(start)+5); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("corrupt chunk read again: %v", err)
+	}
+	if got, err := a.NewReader().Read(ctx, make([]byte, 10), 5); err != nil || !bytes.Equal(got, img[5:15]) {
+		t.Errorf("first chunk after the damage: %v", err)
+	}
+}
+
+// TestHoles: an all-zero chunk is a hole by its digest: read without
+// loading (even with its file gone), skipped by SeekData and not counted
+// by DataBytes.
+func TestHoles(t *testing.T) {
+	s, a, img, loads := engineStore(t, Options{})
+	d, start, end := a.Index().Chunk(2)
+	if !a.IsHole(2) || a.IsHole(0) || a.IsHole(1) || a.IsHole(5) {
+		t.Fatalf("holes: %v %v %v %v, want only chunk 2", a.IsHole(0), a.IsHole(1), a.IsHole(2), a.IsHole(5))
+	}
+	if err := os.Remove(s.Chunks().Path(d)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.NewReader().Read(context.Background(), make([]byte, 3*mib), int64(start)+100)
+	if err != nil || !bytes.Equal(got, img[int64(start)+100:int64(start)+100+3*mib]) || loads.Load() != 0 {
+		t.Errorf("hole read: %v, %d loads", err, loads.Load())
+	}
+	size := int64(len(img))
+	if got, want := a.DataBytes(0, size), size-int64(end-start); got != want {
+		t.Errorf("DataBytes = %d, want %d", got, want)
+	}
+	if got := a.SeekData(0, size, int64(start)+7, false); got != int64(end) {
+		t.Errorf("SEEK_DATA from inside the hole = %d, want %d", got, end)
+	}
+	if got := a.SeekData(0, size, 5, true); got != int64(start) {
+		t.Errorf("SEEK_HOLE from 5 = %d, want %d", got, start)
+	}
+	if got := a.SeekData(0, size, int64(end), true); got != size {
+		t.Errorf("SEEK_HOLE after the hole = %d, want the end %d", got, size)
+	}
+	// A file lying inside the hole only: no data, one hole.
+	if got := a.SeekData(int64(start)+10, int64(start)+20, int64(start)+12, false); got != -1 {
+		t.Errorf("SEEK_DATA in an all-hole range = %d, want -1", got)
+	}
+}
+
+// TestRangeReads: small random reads of a chunk stored uncompressed are
+// served by pread once the chunk was verified whole; a compressed chunk
+// is decoded each time it is not cached.
+func TestRangeReads(t *testing.T) {
+	_, a, img, loads := engineStore(t, Options{CacheBytes: 1}) // caches nothing
+	ctx := context.Background()
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for range 50 {
+		off := rnd.Int64N(4*mib - 4096) // chunk 0: random data
+		got, err := a.NewReader().Read(ctx, make([]byte, 4096), off)
+		if err != nil || !bytes.Equal(got, img[off:off+4096]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	if n := loads.Load(); n != 1 {
+		t.Errorf("50 random reads of an uncompressed chunk loaded it %d times, want 1", n)
+	}
+	loads.Store(0)
+	for range 3 {
+		off := 4*mib + rnd.Int64N(4*mib-4096) // chunk 1: text
+		got, err := a.NewReader().Read(ctx, make([]byte, 4096), off)
+		if err != nil || !bytes.Equal(got, img[off:off+4096]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	if n := loads.Load(); n != 3 {
+		t.Errorf("3 uncached reads of a compressed chunk: %d loads, want 3", n)
+	}
+}
+
+// TestCacheScanResistance: a working set read twice outside a scan
+// survives a scan through many more chunks than the cache holds.
+func TestCacheScanResistance(t *testing.T) {
+	c := newChunkCache(100)
+	dig := func(i int) cacheKey { return cacheKey{d: Digest{byte(i), byte(i >> 8)}} }
+	load := func(i int) func() ([]byte, error) {
+		return func() ([]byte, error) { return make([]byte, 10), nil }
+	}
+	for round := range 2 {
+		for i := range 5 { // 50 bytes of working set
+			c.get(dig(i), false, load(i))
+		}
+		_ = round
+	}
+	for i := 100; i < 1100; i++ {
+		for range 3 { // a scan touches each chunk several times
+			c.get(dig(i), true, load(i))
+		}
+	}
+	for i := range 5 {
+		if _, ok := c.peek(dig(i), false); !ok {
+			t.Errorf("working-set chunk %d flushed by a scan", i)
+		}
+	}
+	if st := c.Stats(); st.Bytes > 100 {
+		t.Errorf("cache holds %d bytes, bound 100", st.Bytes)
+	}
+	// Without the scan marks the same accesses would flush it: the test
+	// measures the policy, not the capacity.
+	c2 := newChunkCache(100)
+	for range 2 {
+		for i := range 5 {
+			c2.get(dig(i), false, load(i))
+		}
+	}
+	for i := 100; i < 1100; i++ {
+		for range 3 {
+			c2.get(dig(i), false, load(i))
+		}
+	}
+	if _, ok := c2.peek(dig(0), false); ok {
+		t.Errorf("a non-scan access pattern kept the old working set: the test cannot fail")
+	}
+}
+
+// TestWriteToReadAhead: WriteTo streams the archive with read-ahead and
+// gives the same bytes.
+func TestWriteToReadAhead(t *testing.T) {
+	_, a, img, _ := engineStore(t, Options{})
+	var buf bytes.Buffer
+	if n, err := a.WriteTo(&buf); err != nil || n != int64(len(img)) || !bytes.Equal(buf.Bytes(), img) {
+		t.Fatalf("WriteTo: %d, %v", n, err)
+	}
+}
