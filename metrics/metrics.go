@@ -254,6 +254,15 @@ func (m *Metrics) WatchCache(stats func() CacheStats) {
 	)
 }
 
+// WatchReadAhead exports the count of chunks decoded ahead of readers,
+// read with count at each scrape.
+func (m *Metrics) WatchReadAhead(count func() int64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "pbsfs_readahead_chunks_total",
+		Help: "Chunks decoded in the background ahead of sequential readers.",
+	}, func() float64 { return float64(count()) }))
+}
+
 // storeCountTTL is how long a count of groups and snapshots is reused.
 const storeCountTTL = 30 * time.Second
 

@@ -317,6 +317,7 @@ func (s *Store) prefetch(ctx context.Context, fn func(context.Context)) {
 			return
 		}
 		defer func() { <-s.decodeSlots }()
+		s.readAhead.Add(1)
 		fn(ctx)
 	}()
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pbsfs/pbsfs/store/crypto"
 	"github.com/pbsfs/pbsfs/store/lock"
@@ -59,13 +60,15 @@ type Store struct {
 	zeros  zeroDigests
 	// decodeSlots bounds the background chunk decodes (one per core).
 	decodeSlots chan struct{}
-	zeroMu      sync.Mutex
-	zeroBuf     []byte
-	plock       *lock.ProcessLocker
-	locks       *lock.Locks
-	log         *slog.Logger
-	bufs        sync.Pool // chunk buffers of writers, see getChunkBuf
-	owner       fileOwner // owner of what pbsfs creates, see ownerOf
+	// readAhead counts the background decodes run (ReadAheadChunks).
+	readAhead atomic.Int64
+	zeroMu    sync.Mutex
+	zeroBuf   []byte
+	plock     *lock.ProcessLocker
+	locks     *lock.Locks
+	log       *slog.Logger
+	bufs      sync.Pool // chunk buffers of writers, see getChunkBuf
+	owner     fileOwner // owner of what pbsfs creates, see ownerOf
 }
 
 // Create makes a new datastore at root (§1.1): the directory, `.chunks`
@@ -173,6 +176,10 @@ const DefaultCacheBytes = 256 << 20
 
 // CacheStats returns the decoded-chunk cache's counters.
 func (s *Store) CacheStats() CacheStats { return s.cache.Stats() }
+
+// ReadAheadChunks counts the chunks decoded in the background ahead of
+// sequential readers.
+func (s *Store) ReadAheadChunks() int64 { return s.readAhead.Load() }
 
 // Close releases the store's process lock reference and the chunk files
 // the read engine holds open.

@@ -189,6 +189,11 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 		met = metrics.New()
 		met.WatchCollector(col)
 		met.WatchStore(s)
+		met.WatchCache(func() metrics.CacheStats {
+			cs := s.CacheStats()
+			return metrics.CacheStats{Hits: cs.Hits, Misses: cs.Misses, Evictions: cs.Evictions, Bytes: cs.Bytes}
+		})
+		met.WatchReadAhead(s.ReadAheadChunks)
 		ms, err := metrics.Listen(c.metricsListen, met.Handler())
 		if err != nil {
 			return fmt.Errorf("--metrics-listen: %w", err)

@@ -228,6 +228,20 @@ func TestMetricsScrape(t *testing.T) {
 	if v := value(fams, "pbsfs_snapshot_removals_total", "result", "refused", "reason", "protected"); v < 1 {
 		t.Errorf("refused removals of a protected snapshot: %v", v)
 	}
+	// The decoded-chunk cache and read-ahead: the image is 3 chunks, each
+	// decoded once (by the reader or ahead of it).
+	if v := value(fams, "pbsfs_chunk_cache_misses_total"); v < 3 {
+		t.Errorf("pbsfs_chunk_cache_misses_total = %v, want at least the image's 3 chunks", v)
+	}
+	if v := value(fams, "pbsfs_chunk_cache_bytes"); v < float64(len(img)) {
+		t.Errorf("pbsfs_chunk_cache_bytes = %v, want the image's %d bytes held", v, len(img))
+	}
+	if v := value(fams, "pbsfs_chunk_cache_hits_total"); v < 0 {
+		t.Errorf("pbsfs_chunk_cache_hits_total missing")
+	}
+	if v := value(fams, "pbsfs_readahead_chunks_total"); v < 0 {
+		t.Errorf("pbsfs_readahead_chunks_total missing")
+	}
 	if v := value(fams, "pbsfs_read_requests_total"); v < 1 {
 		t.Errorf("pbsfs_read_requests_total = %v", v)
 	}
