@@ -128,9 +128,9 @@ func (n *archiveDir) state(ctx context.Context, op string) (*archiveState, sysca
 // perm is the owner and mode the archive takes from its index files.
 func (n *archiveDir) perm() perm {
 	if n.payload != "" {
-		return n.m.archivePerm(n.snap.ref.Dir(), true, n.meta, n.payload)
+		return n.m.keyGate(n.dec, n.m.archivePerm(n.snap.ref.Dir(), true, n.meta, n.payload))
 	}
-	return n.m.archivePerm(n.snap.ref.Dir(), true, n.meta)
+	return n.m.keyGate(n.dec, n.m.archivePerm(n.snap.ref.Dir(), true, n.meta))
 }
 
 func (n *archiveDir) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {

@@ -80,6 +80,12 @@ func (n *blobFile) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
 	}
 	p := n.m.hierPerm(path.Join(n.snap.ref.Dir(), file), false)
 	p.mode &= 0o777
+	if n.file != "" {
+		// Decrypted with the mount's key: for its user alone (gate.go).
+		if enc, err := n.m.s.BlobEncrypted(n.snap.ref, n.file); err != nil || enc {
+			p = n.m.private(p)
+		}
+	}
 	if n.encrypted {
 		n.m.fileAttr(out, p, n.encSize, n.snap.ref.Time)
 		return 0

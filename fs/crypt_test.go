@@ -96,6 +96,21 @@ func TestMountEncrypted(t *testing.T) {
 		if err != nil || !strings.Contains(string(man), `"crypt-mode": "encrypt"`) {
 			t.Errorf("index.json: %v", err)
 		}
+		// Plaintext decrypted with the mount's key is for the mount's
+		// user alone, whatever the modes on disk give others.
+		for _, f := range []string{"drive-scsi0.img", "qemu-server.conf", "root.pxar"} {
+			fi, err := os.Stat(filepath.Join(d, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := fi.Sys().(*syscall.Stat_t)
+			if fi.Mode().Perm()&0o077 != 0 || st.Uid != uint32(os.Getuid()) {
+				t.Errorf("%s: %v uid %d, want no access beyond the mount's user", f, fi.Mode(), st.Uid)
+			}
+		}
+		if fi, err := os.Stat(filepath.Join(d, "index.json")); err != nil || fi.Mode().Perm()&0o044 == 0 {
+			t.Errorf("index.json (plain): %v %v", fi.Mode(), err)
+		}
 	})
 	t.Run("without key", func(t *testing.T) {
 		for name, st := range map[string]*store.Store{"none": s, "other": openWithKeys(t, s, testKey(0x40))} {

@@ -4,6 +4,8 @@ import (
 	"path"
 	"path/filepath"
 	"syscall"
+
+	"github.com/pbsfs/pbsfs/store"
 )
 
 // The mount never grants more than the datastore on disk does. Each
@@ -16,6 +18,9 @@ import (
 // that could not read the chunks on disk (search permission on .chunks)
 // or, for a split archive, its payload index. The mount's root is also
 // closed to those who cannot search every directory above the datastore.
+// An encrypted archive or blob, which the mount decrypts with its key,
+// goes to the mount's user alone (mode at most 0700): the store on disk
+// gives others only its ciphertext.
 // Archive contents keep their archived metadata behind these gates. With
 // --allow-other the kernel checks these modes (default_permissions).
 
@@ -99,6 +104,24 @@ func (m *mount) archivePerm(snapDir string, dir bool, files ...string) perm {
 	if m.owner != nil {
 		p.uid, p.gid = m.owner.uid, m.owner.gid
 	}
+	return p
+}
+
+// keyGate narrows p to the mount's user when dec decrypts the archive
+// with a key the mount holds.
+func (m *mount) keyGate(dec *store.ChunkDecoder, p perm) perm {
+	if dec != nil && dec.Encrypted() {
+		return m.private(p)
+	}
+	return p
+}
+
+// private narrows p to the mount's user. Plaintext decrypted with the
+// mount's key is more than the datastore on disk gives anyone who lacks
+// the key (the ciphertext), so it goes to the user holding the key alone.
+func (m *mount) private(p perm) perm {
+	p.uid, p.gid = m.uid, m.gid
+	p.mode &= 0o700
 	return p
 }
 

@@ -48,7 +48,7 @@ func (n *imageFile) clone() attrNode {
 }
 
 func (n *imageFile) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
-	n.m.fileAttr(out, n.m.archivePerm(n.snap.ref.Dir(), false, n.file), n.size, n.snap.ref.Time)
+	n.m.fileAttr(out, n.m.keyGate(n.dec, n.m.archivePerm(n.snap.ref.Dir(), false, n.file)), n.size, n.snap.ref.Time)
 	if !n.encrypted && n.idx != nil {
 		out.Blocks = uint64(n.archive().DataBytes(0, int64(n.size))+511) / 512
 	}

@@ -295,8 +295,12 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	}
 	h.r, h.off, h.last, h.lost = r, 0, child{}, nil
 	for h.off < off {
-		if _, errno := h.Readdirent(ctx); errno != 0 {
+		e, errno := h.Readdirent(ctx)
+		if errno != 0 {
 			return errno
+		}
+		if e == nil {
+			break // past the end: the next read lists nothing
 		}
 	}
 	return 0
