@@ -442,27 +442,44 @@ func LoadKey(path string, password PasswordFunc) (*Key, *KeyConfig, error) {
 }
 
 // WriteNew writes the key file to path with mode 0600, refusing to
-// replace an existing file, and syncs it.
+// replace an existing file. It is crash-safe: the key is written to a
+// temp file and synced, then linked to path (link never replaces a file,
+// so a crash leaves either no key file or the whole one).
 func (kc *KeyConfig) WriteNew(path string) error {
 	b, err := kc.MarshalJSON()
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("unable to store key file: %s: %w", path, os.ErrExist)
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp_")
 	if err != nil {
 		return fmt.Errorf("unable to store key file: %w", err)
 	}
-	if _, err := f.Write(b); err == nil {
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	err = f.Chmod(0o600)
+	if err == nil {
+		_, err = f.Write(b)
+	}
+	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = os.Link(tmp, path)
+	}
 	if err != nil {
-		os.Remove(path)
 		return fmt.Errorf("unable to store key file %s: %w", path, err)
 	}
-	return syncDir(filepath.Dir(path))
+	if err := os.Remove(tmp); err != nil {
+		return fmt.Errorf("unable to store key file %s: %w", path, err)
+	}
+	return syncDir(dir)
 }
 
 // Replace atomically replaces the key file at path (temp file with mode

@@ -219,6 +219,9 @@ func TestNewKeyConfigAndChangePassphrase(t *testing.T) {
 		if err := kc.WriteNew(p); err == nil {
 			t.Error("WriteNew replaced an existing file")
 		}
+		if m, _ := filepath.Glob(p + ".tmp_*"); len(m) != 0 {
+			t.Errorf("temp files left: %q", m)
+		}
 		st, _ := os.Stat(p)
 		if st.Mode().Perm() != 0o600 {
 			t.Errorf("mode %v", st.Mode())
