@@ -173,7 +173,9 @@ func (k *Key) OpenBlob(dst, b []byte) (plain []byte, compressed bool, err error)
 	}
 	ct := b[HeaderSize:]
 	start := len(dst)
-	// Open wants ciphertext||tag; build it in dst and open it in place.
+	// Open wants ciphertext||tag; build it in dst (one allocation at
+	// most) and open it in place.
+	dst = slices.Grow(dst, len(ct)+tagSize)
 	dst = append(dst, ct...)
 	dst = append(dst, b[28:HeaderSize]...)
 	out, err := k.aead.Open(dst[start:start], b[12:28], dst[start:], nil)
