@@ -89,6 +89,12 @@ func (n *archiveDir) open() (*archiveState, error) {
 			return
 		}
 		metaA := n.m.s.NewArchiveWith(n.m.ctx, n.metaIdx, n.dec)
+		if size := metaA.Size(); size > 0 {
+			// Opening reads the root entry at the start and the root's
+			// goodbye table at the end: decode the last chunk on another
+			// core meanwhile (errors show on the real read).
+			go metaA.ChunkAt(n.m.ctx, uint64(size-1))
+		}
 		var payload io.ReaderAt
 		if n.payloadIdx != nil {
 			// Both halves of a split archive share the manifest's crypt mode.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -114,6 +115,14 @@ func (c *mountCmd) flags(fs *pflag.FlagSet) {
 }
 
 func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
+	if p := os.Getenv("PBSFS_CPUPROFILE"); p != "" {
+		// A CPU profile of the whole mount, for go tool pprof.
+		if f, err := os.Create(p); err == nil {
+			if err := pprof.StartCPUProfile(f); err == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
 	storeFromEnv := len(args) == 1 && !e.storeGiven()
 	switch len(args) {
 	case 1:
