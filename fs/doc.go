@@ -52,6 +52,10 @@
 // chunks read twice outside a sequential scan in a protected segment, so
 // one cat of a large file cannot flush the working set of a random reader.
 //
+// Opening an archive reads its first chunk (the root entry) and its last
+// (the root's goodbye table), decoded on two cores at once; nothing else
+// is read before the root lists.
+//
 // Metadata is exact: modes (0000, set-id and sticky bits included),
 // owners, times, sizes and link counts are those stored; go-fuse's
 // defaulting of empty permission bits is off (NullPermissions).
