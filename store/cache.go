@@ -19,7 +19,8 @@ import (
 // A scan touches each chunk many times, but its accesses are marked as
 // such (scan=true) by the reader that detected the scan, so they never
 // promote: a scan cycles through probation alone. Concurrent requests
-// for the same chunk share one load; errors are not cached.
+// for the same chunk share one load; errors are not cached. Chunks are
+// counted by the memory they hold (capacity), so the bound is RSS.
 type chunkCache struct {
 	mu        sync.Mutex
 	max       int64
@@ -92,13 +93,13 @@ func (c *chunkCache) touch(e *list.Element, scan bool) {
 		c.probation.Remove(e)
 		ce.protected = true
 		c.items[ce.d] = c.protected.PushFront(ce)
-		c.prot += int64(len(ce.data))
+		c.prot += int64(cap(ce.data))
 		for c.prot > int64(float64(c.max)*protectedShare) {
 			last := c.protected.Back()
 			le := last.Value.(*cacheEntry)
 			c.protected.Remove(last)
 			le.protected = false
-			c.prot -= int64(len(le.data))
+			c.prot -= int64(cap(le.data))
 			c.items[le.d] = c.probation.PushFront(le)
 		}
 	}
@@ -140,14 +141,14 @@ func (c *chunkCache) get(d cacheKey, scan bool, load func() ([]byte, error)) ([]
 // add inserts a chunk into probation and evicts down to the capacity.
 // c.mu is held.
 func (c *chunkCache) add(d cacheKey, data []byte) {
-	if int64(len(data)) > c.max {
+	if int64(cap(data)) > c.max {
 		return
 	}
 	if _, ok := c.items[d]; ok {
 		return
 	}
 	c.items[d] = c.probation.PushFront(&cacheEntry{d: d, data: data})
-	c.cur += int64(len(data))
+	c.cur += int64(cap(data))
 	for c.cur > c.max {
 		seg := c.probation
 		if seg.Len() == 0 {
@@ -157,9 +158,9 @@ func (c *chunkCache) add(d cacheKey, data []byte) {
 		e := last.Value.(*cacheEntry)
 		seg.Remove(last)
 		delete(c.items, e.d)
-		c.cur -= int64(len(e.data))
+		c.cur -= int64(cap(e.data))
 		if e.protected {
-			c.prot -= int64(len(e.data))
+			c.prot -= int64(cap(e.data))
 		}
 		c.stats.Evictions++
 	}

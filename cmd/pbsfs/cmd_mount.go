@@ -28,7 +28,7 @@ import (
 // overrides it) allows beyond the decoded-chunk cache: chunks being
 // decoded (one per core), zstd state, directory listings and the
 // collector's marks.
-const mountMemoryHeadroom = 96 << 20
+const mountMemoryHeadroom = 64 << 20
 
 // mountCmd serves a datastore over FUSE in the foreground until SIGINT or
 // SIGTERM, then unmounts. Removals through the mount (rm -r of a snapshot
@@ -111,7 +111,7 @@ func (c *mountCmd) flags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.readyFD, "ready-fd", 0, "write \"ready\" to this descriptor once the mount answers (the mount helper form)")
 	fs.MarkHidden("ready-fd")
 	c.cacheSize = store.DefaultCacheBytes
-	fs.Var(&c.cacheSize, "cache-size", "memory for decoded chunks (e.g. 256M, 1G); the mount's heap stays near this plus 96M")
+	fs.Var(&c.cacheSize, "cache-size", "memory for decoded chunks (e.g. 256M, 1G); the mount's memory stays near this plus 100M")
 }
 
 func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
