@@ -9,10 +9,10 @@
 //     naming the holder's pid);
 //  2. takes the shared fcntl process lock on <store>/.lock for the run,
 //     which keeps a PBS garbage collection out and lets pbsfs writers of
-//     other processes go on, and refuses to run when /proc/locks shows a
-//     holder of .lock that is neither this process nor a registered pbsfs
-//     writer (ErrForeignLock) — a PBS daemon's writers are invisible to
-//     pbsfs;
+//     other processes go on, and refuses to run when a process that is
+//     neither this one nor a registered pbsfs writer holds a lock on .lock
+//     (ErrForeignLock, see "Foreign holders") — a PBS daemon's writers are
+//     invisible to pbsfs otherwise;
 //  3. reads the oldest active writer from the writer registry and from
 //     this process's process locker, runs the access time self-test and
 //     computes the cutoff (Safety, cutoff);
@@ -23,6 +23,54 @@
 //  6. writes .gc-status (PBS's JSON) atomically.
 //
 // Any error before the sweep ends the run with nothing removed.
+//
+// # Foreign holders
+//
+// PBS writers (backup sessions, sync/pull, tape restore) hold a shared
+// POSIX record lock on the whole of <store>/.lock (F_SETLK, F_RDLCK) while
+// they write; PBS's garbage collection takes it exclusively. A PBS daemon
+// that is idle holds nothing. So every process other than this one holding
+// any lock on .lock is either a registered pbsfs writer or foreign.
+//
+// The holders are found by lock.ProcessLocker.OtherHolders, which does not
+// trust the device number of stat: /proc/locks prints the device of the
+// file system's superblock, stat the one of the btrfs subvolume (and
+// overlayfs its own), and inode numbers repeat across btrfs subvolumes.
+// The check therefore
+//
+//   - places a probe, an OFD read lock on one byte at a random offset of at
+//     least 2^62 (nothing PBS does locks there or conflicts with it), and
+//     takes the name /proc/locks gives the file from the probe's line;
+//     no such line, or two, refuses the run;
+//   - requires this process's own POSIX lock under that name (it holds the
+//     shared lock), or refuses;
+//   - lists every other lock under that name; one is set aside only when
+//     its process demonstrably has no descriptor of .lock open (every
+//     /proc/PID/fd entry readable and none stats as the file — a POSIX lock
+//     dies with the holder's last descriptor of the file), which is how a
+//     lock on another subvolume's file with the same name is told apart;
+//   - asks the lock itself (F_OFD_GETLK for an exclusive lock of the whole
+//     file): the first conflicting lock the kernel names must be ours or a
+//     holder found above, and pid 0 (a process this pid namespace cannot
+//     see) refuses;
+//   - outside the initial pid namespace, where /proc/locks hides the
+//     locks of processes it cannot see, upgrades this process's lock to an
+//     exclusive one for an instant (F_SETLK, never waiting) and back: that
+//     succeeds only when no other process anywhere holds a lock; failing,
+//     the run is refused. (A pbsfs backup starting in that instant
+//     retries its shared lock for 100 ms.)
+//
+// Holders that remain and are not registered pbsfs writers are foreign.
+// This is at least as safe as matching stat's device and inode in
+// /proc/locks was: that found no holder on btrfs and refused everything,
+// and where it worked it saw the same lines the probe finds. A holder is
+// only ever dropped on positive evidence that it cannot hold .lock; every
+// doubt (unreadable /proc/PID/fd, an OFD lock outside the probe range, a
+// kernel answer /proc/locks does not explain) counts as foreign. The check
+// runs before phase 1 and again before the sweep; tests run it on ext4,
+// xfs, btrfs (plain, a subvolume, a subvol= mount, two subvolumes whose
+// .lock files share an inode number), tmpfs, and in a pid namespace of its
+// own beside a holder outside.
 //
 // # Phase 1
 //
@@ -91,11 +139,12 @@
 // # Limits
 //
 //   - Pins are per process (see Pin).
-//   - The foreign-holder check compares /proc/locks pids with the pids
-//     writers registered; a pbsfs writer in another pid namespace (another
+//   - The foreign-holder check compares holder pids with the pids writers
+//     registered; a pbsfs writer in another pid namespace (another
 //     container) looks foreign and stops the collector, which is the safe
-//     side. On a file system whose locks /proc/locks does not show
-//     (overlayfs, btrfs subvolumes) every run fails with ErrForeignLock.
+//     side. On a file system whose locks /proc/locks does not list (a FUSE
+//     file system handling locks itself) the probe is not found, and every
+//     run fails with ErrForeignLock.
 //   - Snapshots moved between groups or namespaces during phase 1 are not
 //     followed (PBS 2026 adds a move journal for that); pbsfs does not move
 //     snapshots.

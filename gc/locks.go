@@ -85,9 +85,9 @@ const foreignCheckTries = 3
 
 // checkForeign fails with ErrForeignLock when a process other than this
 // one and the registered pbsfs writers holds a lock on .lock. The caller
-// holds the shared process lock, so this process must be among the
-// holders; if it is not, /proc/locks does not show this file system's locks
-// (overlayfs, btrfs subvolumes) and nothing can be proven.
+// holds the shared process lock; lock.ProcessLocker.OtherHolders finds the
+// other holders whatever device numbers the file system reports, and fails
+// (ErrForeignLock here) where it cannot prove it saw them all.
 func (c *Collector) checkForeign() error {
 	var foreign []lock.Holder
 	for try := 0; try < foreignCheckTries; try++ {
@@ -114,8 +114,11 @@ func (c *Collector) foreignHolders() ([]lock.Holder, error) {
 	if err != nil {
 		return nil, err
 	}
-	holders, err := lock.LockHolders(c.s.ProcessLocker().Path())
+	holders, err := c.s.ProcessLocker().OtherHolders()
 	if err != nil {
+		if errors.Is(err, lock.ErrUnverifiable) {
+			return nil, fmt.Errorf("%w: %w", err, ErrForeignLock)
+		}
 		return nil, err
 	}
 	after, err := lock.ListWriters(dir)
@@ -126,21 +129,12 @@ func (c *Collector) foreignHolders() ([]lock.Holder, error) {
 	for _, w := range append(before, after...) {
 		known[w.PID] = true
 	}
-	self := os.Getpid()
-	sawSelf := false
 	var foreign []lock.Holder
 	for _, h := range holders {
-		switch {
-		case h.PID == self:
-			sawSelf = true
-		case h.PID > 0 && known[h.PID]:
-		default:
-			foreign = append(foreign, h)
+		if h.PID > 0 && known[h.PID] {
+			continue
 		}
-	}
-	if !sawSelf {
-		return nil, fmt.Errorf("%s: /proc/locks does not show this process's lock, so other holders cannot be told apart: %w",
-			c.s.ProcessLocker().Path(), ErrForeignLock)
+		foreign = append(foreign, h)
 	}
 	return foreign, nil
 }

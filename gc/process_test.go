@@ -390,3 +390,41 @@ func TestPBSGCExcluded(t *testing.T) {
 		t.Errorf("a PBS GC beside ours: %q, want busy", out)
 	}
 }
+
+// TestForeignHolderOtherPidNamespace runs the collector in a new pid
+// namespace with its own /proc (as in a container), where /proc/locks does
+// not show the processes outside. A holder of .lock outside must still stop
+// it; without one it runs.
+func TestForeignHolderOtherPidNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("unshare --pid needs root")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("unshare (util-linux) not installed")
+	}
+	ts := newTestStore(t)
+	garbage := ts.chunks(2)
+	ts.age(3*days, garbage...)
+	gcInNamespace := func() (string, error) {
+		cmd := exec.Command("unshare", "--pid", "--fork", "--mount-proc", os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "GC_TEST_HELPER=gc", "GC_TEST_STORE="+ts.Root(), "GC_TEST_RUNTIME="+ts.RuntimeDir())
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	_, stop := helper(t, ts, "holdlock")
+	out, err := gcInNamespace()
+	t.Logf("refused: %s", strings.TrimSpace(out))
+	if err == nil || !strings.Contains(out, ErrForeignLock.Error()) {
+		t.Fatalf("gc in a pid namespace beside a holder outside: %v\n%s", err, out)
+	}
+	if lost := ts.lost(garbage); len(lost) > 0 {
+		t.Fatalf("refused run removed %d chunks", len(lost))
+	}
+	stop()
+	if out, err := gcInNamespace(); err != nil {
+		t.Fatalf("gc in a pid namespace, nobody else holding .lock: %v\n%s", err, out)
+	}
+	if lost := ts.lost(garbage); len(lost) != 2 {
+		t.Errorf("gc in a pid namespace removed %d of 2 garbage chunks", len(lost))
+	}
+}

@@ -22,6 +22,9 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
+	if p := os.Getenv("PBSFS_TEST_HOLDLOCK"); p != "" {
+		os.Exit(holdLockMain(p))
+	}
 	dir, err := os.MkdirTemp("", "pbsfs-integration-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -156,7 +156,14 @@ func (b *Backup) start(ctx context.Context) error {
 		return fmt.Errorf("register writer: %w", err)
 	}
 	b.release = append(b.release, reg.Release)
+	// A collector outside the initial pid namespace upgrades its lock
+	// for an instant to prove nobody else holds one (lock.OtherHolders);
+	// a short retry rides that out, a PBS garbage collection does not.
 	guard, err := s.plock.Shared()
+	for i := 0; i < 10 && errors.Is(err, ErrLocked); i++ {
+		time.Sleep(10 * time.Millisecond)
+		guard, err = s.plock.Shared()
+	}
 	if err != nil {
 		return fmt.Errorf("datastore %s: %w", s.root, err)
 	}

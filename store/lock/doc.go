@@ -22,8 +22,10 @@
 //     inserts in the same directory across processes and goroutines
 //     ([LockPrefixDir], Hazard 2).
 //
-// [LockHolders] reads /proc/locks to find every process holding a lock on a
-// file, so a collector can notice a foreign PBS daemon holding .lock.
+// [ProcessLocker.OtherHolders] finds every other process holding a lock on
+// .lock (a foreign PBS daemon, for a collector), on any file system: a
+// probe lock tells how /proc/locks names the file. [LockHolders] reads
+// /proc/locks by stat identity, for files on ordinary file systems.
 //
 // Nothing in this package opens a .lock file except through the process
 // locker registry, and no other package may open one at all: one stray
