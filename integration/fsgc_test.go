@@ -28,14 +28,14 @@ type fsKind struct {
 func fsKinds() []fsKind {
 	plain := func(t *testing.T, mnt string) string { return mnt }
 	return []fsKind{
-		{name: "ext4", mkfs: []string{"mkfs.ext4", "-q", "-F"}, setup: plain},
-		{name: "xfs", mkfs: []string{"mkfs.xfs", "-q", "-f"}, setup: plain},
-		{name: "btrfs", mkfs: []string{"mkfs.btrfs", "-q", "-f"}, setup: plain},
-		{name: "btrfs-subvolume", mkfs: []string{"mkfs.btrfs", "-q", "-f"}, setup: func(t *testing.T, mnt string) string {
+		{name: "ext4", mkfs: []string{"mkfs.ext4", "-q", "-F", "-E", "nodiscard"}, setup: plain},
+		{name: "xfs", mkfs: []string{"mkfs.xfs", "-q", "-f", "-K"}, setup: plain},
+		{name: "btrfs", mkfs: []string{"mkfs.btrfs", "-q", "-f", "-K"}, setup: plain},
+		{name: "btrfs-subvolume", mkfs: []string{"mkfs.btrfs", "-q", "-f", "-K"}, setup: func(t *testing.T, mnt string) string {
 			return btrfsSubvolume(t, filepath.Join(mnt, "sv"))
 		}},
 		// A subvol= mount: the mount shows a subvolume as its root.
-		{name: "btrfs-subvol-mount", mkfs: []string{"mkfs.btrfs", "-q", "-f"}, opts: "subvol=sv", setup: plain},
+		{name: "btrfs-subvol-mount", mkfs: []string{"mkfs.btrfs", "-q", "-f", "-K"}, opts: "subvol=sv", setup: plain},
 		{name: "tmpfs", setup: plain},
 	}
 }
@@ -98,6 +98,12 @@ func mountFS(t *testing.T, k fsKind) string {
 	if err := os.Truncate(img, 512<<20); err != nil {
 		t.Fatal(err)
 	}
+	// mkfs on the image file, not the loop device: mkfs.xfs stats every
+	// mount point to see whether the device is in use, and hangs on a
+	// FUSE mount whose daemon is stuck (another test's, on a shared box).
+	if out, err := run(k.mkfs[0], append(k.mkfs[1:], img)...); err != nil {
+		t.Fatalf("%s: %v\n%s", k.mkfs[0], err, out)
+	}
 	out, err := run("losetup", "-f", "--show", img)
 	if err != nil {
 		requireLoopFailed(t, k, fmt.Sprintf("losetup: %v: %s", err, out))
@@ -108,9 +114,6 @@ func mountFS(t *testing.T, k fsKind) string {
 			t.Errorf("losetup -d %s: %v\n%s", dev, err, out)
 		}
 	})
-	if out, err := run(k.mkfs[0], append(k.mkfs[1:], dev)...); err != nil {
-		t.Fatalf("%s: %v\n%s", k.mkfs[0], err, out)
-	}
 	if k.opts != "" { // subvol=: make the subvolume first
 		if out, err := run("mount", dev, mnt); err != nil {
 			t.Fatalf("mount %s: %v\n%s", k.name, err, out)
