@@ -143,6 +143,11 @@ func (n *groupNode) OpendirHandle(ctx context.Context, flags uint32) (fusefs.Fil
 func (n *groupNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	if name == latestName {
 		if _, ok := n.m.latest(n.g); !ok {
+			// rm -r of the group listed the link and unlinks it after
+			// the snapshots (see groupGhost).
+			if n.GetChild(name) != nil && n.m.groupGhost(n.g) {
+				return n.m.addChild(ctx, n.EmbeddedInode(), n.latestChild(), out, 0)
+			}
 			return nil, syscall.ENOENT
 		}
 		return n.m.addChild(ctx, n.EmbeddedInode(), n.latestChild(), out, n.m.hierTTL)
@@ -153,6 +158,18 @@ func (n *groupNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	}
 	ref := store.SnapshotRef{Group: n.g, Time: t}
 	if _, err := n.m.manifest(ref); err != nil {
+		// A snapshot forgotten through the mount a moment ago stays
+		// reachable by name (never listed, never cached) while the
+		// kernel still has its node: rm -r is still walking it, and
+		// its last step, the rmdir of the snapshot, looks the name up
+		// again whenever the entry expired meanwhile (a busy machine, a
+		// reader revalidating). Without this the rmdir fails ENOENT
+		// although the snapshot was removed (issue 15, item 7).
+		if c := n.GetChild(name); c != nil {
+			if sn, ok := c.Operations().(*snapshotNode); ok && sn.recentlyRemoved() {
+				return n.m.addChild(ctx, n.EmbeddedInode(), n.snapChild(ref), out, 0)
+			}
+		}
 		return nil, syscall.ENOENT // in progress, gone, or hidden for a bad manifest
 	}
 	return n.m.addChild(ctx, n.EmbeddedInode(), n.snapChild(ref), out, n.m.hierTTL)

@@ -84,6 +84,9 @@ type mount struct {
 
 	mu        sync.Mutex
 	manifests map[string]manifestEntry // by snapshot directory
+	// removedGroups: when a removal through the mount last touched a
+	// group, by group directory (see groupGhost).
+	removedGroups map[store.GroupRef]time.Time
 
 	// archiveOps counts lookups and directory opens inside archives;
 	// tests check that rm -r of a snapshot makes none.
@@ -97,9 +100,10 @@ func NewRoot(ctx context.Context, s *store.Store, opts Options) fusefs.InodeEmbe
 		ctx: ctx, s: s, log: opts.Logger, obs: opts.Observer, metrics: opts.Metrics, pin: opts.Pin,
 		uid: opts.UID, gid: opts.GID,
 		hierTTL: opts.HierarchyTimeout, archTTL: opts.ArchiveTimeout,
-		readOnly:  opts.ReadOnly,
-		started:   time.Now(),
-		manifests: make(map[string]manifestEntry),
+		readOnly:      opts.ReadOnly,
+		started:       time.Now(),
+		manifests:     make(map[string]manifestEntry),
+		removedGroups: make(map[store.GroupRef]time.Time),
 	}
 	if m.log == nil {
 		m.log = s.Logger()

@@ -478,3 +478,43 @@ func TestRelookupAfterForget(t *testing.T) {
 		check()
 	}
 }
+
+// TestRemoveEntriesExpire: rm -r of a snapshot while the kernel's entries
+// expire at once (as a 1 s timeout does under load, or a concurrent reader
+// revalidating), so that every step of rm looks its names up again: the
+// final rmdir of the snapshot, whose files are gone by then, must still
+// find it and succeed, and so must unlinks of the files rm listed.
+func TestRemoveEntriesExpire(t *testing.T) {
+	src := t.TempDir()
+	tree(t, src)
+	s := newStore(t, nil)
+	var refs []store.SnapshotRef
+	for i := range 3 {
+		refs = append(refs, backup(t, s, snap{g: ct, t: t0.Add(time.Duration(i) * time.Hour), pxarDir: src,
+			image: randomBytes(4, 1000), blobs: map[string][]byte{"pct.conf": []byte("c")}}))
+	}
+	backup(t, s, snap{g: vm, t: t0, image: randomBytes(3, 100)})
+	backup(t, s, snap{g: vm, t: t0.Add(time.Hour), image: randomBytes(3, 100)})
+	mnt, _ := mountStore(t, s, Options{HierarchyTimeout: time.Nanosecond, ArchiveTimeout: time.Nanosecond})
+	// The whole group vm/100, whose last snapshot takes the group and
+	// the (virtual) type directory with it, before rm's rmdir of it.
+	if out, err := exec.Command("rm", "-r", filepath.Join(mnt, "vm/100")).CombinedOutput(); err != nil {
+		t.Fatalf("rm -r vm/100: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(s.Path(vm.Dir())); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("group vm/100 still in the store: %v", err)
+	}
+	for _, r := range refs {
+		dir := filepath.Join(mnt, "ct/200", r.TimeString())
+		readDirNames(t, filepath.Join(dir, "root.pxar/etc")) // a reader was here
+		if out, err := exec.Command("rm", "-r", dir).CombinedOutput(); err != nil {
+			t.Fatalf("rm -r %s: %v\n%s", r.TimeString(), err, out)
+		}
+		if _, err := os.Stat(s.Path(r.Dir())); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still in the store: %v", r.TimeString(), err)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still visible after rm -r: %v", r.TimeString(), err)
+		}
+	}
+}

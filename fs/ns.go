@@ -72,7 +72,20 @@ func (n *nsNode) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHa
 }
 
 func (n *nsNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	return n.m.findChild(ctx, n.EmbeddedInode(), n, name, out)
+	in, errno := n.m.findChild(ctx, n.EmbeddedInode(), n, name, out)
+	if errno == syscall.ENOENT {
+		// A type directory whose last group a removal through the mount
+		// took away a moment ago stays reachable while the kernel has its
+		// node, for the rm -r still under way (see groupGhost).
+		if c := n.GetChild(name); c != nil {
+			if tn, ok := c.Operations().(*typeNode); ok && n.m.typeGhost(n.ns, tn.typ) {
+				tc := child{name: name, mode: syscall.S_IFDIR, ino: childIno(n.ino(), name),
+					node: &typeNode{m: n.m, ns: n.ns, typ: tn.typ}}
+				return n.m.addChild(ctx, n.EmbeddedInode(), tc, out, 0)
+			}
+		}
+	}
+	return in, errno
 }
 
 // Rmdir of a type directory succeeds once it has no groups left (rm -r

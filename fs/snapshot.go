@@ -34,11 +34,12 @@ type snapshotNode struct {
 	m   *mount
 	ref store.SnapshotRef
 
-	mu      sync.Mutex
-	ents    []child // templates of the archives, computed once: they never change
-	removed bool    // forgotten through this mount
-	ghosts  map[string]bool
-	refused map[uint32]refusal // by caller pid
+	mu        sync.Mutex
+	ents      []child   // templates of the archives, computed once: they never change
+	removed   bool      // forgotten through this mount
+	removedAt time.Time // when
+	ghosts    map[string]bool
+	refused   map[uint32]refusal // by caller pid
 }
 
 // refusal records a removal refused to a process.
@@ -64,6 +65,18 @@ func (n *snapshotNode) fill(ctx context.Context, out *fuse.Attr) syscall.Errno {
 func (n *snapshotNode) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.SetTimeout(n.m.hierTTL)
 	return n.fill(ctx, &out.Attr)
+}
+
+// ghostTTL is how long a snapshot forgotten through the mount can still be
+// looked up by name, so that the rm -r that removed it can finish.
+const ghostTTL = 2 * time.Minute
+
+// recentlyRemoved reports whether the snapshot was forgotten through the
+// mount less than ghostTTL ago.
+func (n *snapshotNode) recentlyRemoved() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.removed && time.Since(n.removedAt) < ghostTTL
 }
 
 // isRemoved reports whether the snapshot was forgotten through the mount.
@@ -286,6 +299,7 @@ func (n *snapshotNode) forget(ctx context.Context, known bool) (errno syscall.Er
 		return errno
 	}
 	n.markRemovedLocked()
+	n.m.removedFrom(n.ref.Group)
 	return 0
 }
 
@@ -299,6 +313,47 @@ func (n *snapshotNode) refuseLocked(ctx context.Context, errno syscall.Errno) {
 	n.refused[callerPID(ctx)] = refusal{errno, time.Now()}
 }
 
+// removedFrom records that a removal through the mount just took something
+// out of group g (perhaps g itself, with its last snapshot).
+func (m *mount) removedFrom(g store.GroupRef) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	for k, t := range m.removedGroups {
+		if now.Sub(t) >= ghostTTL {
+			delete(m.removedGroups, k)
+		}
+	}
+	m.removedGroups[g] = now
+}
+
+// groupGhost reports whether a removal through the mount touched group g
+// less than ghostTTL ago. rm -r of a group, or of its last snapshot, ends
+// with the rmdir of a path whose directory the removal already took away
+// (PBS 2025+ removes a group with its last snapshot); when the kernel's
+// entry expired meanwhile it looks the group up again, and that lookup must
+// not fail (issue 15, item 7).
+func (m *mount) groupGhost(g store.GroupRef) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.removedGroups[g]
+	return ok && time.Since(t) < ghostTTL
+}
+
+// typeGhost is groupGhost for a type directory of namespace ns, which the
+// mount shows only while it has a group: the removal of the type's last
+// group takes it away too.
+func (m *mount) typeGhost(ns store.Namespace, typ string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for g, t := range m.removedGroups {
+		if g.NS == ns && g.Type == typ && time.Since(t) < ghostTTL {
+			return true
+		}
+	}
+	return false
+}
+
 func (n *snapshotNode) markRemoved() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -310,6 +365,7 @@ func (n *snapshotNode) markRemovedLocked() {
 		return
 	}
 	n.removed = true
+	n.removedAt = time.Now()
 	n.ghosts = make(map[string]bool)
 	for _, c := range n.ents {
 		if c.name != manifestName {

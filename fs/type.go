@@ -66,10 +66,16 @@ func (n *typeNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	if g.Validate() != nil {
 		return nil, syscall.ENOENT
 	}
+	c := child{name: name, mode: syscall.S_IFDIR, ino: childIno(n.StableAttr().Ino, name), node: &groupNode{m: n.m, g: g}}
 	if fi, err := os.Stat(n.m.s.Path(g.Dir())); err != nil || !fi.IsDir() {
+		// A group that a removal through the mount took away a moment
+		// ago stays reachable by name while the kernel has its node, so
+		// that the rm -r removing it can finish (see groupGhost).
+		if n.GetChild(name) != nil && n.m.groupGhost(g) {
+			return n.m.addChild(ctx, n.EmbeddedInode(), c, out, 0)
+		}
 		return nil, syscall.ENOENT
 	}
-	c := child{name: name, mode: syscall.S_IFDIR, ino: childIno(n.StableAttr().Ino, name), node: &groupNode{m: n.m, g: g}}
 	return n.m.addChild(ctx, n.EmbeddedInode(), c, out, n.m.hierTTL)
 }
 
@@ -97,6 +103,7 @@ func (n *typeNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if err != nil {
 		return n.m.toErrno(err, "remove group", "group", g.String())
 	}
+	n.m.removedFrom(g)
 	n.m.log.Info("removed group", "group", n.ns.Dir()+"/"+g.String())
 	return 0
 }
