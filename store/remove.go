@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 )
 
 // RemoveHook is called once a snapshot's locks are held and before any of
@@ -60,13 +61,68 @@ func (s *Store) destroySnapshot(ctx context.Context, ref SnapshotRef, hook Remov
 			return fmt.Errorf("snapshot %s: %w", ref, err)
 		}
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	if err := s.removeSnapshotDir(dir); err != nil {
 		return fmt.Errorf("remove snapshot %s: %w", ref, err)
 	}
 	if err := s.locks.RemoveSnapshotLocks(ns, g.Type, g.ID, ts); err != nil {
 		s.log.Warn("remove snapshot lock files", "snapshot", ref.String(), "err", err)
 	}
+	s.step("lock files removed")
 	return nil
+}
+
+// removeSnapshotDir deletes a snapshot directory so that an interruption
+// at any point (a crash, kill -9, power loss) never leaves a snapshot that
+// lists as finished but lacks files: the manifest goes first and the
+// directory is fsynced, which makes the snapshot unfinished (PBS's
+// is_finished is "index.json.blob exists") before any archive is touched;
+// then the other files, then the directory, and the group directory is
+// fsynced. What an interruption leaves is an unfinished snapshot, which
+// PBS and pbsfs prune remove and the mount does not show.
+//
+// PBS's destroy calls remove_dir_all on the directory, which deletes in
+// readdir order with no manifest-first rule; an interrupted PBS forget can
+// leave index.json.blob beside a partial set of archives.
+func (s *Store) removeSnapshotDir(dir string) error {
+	err := os.Remove(filepath.Join(dir, ManifestName))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	s.step("manifest removed")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if e.IsDir() {
+			err = os.RemoveAll(p) // nothing PBS writes; whatever it is
+		} else {
+			err = os.Remove(p)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		s.step("file removed")
+	}
+	if err := os.Remove(dir); err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Dir(dir)); err != nil {
+		return err
+	}
+	s.step("directory removed")
+	return nil
+}
+
+// step calls the test hook of removals, if any, naming the step done.
+func (s *Store) step(name string) {
+	if s.removeStep != nil {
+		s.removeStep(name)
+	}
 }
 
 // cleanupGroup removes group g when it has no snapshot left and nobody

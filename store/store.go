@@ -69,6 +69,11 @@ type Store struct {
 	log       *slog.Logger
 	bufs      sync.Pool // chunk buffers of writers, see getChunkBuf
 	owner     fileOwner // owner of what pbsfs creates, see ownerOf
+
+	// removeStep, when set (tests), is called after each step of a
+	// snapshot removal (remove.go), so that a test can kill the process
+	// there.
+	removeStep func(step string)
 }
 
 // Create makes a new datastore at root (§1.1): the directory, `.chunks`
