@@ -233,7 +233,7 @@ func (c *Collector) Run(ctx context.Context) (st Status, err error) {
 		}
 	}
 	st.MinAtime = cutoff(st.Start, st.OldestWriter, o.Safety)
-	c.log.Info("garbage collection started", "store", c.s.Name(), "min_atime", st.MinAtime.UTC().Format(time.RFC3339),
+	c.log.Info("garbage collection started", "store", c.s.Name(), "store_name_from", c.s.NameSource(), "min_atime", st.MinAtime.UTC().Format(time.RFC3339),
 		"oldest_writer", st.OldestWriter.UTC().Format(time.RFC3339), "dry_run", o.DryRun)
 
 	r := newRunState(c)

@@ -33,7 +33,7 @@ func TestGCStress(t *testing.T) {
 	randomFile(t, imgA, 24<<20, 1)
 	randomFile(t, imgB, 24<<20, 2)
 	mnt, _ := e.mount(t, "--gc-interval", "50ms", "--gc-cutoff", "1m")
-	gcLock := filepath.Join(e.run, "pbsfs", filepath.Base(e.store), "gc.lock")
+	gcLock := filepath.Join(e.run, "pbsfs", e.open(t).Name(), "gc.lock")
 
 	when := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var mountRemovals, outsideRemovals int

@@ -22,8 +22,14 @@ const DefaultRuntimeDir = "/run/proxmox-backup"
 // Options configure how a datastore is opened.
 type Options struct {
 	// Name is the PBS datastore name, used for lock file paths. It
-	// defaults to the base name of the datastore directory.
+	// defaults to the name DatastoreConfig gives the directory, so that
+	// pbsfs and a PBS daemon on the same store share their locks, and
+	// otherwise to a name unique to the path (base name and a hash of the
+	// path), so that two stores never share lock files.
 	Name string
+	// DatastoreConfig is PBS's datastore.cfg; DefaultDatastoreConfig if
+	// empty. Tests point it elsewhere.
+	DatastoreConfig string
 	// RuntimeDir is PBS's runtime directory; DefaultRuntimeDir if empty.
 	// Tests point it at a temporary directory.
 	RuntimeDir string
@@ -48,16 +54,17 @@ type Options struct {
 // Store is an open datastore. A process should open a datastore once and
 // share the Store: it owns the process lock on `.lock` (§5.1).
 type Store struct {
-	root   string
-	name   string
-	rtDir  string
-	chunks *FileChunkStore
-	codec  *Codec
-	cache  *chunkCache
-	keys   *crypto.Keyring
-	plain  *ChunkDecoder // decoder of unencrypted archives
-	files  *plainDecoder // the read engine's loader of unencrypted chunks
-	zeros  zeroDigests
+	root       string
+	name       string
+	nameSource string // NameFromOptions, NameFromConfig or NameFromPath
+	rtDir      string
+	chunks     *FileChunkStore
+	codec      *Codec
+	cache      *chunkCache
+	keys       *crypto.Keyring
+	plain      *ChunkDecoder // decoder of unencrypted archives
+	files      *plainDecoder // the read engine's loader of unencrypted chunks
+	zeros      zeroDigests
 	// decodeSlots bounds the background chunk decodes (one per core).
 	decodeSlots chan struct{}
 	// readAhead counts the background decodes run (ReadAheadChunks).
@@ -123,8 +130,15 @@ func Open(root string, opts Options) (*Store, error) {
 	if st, err := os.Stat(filepath.Join(abs, ".chunks")); err != nil || !st.IsDir() {
 		return nil, fmt.Errorf("open datastore %s: no .chunks directory: %w", root, ErrNotFound)
 	}
+	nameSource := NameFromOptions
 	if opts.Name == "" {
-		opts.Name = filepath.Base(abs)
+		cfg := opts.DatastoreConfig
+		if cfg == "" {
+			cfg = DefaultDatastoreConfig
+		}
+		if opts.Name, nameSource, err = defaultName(abs, cfg); err != nil {
+			return nil, fmt.Errorf("open datastore %s: %w", root, err)
+		}
 	}
 	if opts.RuntimeDir == "" {
 		opts.RuntimeDir = DefaultRuntimeDir
@@ -157,18 +171,19 @@ func Open(root string, opts Options) (*Store, error) {
 	}
 	codec := NewCodec()
 	st := &Store{
-		keys:   opts.Keys,
-		plain:  &ChunkDecoder{codec: codec},
-		root:   abs,
-		name:   opts.Name,
-		rtDir:  opts.RuntimeDir,
-		chunks: chunks,
-		codec:  codec,
-		cache:  newChunkCache(opts.CacheBytes),
-		plock:  plock,
-		locks:  newLocks(opts.RuntimeDir, opts.Name, abs, owner),
-		log:    opts.Logger,
-		owner:  owner,
+		keys:       opts.Keys,
+		plain:      &ChunkDecoder{codec: codec},
+		root:       abs,
+		name:       opts.Name,
+		nameSource: nameSource,
+		rtDir:      opts.RuntimeDir,
+		chunks:     chunks,
+		codec:      codec,
+		cache:      newChunkCache(opts.CacheBytes),
+		plock:      plock,
+		locks:      newLocks(opts.RuntimeDir, opts.Name, abs, owner),
+		log:        opts.Logger,
+		owner:      owner,
 
 		decodeSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
 	}
@@ -198,6 +213,10 @@ func (s *Store) Root() string { return s.root }
 
 // Name returns the PBS datastore name used for lock paths.
 func (s *Store) Name() string { return s.name }
+
+// NameSource tells where Name came from: NameFromOptions, NameFromConfig
+// (PBS's datastore.cfg names this path) or NameFromPath.
+func (s *Store) NameSource() string { return s.nameSource }
 
 // RuntimeDir returns the runtime directory holding lock files.
 func (s *Store) RuntimeDir() string { return s.rtDir }

@@ -232,7 +232,9 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 		srv.Unmount()
 		return err
 	}
-	fmt.Fprintf(e.stdout, "pbsfs: %s mounted on %s; stop with Ctrl-C or kill\n", s.Root(), mnt)
+	e.log.Info("datastore", "path", s.Root(), "name", s.Name(), "name_from", s.NameSource())
+	fmt.Fprintf(e.stdout, "pbsfs: %s (datastore name %q, from the %s) mounted on %s; stop with Ctrl-C or kill\n",
+		s.Root(), s.Name(), s.NameSource(), mnt)
 
 	// The mount's record for pbsfs status.
 	absMnt, _ := filepath.Abs(mnt)

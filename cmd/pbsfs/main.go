@@ -109,7 +109,7 @@ func (e *env) globalFlags() *pflag.FlagSet {
 	fs := pflag.NewFlagSet("pbsfs", pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.StringVarP(&e.storePath, "store", "s", os.Getenv("PBSFS_STORE"), "datastore directory (env PBSFS_STORE)")
-	fs.StringVar(&e.storeName, "store-name", os.Getenv("PBSFS_STORE_NAME"), "PBS datastore name for lock files (env PBSFS_STORE_NAME; default: the directory's base name)")
+	fs.StringVar(&e.storeName, "store-name", os.Getenv("PBSFS_STORE_NAME"), "PBS datastore name for lock files (env PBSFS_STORE_NAME; default: the name /etc/proxmox-backup/datastore.cfg gives the path, else the base name and a hash of the path; env PBSFS_DATASTORE_CONFIG names another datastore.cfg)")
 	fs.StringVar(&e.runtimeDir, "runtime-dir", envOr("PBSFS_RUNTIME_DIR", store.DefaultRuntimeDir), "PBS runtime directory holding lock files (env PBSFS_RUNTIME_DIR)")
 	return fs
 }
@@ -143,7 +143,8 @@ func (e *env) openStore() (*store.Store, error) {
 }
 
 func (e *env) storeOptions() store.Options {
-	return store.Options{Name: e.storeName, RuntimeDir: e.runtimeDir, Logger: e.log, Keys: e.keys}
+	return store.Options{Name: e.storeName, RuntimeDir: e.runtimeDir, Logger: e.log, Keys: e.keys,
+		DatastoreConfig: os.Getenv("PBSFS_DATASTORE_CONFIG")}
 }
 
 func main() {
