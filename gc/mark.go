@@ -25,9 +25,12 @@ func (c *Collector) mark(ctx context.Context, r *runState) error {
 	if err != nil {
 		return err
 	}
+	// WillRemove may mark files already (the phase is PhaseMark).
+	r.mu.Lock()
 	for _, p := range walked {
 		r.unprocessed[p] = struct{}{}
 	}
+	r.mu.Unlock()
 	c.prog.indexTotal.Store(int64(len(walked)))
 
 	nss, problems, err := c.s.Namespaces(ctx, "", -1)
