@@ -28,7 +28,9 @@ func (c *Collector) mark(ctx context.Context, r *runState) error {
 	// WillRemove may mark files already (the phase is PhaseMark).
 	r.mu.Lock()
 	for _, p := range walked {
-		r.unprocessed[p] = struct{}{}
+		if _, done := r.processed[p]; !done {
+			r.unprocessed[p] = struct{}{}
+		}
 	}
 	r.mu.Unlock()
 	c.prog.indexTotal.Store(int64(len(walked)))
