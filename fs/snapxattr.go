@@ -78,11 +78,7 @@ func (n *snapshotNode) xattr(ctx context.Context, name string) ([]byte, syscall.
 			}
 			return []byte("none"), 0
 		default:
-			var size uint64
-			for _, f := range man.Files {
-				size += f.Size
-			}
-			return []byte(strconv.FormatUint(size, 10)), 0
+			return []byte(strconv.FormatUint(man.TotalSize(), 10)), 0
 		}
 	}
 	return nil, syscall.ENODATA

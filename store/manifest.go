@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 )
 
@@ -135,6 +136,20 @@ func (m *Manifest) MarshalJSON() ([]byte, error) {
 	}
 	obj["unprotected"] = unprot
 	return json.MarshalIndent(obj, "", "  ")
+}
+
+// TotalSize is the sum of the sizes of the files the manifest lists. It
+// saturates at the largest uint64 instead of wrapping: a damaged or
+// hostile manifest (four files of 2^62 bytes) must not show as empty.
+func (m *Manifest) TotalSize() uint64 {
+	var total uint64
+	for _, f := range m.Files {
+		if total+f.Size < total {
+			return math.MaxUint64
+		}
+		total += f.Size
+	}
+	return total
 }
 
 // File returns the manifest entry of archive name.

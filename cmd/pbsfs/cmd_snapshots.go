@@ -35,7 +35,10 @@ type snapshotItem struct {
 	Owner      string   `json:"owner,omitempty"`
 	Comment    string   `json:"comment,omitempty"`
 	Verify     string   `json:"verification,omitempty"`
-	path       string
+	// ManifestError says why index.json.blob exists but does not load
+	// (then Finished is false).
+	ManifestError string `json:"manifest-error,omitempty"`
+	path          string
 }
 
 func (c *snapshotsCmd) run(ctx context.Context, e *env, args []string) error {
@@ -80,11 +83,13 @@ func (c *snapshotsCmd) run(ctx context.Context, e *env, args []string) error {
 			if si.Finished {
 				m, err := s.LoadManifest(si.Ref)
 				if err != nil {
+					// A manifest that does not load is not a finished
+					// backup anyone can restore or verify.
 					fmt.Fprintf(e.stderr, "warning: %v\n", err)
+					it.Finished = false
+					it.ManifestError = err.Error()
 				} else {
-					for _, f := range m.Files {
-						it.Size += f.Size
-					}
+					it.Size = m.TotalSize()
 					it.Comment, _, _ = strings.Cut(m.Notes(), "\n")
 					if v, ok := m.Verify(); ok {
 						it.Verify = v.State
@@ -104,6 +109,8 @@ func (c *snapshotsCmd) run(ctx context.Context, e *env, args []string) error {
 	for _, it := range items {
 		state := "ok"
 		switch {
+		case it.ManifestError != "":
+			state = "damaged (manifest unreadable)"
 		case !it.Finished:
 			state = "in progress"
 		case it.Protected:

@@ -365,3 +365,44 @@ func TestLifecycleCLI(t *testing.T) {
 
 // must drops tableRow's found flag.
 func must(row string, _ bool) string { return row }
+
+// TestSnapshotsCorruptManifest: a snapshot whose index.json.blob does not
+// load is listed as damaged, not ok, and "finished": false in JSON with the
+// reason; the other snapshots list as before.
+func TestSnapshotsCorruptManifest(t *testing.T) {
+	dir, flags := newStore(t)
+	g := store.GroupRef{Type: "vm", ID: "100"}
+	makeSnapshots(t, dir, flags[3], g, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
+	man := filepath.Join(dir, "vm/100/2026-01-01T00:00:00Z", store.ManifestName)
+	b, err := os.ReadFile(man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 12; i < len(b); i++ { // past the header: the CRC no longer matches
+		b[i] ^= 0x55
+	}
+	if err := os.WriteFile(man, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := cli(t, append([]string{"snapshots"}, flags...)...)
+	if code != 0 {
+		t.Fatalf("snapshots: exit %d: %s", code, errs)
+	}
+	if row, _ := tableRow(out, "vm/100/2026-01-01T00:00:00Z"); !strings.Contains(row, "damaged") || strings.HasSuffix(row, " ok") {
+		t.Errorf("corrupt manifest listed as %q\n%s", row, out)
+	}
+	if row, _ := tableRow(out, "vm/100/2026-01-02T00:00:00Z"); !strings.HasSuffix(strings.TrimSpace(row), "ok") {
+		t.Errorf("intact snapshot listed as %q", row)
+	}
+	code, out, _ = cli(t, append([]string{"snapshots", "--output", "json"}, flags...)...)
+	var items []map[string]any
+	if code != 0 || json.Unmarshal([]byte(out), &items) != nil || len(items) != 2 {
+		t.Fatalf("snapshots --output json: exit %d\n%s", code, out)
+	}
+	if items[0]["finished"] != false || items[0]["manifest-error"] == nil {
+		t.Errorf("corrupt manifest in JSON: %v", items[0])
+	}
+	if items[1]["finished"] != true || items[1]["manifest-error"] != nil {
+		t.Errorf("intact snapshot in JSON: %v", items[1])
+	}
+}
