@@ -170,6 +170,7 @@ func TestToErrno(t *testing.T) {
 		{fmt.Errorf("x: %w", store.ErrChunkMissing), syscall.EIO, true},
 		{fmt.Errorf("x: %w", pxar.ErrCorrupt), syscall.EIO, true},
 		{errors.New("something else"), syscall.EIO, true},
+		{&os.PathError{Op: "read", Path: "x", Err: syscall.EISDIR}, syscall.EIO, true},
 	}
 	for _, tc := range tests {
 		before := len(log.String())
@@ -179,5 +180,42 @@ func TestToErrno(t *testing.T) {
 		if logged := len(log.String()) > before; logged != tc.logged {
 			t.Errorf("toErrno(%v) logged %v, want %v", tc.err, logged, tc.logged)
 		}
+	}
+}
+
+// TestChunkReplacedByDirectory: a chunk file replaced by a directory reads
+// as EIO (not EISDIR) for that chunk's range only.
+func TestChunkReplacedByDirectory(t *testing.T) {
+	var log logBuf
+	s := newStore(t, &log)
+	img := randomBytes(5, 12<<20) // three 4 MiB chunks
+	ref := backup(t, s, snap{g: vm, t: t0, image: img})
+	idx, err := s.OpenIndex(ref, "drive-scsi0.img.fidx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _, _ := idx.Chunk(2)
+	p := s.Chunks().Path(d)
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mnt, _ := mountStore(t, s, Options{})
+	f, err := os.Open(filepath.Join(mnt, "vm/100", ref.TimeString(), "drive-scsi0.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	if _, err := f.ReadAt(buf, 8<<20); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read of the replaced chunk: %v, want EIO", err)
+	}
+	if _, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, img[:4096]) {
+		t.Errorf("read of an intact chunk: %v or wrong bytes", err)
+	}
+	if !strings.Contains(log.String(), "not a regular file") {
+		t.Errorf("log does not say what is wrong:\n%s", log.String())
 	}
 }

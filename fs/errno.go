@@ -35,7 +35,7 @@ func (m *mount) toErrno(err error, op string, args ...any) syscall.Errno {
 	case errors.Is(err, store.ErrEncrypted):
 		m.log.Error("encrypted archive: a key is needed to read it; give the key its manifest names with --keyfile", append(args, "op", op, "err", err)...)
 		return syscall.EACCES
-	case errors.As(err, &errno):
+	case errors.As(err, &errno) && !layoutErrno(errno):
 		return errno
 	default:
 		// ErrCorrupt, ErrChunkMissing, pxar.ErrCorrupt, ErrTooLarge and
@@ -48,4 +48,12 @@ func (m *mount) toErrno(err error, op string, args ...any) syscall.Errno {
 // logAttrs is a helper giving the stable log keys of a snapshot.
 func snapAttr(ref store.SnapshotRef) slog.Attr {
 	return slog.String("snapshot", ref.Group.NS.Dir()+"/"+ref.String())
+}
+
+// layoutErrno reports errnos that, coming from the store, mean a file of
+// the datastore is not what the layout says (a chunk or index replaced by
+// a directory or a symlink loop): damaged data, EIO, never an errno that
+// would describe the file in the mount.
+func layoutErrno(e syscall.Errno) bool {
+	return e == syscall.EISDIR || e == syscall.ENOTDIR || e == syscall.ELOOP
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -296,5 +297,31 @@ func TestOwnerFollowsDatastore(t *testing.T) {
 	})
 	if n < 10 {
 		t.Errorf("only %d entries walked", n)
+	}
+}
+
+// TestChunkNotRegular: a chunk replaced by a directory or a FIFO is
+// ErrCorrupt, and reading the FIFO does not block.
+func TestChunkNotRegular(t *testing.T) {
+	s := newTestStore(t)
+	ctx := context.Background()
+	for i, mk := range []func(string) error{
+		func(p string) error { return os.Mkdir(p, 0o755) },
+		func(p string) error { return syscall.Mkfifo(p, 0o644) },
+	} {
+		data := []byte(fmt.Sprint("chunk ", i))
+		d := DigestOf(data)
+		blob, _ := s.Codec().Encode(data, false)
+		if _, err := s.Chunks().Insert(ctx, d, blob); err != nil {
+			t.Fatal(err)
+		}
+		p := s.Chunks().Path(d)
+		os.Remove(p)
+		if err := mk(p); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.ReadChunk(ctx, d); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("case %d: ReadChunk = %v, want ErrCorrupt", i, err)
+		}
 	}
 }

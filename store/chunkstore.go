@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -82,16 +83,46 @@ func (s *FileChunkStore) Path(d Digest) string {
 
 func prefixOf(d Digest) uint16 { return uint16(d[0])<<8 | uint16(d[1]) }
 
-// Get reads the encoded chunk.
+// Get reads the encoded chunk. Anything but a regular file in its place
+// (a directory, a FIFO, a device) is ErrCorrupt, as is a file larger than
+// any blob can be; opening does not block on a FIFO.
 func (s *FileChunkStore) Get(ctx context.Context, d Digest) ([]byte, error) {
-	b, err := os.ReadFile(s.Path(d))
+	f, err := os.OpenFile(s.Path(d), os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("chunk %s: %w", d, ErrChunkMissing)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", d, err)
 	}
-	return b, nil
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", d, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("chunk %s: not a regular file (%s): %w", d, fi.Mode().Type(), ErrCorrupt)
+	}
+	const limit = MaxBlobSize + 64 // the payload limit plus the largest header
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("chunk %s: file of %d bytes: %w", d, fi.Size(), ErrCorrupt)
+	}
+	b := make([]byte, 0, fi.Size()+1)
+	for {
+		n, err := f.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("chunk %s: %w", d, err)
+		}
+		if len(b) > limit {
+			return nil, fmt.Errorf("chunk %s: grew past %d bytes while read: %w", d, limit, ErrCorrupt)
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 // touchPath sets atime to now and leaves mtime alone (§6.2).
