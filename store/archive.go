@@ -26,15 +26,26 @@ func (s *Store) LoadManifest(ref SnapshotRef) (*Manifest, error) {
 	return m, nil
 }
 
+// readBlobFile reads the blob file at rel (a manifest) whose content may
+// not exceed MaxManifestSize: neither the file nor its decompression may
+// cost more memory than that bound allows.
 func (s *Store) readBlobFile(rel string) ([]byte, error) {
-	b, err := os.ReadFile(s.Path(rel))
+	f, err := os.Open(s.Path(rel))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%s: %w", s.Path(rel), ErrNotFound)
 	}
 	if err != nil {
 		return nil, err
 	}
-	data, err := s.codec.Decode(b)
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxManifestSize+blobHeaderSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxManifestSize+blobHeaderSize {
+		return nil, fmt.Errorf("%s: file over %d bytes: %w", s.Path(rel), MaxManifestSize+blobHeaderSize, ErrTooLarge)
+	}
+	data, err := s.codec.DecodeLimit(b, MaxManifestSize)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.Path(rel), err)
 	}

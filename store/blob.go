@@ -1,9 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"runtime"
 
 	"github.com/klauspost/compress/zstd"
@@ -142,6 +145,72 @@ func (c *Codec) AppendDecode(dst, b []byte) ([]byte, error) {
 		return out, nil
 	}
 	return nil, fmt.Errorf("%s blob: %w", kind, ErrEncrypted)
+}
+
+// DecodeLimit is Decode for a blob whose content may not exceed max bytes
+// (a manifest: MaxManifestSize). Larger content is ErrTooLarge, found
+// without holding more than about 1.5 × max bytes: compressed payloads
+// are decoded as a stream into a buffer that never grows past max+1, so
+// a small hostile blob that inflates to gigabytes costs little.
+func (c *Codec) DecodeLimit(b []byte, max int) ([]byte, error) {
+	kind, err := BlobKindOf(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkBlobCRC(b, kind); err != nil {
+		return nil, err
+	}
+	payload := b[blobHeaderSize:]
+	switch kind {
+	case BlobUncompressed:
+		if len(payload) > max {
+			return nil, fmt.Errorf("blob content of %d bytes, limit %d: %w", len(payload), max, ErrTooLarge)
+		}
+		return append([]byte(nil), payload...), nil
+	case BlobCompressed:
+		return decodeLimit(payload, max)
+	}
+	return nil, fmt.Errorf("%s blob: %w", kind, ErrEncrypted)
+}
+
+func decodeLimit(payload []byte, max int) ([]byte, error) {
+	window := uint64(max)
+	if window < zstd.MinWindowSize {
+		window = zstd.MinWindowSize
+	}
+	dec, err := zstd.NewReader(bytes.NewReader(payload), zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxMemory(uint64(max)+1), zstd.WithDecoderMaxWindow(window))
+	if err != nil {
+		return nil, fmt.Errorf("zstd payload: %v: %w", err, ErrCorrupt)
+	}
+	defer dec.Close()
+	out := make([]byte, 0, min(max+1, 4*len(payload)+512))
+	tooLarge := fmt.Errorf("blob content over %d bytes: %w", max, ErrTooLarge)
+	for {
+		if len(out) == cap(out) {
+			if len(out) > max {
+				return nil, tooLarge
+			}
+			grown := make([]byte, len(out), min(2*cap(out), max+1))
+			copy(grown, out)
+			out = grown
+		}
+		n, err := dec.Read(out[len(out):cap(out)])
+		out = out[:len(out)+n]
+		if err == io.EOF {
+			break
+		}
+		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
+			return nil, tooLarge
+		}
+		if err != nil {
+			return nil, fmt.Errorf("zstd payload: %v: %w", err, ErrCorrupt)
+		}
+	}
+	if len(out) > max {
+		return nil, tooLarge
+	}
+	return out, nil
 }
 
 // checkBlobCRC compares the CRC-32/IEEE of the payload with the header (§2.3).

@@ -20,6 +20,11 @@ const (
 	encryptedBlobHeaderSize = 44
 	// MaxBlobSize is the largest payload DataBlob::encode accepts (§2.7).
 	MaxBlobSize = 128 << 20
+	// MaxManifestSize is the largest manifest (index.json.blob content)
+	// pbsfs reads. PBS sets no lower bound than MaxBlobSize; a manifest
+	// lists each archive in about 200 bytes, so 16 MiB is far above any
+	// real one while keeping a hostile one cheap to refuse.
+	MaxManifestSize = 16 << 20
 
 	// indexHeaderSize is the header of both index formats (§3).
 	indexHeaderSize = 4096
