@@ -265,7 +265,7 @@ func TestEncryptedRoundTrip(t *testing.T) {
 		own := len(chunkNames(t, e.store)) - len(withOwn)
 		e.pbsfs(t, "forget", "vm/201/"+snapTime)
 		before := chunkNames(t, e.store)
-		gcLock := filepath.Join(e.run, "pbsfs", filepath.Base(e.store), "gc.lock")
+		gcLock := filepath.Join(e.run, "pbsfs", e.open(t).Name(), "gc.lock")
 		ageChunks(t, e.store, gcLock, time.Now().Add(-72*time.Hour))
 		code, out, errs := e.tryEnv(home, "gc", "--no-progress", "--cutoff", "1m")
 		if code != 0 || !strings.Contains(out, fmt.Sprintf("Removed chunks: %d\n", own)) {
