@@ -131,7 +131,13 @@
 //     anything, and the archive directories list as empty, so rm never
 //     walks an archive tree and the time does not depend on its size.
 //     rm then removes the snapshot directory itself, which is gone
-//     already, and exits 0.
+//     already, and exits 0. That last rmdir walks the whole path again,
+//     and when the kernel's entries expired meanwhile (a busy machine, a
+//     reader revalidating) it looks up the snapshot, its group and the
+//     type directory anew, all of which the forget took away; so a name a
+//     removal through the mount took away less than two minutes ago stays
+//     reachable by lookup (never listed, never cached) while the kernel
+//     still has its node, and rm -r of a snapshot that goes away succeeds.
 //   - When the forget is refused (protected, locked), the refusal is
 //     remembered for the refusing process for 30 s, and that process's
 //     opendir of the snapshot's archive directories fails with the same
