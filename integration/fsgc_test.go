@@ -297,3 +297,84 @@ func holdLockMain(path string) int {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// TestSameNamedStores: two stores /a/pbs and /b/pbs sharing one runtime
+// directory (as every store of a host shares /run/proxmox-backup) get
+// different names, so their locks never meet: a backup into one while the
+// other's group is locked, a collection of one while the other's runs, and
+// backups and collections of both at once all succeed.
+func TestSameNamedStores(t *testing.T) {
+	dir, run := t.TempDir(), t.TempDir()
+	var envs [2]*env
+	var names [2]string
+	for i, sub := range []string{"a", "b"} {
+		envs[i] = &env{store: filepath.Join(dir, sub, "pbs"), run: run}
+		s, err := store.Create(envs[i].store, store.Options{RuntimeDir: run, LazyChunkDirs: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		names[i] = s.Name()
+		s.Close()
+	}
+	if names[0] == names[1] {
+		t.Fatalf("both stores are named %q", names[0])
+	}
+	src := t.TempDir()
+	img := filepath.Join(src, "disk.img")
+	randomFile(t, img, 6<<20, 21)
+	when := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+
+	// Store a's group vm/100 is locked (a backup running there).
+	sa := envs[0].open(t)
+	gl, err := sa.Locks().LockGroup(nil, "vm", "100", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	envs[1].backup(t, "vm", "100", when, "drive-scsi0.img:"+img)
+	gl.Unlock()
+	// Store a's collection is running (its gc lock held).
+	gcLock := filepath.Join(run, "pbsfs", names[0], "gc.lock")
+	os.MkdirAll(filepath.Dir(gcLock), 0o755)
+	f, err := os.OpenFile(gcLock, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	envs[1].pbsfs(t, "gc", "--no-progress")
+	if out, err := envs[0].try("gc", "--no-progress"); err == nil || !strings.Contains(out, "running") {
+		t.Errorf("gc of store a while its gc lock is held: %v\n%s", err, out)
+	}
+	f.Close()
+
+	// Both at once: a backup and a collection of each store.
+	errs := make(chan error, 4)
+	for i, e := range envs {
+		go func() {
+			out, err := e.try("backup", "--no-progress", "--type", "vm", "--id", "100",
+				"--time", when.Add(time.Hour).Format(time.RFC3339), "drive-scsi0.img:"+img)
+			if err != nil {
+				err = fmt.Errorf("backup into store %d: %v\n%s", i, err, out)
+			}
+			errs <- err
+		}()
+		go func() {
+			out, err := e.try("gc", "--no-progress")
+			if err != nil {
+				err = fmt.Errorf("gc of store %d: %v\n%s", i, err, out)
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for i, e := range envs {
+		if out, err := e.try("verify", "--no-progress"); err != nil || !strings.Contains(out, " 0 failed") {
+			t.Errorf("verify store %d: %v\n%s", i, err, out)
+		}
+	}
+}
