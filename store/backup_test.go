@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -235,8 +236,8 @@ func TestCreateLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if s.Name() != "store1" {
-		t.Errorf("name %q", s.Name())
+	if s.Name() != pathName(root) || !strings.HasPrefix(s.Name(), "store1-") || s.NameSource() != NameFromPath {
+		t.Errorf("name %q from %s, want %q from the path", s.Name(), s.NameSource(), pathName(root))
 	}
 	for _, c := range []struct {
 		rel  string
