@@ -186,7 +186,7 @@ func TestToErrno(t *testing.T) {
 // TestChunkReplacedByDirectory: a chunk file replaced by a directory reads
 // as EIO (not EISDIR) for that chunk's range only.
 func TestChunkReplacedByDirectory(t *testing.T) {
-	var log logBuf
+	var log testutil.SyncBuffer
 	s := newStore(t, &log)
 	img := randomBytes(5, 12<<20) // three 4 MiB chunks
 	ref := backup(t, s, snap{g: vm, t: t0, image: img})
