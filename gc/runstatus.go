@@ -165,12 +165,15 @@ type LastGC struct {
 
 // StoreStatus is what `pbsfs status` shows.
 type StoreStatus struct {
-	Store   string        `json:"store"`
-	Path    string        `json:"path"`
-	LastGC  LastGC        `json:"last-gc"`
-	Running *RunProgress  `json:"running,omitempty"`
-	Mounts  []MountRecord `json:"mounts"`
-	Writers []WriterInfo  `json:"writers"`
+	Store string `json:"store"`
+	// StoreNameFrom tells where Store came from (store.Store.NameSource):
+	// "datastore.cfg", "path" or "options".
+	StoreNameFrom string        `json:"store-name-from"`
+	Path          string        `json:"path"`
+	LastGC        LastGC        `json:"last-gc"`
+	Running       *RunProgress  `json:"running,omitempty"`
+	Mounts        []MountRecord `json:"mounts"`
+	Writers       []WriterInfo  `json:"writers"`
 }
 
 // WriterInfo is a registered writer.
@@ -182,7 +185,7 @@ type WriterInfo struct {
 // ReadStatus gathers the status of s from its files and runtime
 // directory.
 func ReadStatus(s *store.Store) (StoreStatus, error) {
-	out := StoreStatus{Store: s.Name(), Path: s.Root(), Mounts: []MountRecord{}, Writers: []WriterInfo{}}
+	out := StoreStatus{Store: s.Name(), StoreNameFrom: s.NameSource(), Path: s.Root(), Mounts: []MountRecord{}, Writers: []WriterInfo{}}
 	gcs := filepath.Join(s.Root(), ".gc-status")
 	if b, err := os.ReadFile(gcs); err == nil {
 		var st Status

@@ -44,7 +44,7 @@ func (c *statusCmd) run(ctx context.Context, e *env, args []string) error {
 
 func printStatus(w io.Writer, st gc.StoreStatus) {
 	ts := func(t time.Time) string { return t.Local().Format("2006-01-02 15:04:05 MST") }
-	fmt.Fprintf(w, "Datastore %s (%s)\n\n", st.Store, st.Path)
+	fmt.Fprintf(w, "Datastore %s (%s; name from the %s)\n\n", st.Store, st.Path, st.StoreNameFrom)
 	fmt.Fprintln(w, "Last garbage collection:")
 	switch r := st.LastGC.Run; {
 	case r != nil:

@@ -126,7 +126,7 @@ func TestStatus(t *testing.T) {
 		t.Errorf("writers: %+v", st.Writers)
 	}
 	_, out, _ = cli(t, append([]string{"status"}, flags...)...)
-	for _, want := range []string{"sweeping", "on " + mnt, `gc schedule "minutely", next `} {
+	for _, want := range []string{"name from the path", "sweeping", "on " + mnt, `gc schedule "minutely", next `} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status text lacks %q:\n%s", want, out)
 		}
@@ -139,7 +139,7 @@ func TestStatus(t *testing.T) {
 	if len(st.Mounts) != 0 || st.Running != nil {
 		t.Errorf("after the mount: %+v %+v", st.Mounts, st.Running)
 	}
-	if _, err := os.Stat(filepath.Join(rt, "pbsfs", filepath.Base(dir), "gc-progress.json")); err == nil {
+	if _, err := os.Stat(filepath.Join(rt, "pbsfs", st.Store, "gc-progress.json")); err == nil {
 		t.Errorf("gc-progress.json left behind")
 	}
 }
