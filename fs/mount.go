@@ -7,11 +7,13 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/pbsfs/pbsfs/store"
+	"golang.org/x/sys/unix"
 )
 
 // RemovalObserver is told of every snapshot removal made through the
@@ -161,3 +163,20 @@ func mountRoot(dir string, s *store.Store, root fusefs.InodeEmbedder, opts Optio
 	}
 	return srv, nil
 }
+
+// statfs fills out with the sizes of the file system holding the store.
+func (m *mount) statfs(out *fuse.StatfsOut) syscall.Errno {
+	var st unix.Statfs_t
+	if err := unix.Statfs(m.s.Root(), &st); err != nil {
+		return m.toErrno(err, "statfs")
+	}
+	out.Blocks, out.Bfree, out.Bavail = st.Blocks, st.Bfree, st.Bavail
+	out.Files, out.Ffree = st.Files, st.Ffree
+	out.Bsize, out.Frsize = uint32(st.Bsize), uint32(st.Frsize)
+	out.NameLen = maxNameLen
+	return 0
+}
+
+// maxNameLen is the longest file name the mount reports: PBS's names
+// (and pxar's, on Linux) are at most 255 bytes.
+const maxNameLen = 255

@@ -59,6 +59,18 @@ func (*roNode) Write(context.Context, fusefs.FileHandle, []byte, int64) (uint32,
 func (*roNode) Setxattr(context.Context, string, []byte, uint32) syscall.Errno { return syscall.EROFS }
 func (*roNode) Removexattr(context.Context, string) syscall.Errno              { return syscall.EROFS }
 
+var _ = (fusefs.NodeStatfser)((*roNode)(nil))
+
+// Statfs reports the sizes of the file system holding the datastore
+// (what df shows for the mount) and PBS's 255-byte name limit.
+func (n *roNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	root, ok := n.Root().Operations().(*nsNode)
+	if !ok {
+		return syscall.ENOSYS
+	}
+	return root.m.statfs(out)
+}
+
 // writeFlags reports whether open flags ask for writing.
 func writeFlags(flags uint32) bool {
 	return flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&(syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0

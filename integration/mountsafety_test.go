@@ -131,6 +131,47 @@ func TestMountRefusals(t *testing.T) {
 	})
 }
 
+// TestStatfs: df on the mount shows the file system holding the store,
+// and names up to 255 bytes.
+func TestStatfs(t *testing.T) {
+	testutil.RequireFUSE(t)
+	e := newEnv(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(filepath.Join(src, "etc"), 0o755)
+	snap := e.backup(t, "ct", "1", t0, "root.pxar:"+src)
+	mnt, _ := e.mount(t)
+	var want, got unix.Statfs_t
+	if err := unix.Statfs(e.store, &want); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{mnt, filepath.Join(mnt, "ct/1", snap, "root.pxar/etc")} {
+		if err := unix.Statfs(p, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Blocks != want.Blocks || got.Bsize != want.Bsize || got.Files != want.Files || got.Namelen != 255 {
+			t.Errorf("statfs %s: blocks %d bsize %d files %d namelen %d; store's file system: %d %d %d",
+				p, got.Blocks, got.Bsize, got.Files, got.Namelen, want.Blocks, want.Bsize, want.Files)
+		}
+		// Free space moves with other tests; it must be the store's, give
+		// or take what they wrote meanwhile.
+		if got.Bfree == 0 || got.Bavail == 0 || got.Ffree == 0 || diff(got.Bfree, want.Bfree) > want.Blocks/10 {
+			t.Errorf("statfs %s: bfree %d bavail %d ffree %d; store's: %d %d %d", p, got.Bfree, got.Bavail, got.Ffree, want.Bfree, want.Bavail, want.Ffree)
+		}
+	}
+	out, err := run("df", "-P", mnt)
+	if err != nil || !strings.Contains(out, mnt) || strings.Contains(out, " 0 ") {
+		t.Errorf("df: %v\n%s", err, out)
+	}
+	t.Log(out)
+}
+
+func diff(a, b uint64) uint64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}
+
 // TestReadOnlyRemoveOnce: rm -r of a snapshot on a --read-only mount is
 // refused at its manifest, as for a protected snapshot: a couple of
 // "Read-only file system" lines, not one per file of its archive.
