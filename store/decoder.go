@@ -36,7 +36,9 @@ func (p *plainDecoder) DecodeChunk(ctx context.Context, d Digest, size uint64) (
 	if p.onLoad != nil {
 		p.onLoad(d)
 	}
-	f, err := os.Open(p.s.chunks.Path(d))
+	// O_NONBLOCK: a chunk replaced by a FIFO must not block the open; the
+	// file type is checked below.
+	f, err := os.OpenFile(p.s.chunks.Path(d), os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("chunk %s: %w", d, ErrChunkMissing)
 	}
