@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/pbsfs/pbsfs/gc"
 	"github.com/pbsfs/pbsfs/store"
 	"github.com/spf13/pflag"
 )
@@ -110,8 +109,15 @@ Mounting it on %[1]s. In another shell, try:
 Stop with Ctrl-C (the store stays in %[4]s).
 
 `, mnt, img, store.FormatBackupTime(now.Add(-48*time.Hour)), s.Root())
-	m := &mountCmd{gcCutoff: gc.PBSSafety().Cutoff}
-	return m.run(ctx, e, []string{s.Root(), mnt})
+	return defaultMountCmd().run(ctx, e, []string{s.Root(), mnt})
+}
+
+// defaultMountCmd returns the mount command with every flag at its
+// default, as `pbsfs mount` without flags has it.
+func defaultMountCmd() *mountCmd {
+	m := &mountCmd{}
+	m.flags(pflag.NewFlagSet("mount", pflag.ContinueOnError))
+	return m
 }
 
 // demoTree writes (or updates, for day i) a small /etc-like tree with
