@@ -446,12 +446,24 @@ func LoadKey(path string, password PasswordFunc) (*Key, *KeyConfig, error) {
 // temp file and synced, then linked to path (link never replaces a file,
 // so a crash leaves either no key file or the whole one).
 func (kc *KeyConfig) WriteNew(path string) error {
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("unable to store key file: %s: %w", path, os.ErrExist)
+	}
+	return kc.store(path, os.Link)
+}
+
+// Replace atomically replaces the key file at path (temp file with mode
+// 0600, fsync, rename).
+func (kc *KeyConfig) Replace(path string) error {
+	return kc.store(path, os.Rename)
+}
+
+// store writes the key file into a synced 0600 temp file beside path,
+// puts it in place with place (link or rename) and syncs the directory.
+func (kc *KeyConfig) store(path string, place func(tmp, path string) error) error {
 	b, err := kc.MarshalJSON()
 	if err != nil {
 		return err
-	}
-	if _, err := os.Lstat(path); err == nil {
-		return fmt.Errorf("unable to store key file: %s: %w", path, os.ErrExist)
 	}
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp_")
@@ -459,7 +471,7 @@ func (kc *KeyConfig) WriteNew(path string) error {
 		return fmt.Errorf("unable to store key file: %w", err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp)
+	defer os.Remove(tmp) // after a link: the temp name; after a rename: gone
 	err = f.Chmod(0o600)
 	if err == nil {
 		_, err = f.Write(b)
@@ -471,47 +483,12 @@ func (kc *KeyConfig) WriteNew(path string) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Link(tmp, path)
+		err = place(tmp, path)
 	}
 	if err != nil {
-		return fmt.Errorf("unable to store key file %s: %w", path, err)
-	}
-	if err := os.Remove(tmp); err != nil {
 		return fmt.Errorf("unable to store key file %s: %w", path, err)
 	}
 	return syncDir(dir)
-}
-
-// Replace atomically replaces the key file at path (temp file with mode
-// 0600, fsync, rename).
-func (kc *KeyConfig) Replace(path string) error {
-	b, err := kc.MarshalJSON()
-	if err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp_")
-	if err != nil {
-		return fmt.Errorf("unable to store key file: %w", err)
-	}
-	tmp := f.Name()
-	err = f.Chmod(0o600)
-	if err == nil {
-		_, err = f.Write(b)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("unable to store key file %s: %w", path, err)
-	}
-	return syncDir(filepath.Dir(path))
 }
 
 func syncDir(dir string) error {
