@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -96,7 +97,7 @@ next:
 // then accepted), and checks the scraped metrics against .gc-status and
 // the bytes read.
 func TestMetricsScrape(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	dir, flags := newStore(t)
 	rt := flags[3]
 	src := t.TempDir()

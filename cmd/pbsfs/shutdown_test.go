@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,39 +19,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// requireFUSE skips a test that mounts when this process cannot, unless
-// PBSFS_REQUIRE_FUSE=1 asks for a failure.
-func requireFUSE(t *testing.T) {
-	t.Helper()
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err == nil {
-		f.Close()
-		if os.Geteuid() == 0 {
-			return
-		}
-		err = syscall.EPERM
-	}
-	if os.Getenv("PBSFS_REQUIRE_FUSE") == "1" {
-		t.Fatalf("FUSE required (PBSFS_REQUIRE_FUSE=1) but unusable: %v", err)
-	}
-	t.Skipf("no usable /dev/fuse (%v)", err)
-}
-
 // ageTree sets the access time of every chunk file of the store at dir
 // three days back, so that a collection that failed to mark one removes
 // it.
 func ageTree(t *testing.T, dir string) {
 	t.Helper()
-	old := time.Now().Add(-72 * time.Hour)
-	ts := []unix.Timespec{unix.NsecToTimespec(old.UnixNano()), {Nsec: unix.UTIME_OMIT}}
-	filepath.WalkDir(filepath.Join(dir, ".chunks"), func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, 0); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return nil
-	})
+	if _, err := testutil.AgeChunks(dir, time.Now().Add(-72*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // garbage inserts n unreferenced chunks into the store at dir.
@@ -95,7 +71,7 @@ func countExisting(paths []string) int {
 // verifies (no chunk a snapshot needs went), and a run that is not
 // interrupted afterwards writes a complete new .gc-status.
 func TestSIGTERMInGCPhase(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	dir, flags := newStore(t)
 	rt := flags[3]
 	src := t.TempDir()

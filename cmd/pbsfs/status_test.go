@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"github.com/pbsfs/pbsfs/internal/testutil"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,7 +36,7 @@ func statusJSON(t *testing.T, flags []string) gc.StoreStatus {
 // running collection (pid, phase) and as a mount (mountpoint, schedule,
 // next run); a registered writer shows.
 func TestStatus(t *testing.T) {
-	requireFUSE(t)
+	testutil.RequireFUSE(t)
 	dir, flags := newStore(t)
 	rt := flags[3]
 	st := statusJSON(t, flags)
