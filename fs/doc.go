@@ -148,6 +148,14 @@
 //     errors); the unlink of latest succeeds once no snapshot is left;
 //     rmdir GROUP is store.RemoveGroup (every unprotected snapshot, then
 //     the group), and succeeds when the group is already gone.
+//   - With --allow-other a removal asks for what removing the same
+//     directories on disk would (gate.go, mayRemove): write and search
+//     permission on the group directory as well as on the snapshot
+//     directory (and on each snapshot directory of a group removed by
+//     rmdir GROUP), with the sticky bit's rule, against the caller's
+//     uid, groups and capabilities. A refusal is EACCES (EPERM for a
+//     sticky bit) and is remembered like the others. The names the
+//     removal took away keep their modes while rm -r finishes with them.
 //   - rmdir of a type directory succeeds once it has no groups left;
 //     namespaces are not removed through the mount.
 package fs

@@ -1,9 +1,17 @@
 package fs
 
 import (
+	"context"
+	"fmt"
+	"os"
 	"path"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/pbsfs/pbsfs/store"
 )
@@ -30,13 +38,64 @@ type perm struct {
 	mode     uint32 // permission bits (07777)
 }
 
-// diskPerm returns the perm of the datastore path rel ("" for the root).
+// diskPerm returns the perm of the datastore path rel ("" for the root),
+// or, for a path a removal through the mount took away less than
+// ghostTTL ago, the perm it had (see keepPerms).
 func (m *mount) diskPerm(rel string) (perm, bool) {
 	var st syscall.Stat_t
 	if err := syscall.Lstat(m.s.Path(rel), &st); err != nil {
-		return perm{}, false
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		g, ok := m.ghostPerms[rel]
+		return g.p, ok && time.Since(g.at) < ghostTTL
 	}
 	return perm{uid: st.Uid, gid: st.Gid, mode: st.Mode & 0o7777}, true
+}
+
+// ghostPerm is the perm of a path removed through the mount.
+type ghostPerm struct {
+	p  perm
+	at time.Time
+}
+
+// keepPerms records the perms of the datastore directories dirs and of
+// their entries, which a removal through the mount is about to take
+// away. The rm -r doing it still unlinks and removes their names (as
+// ghosts, see doc.go) and the kernel checks the caller's permission on
+// them and their parents as before: they keep their modes meanwhile
+// instead of closing to the mount's user alone.
+func (m *mount) keepPerms(dirs ...string) {
+	m.keep(dirs, true)
+}
+
+// keep records the perms of rels, and of their entries if ents is set.
+func (m *mount) keep(rels []string, ents bool) {
+	kept := make(map[string]perm)
+	for _, d := range rels {
+		if p, ok := m.diskPerm(d); ok {
+			kept[d] = p
+		}
+		if !ents {
+			continue
+		}
+		ents, _ := os.ReadDir(m.s.Path(d))
+		for _, e := range ents {
+			if p, ok := m.diskPerm(path.Join(d, e.Name())); ok {
+				kept[path.Join(d, e.Name())] = p
+			}
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	for k, g := range m.ghostPerms {
+		if now.Sub(g.at) >= ghostTTL {
+			delete(m.ghostPerms, k)
+		}
+	}
+	for k, p := range kept {
+		m.ghostPerms[k] = ghostPerm{p, now}
+	}
 }
 
 // gone is the perm of a node whose backing path is gone (a snapshot just
@@ -170,4 +229,138 @@ func leastBits(p, q perm) [3]uint32 {
 		l[2] &= u
 	}
 	return l
+}
+
+// Removal through the mount asks for what removing the same directories
+// on disk would. With --allow-other the kernel checks write and search
+// permission on the directory it sees the name in (the snapshot directory
+// for an unlink of index.json, the group directory for an rmdir of a
+// snapshot, the type directory for an rmdir of a group), but forgetting a
+// snapshot takes its files out of the snapshot directory and the
+// snapshot directory out of the group directory: on disk both need write
+// and search permission (and, under a sticky bit, ownership). mayRemove
+// checks every directory of dirs so, against the caller's credentials:
+// its uid and gid from the request, its supplementary groups and
+// capabilities from /proc. Mode bits only (an ACL is not consulted: the
+// mount shows none on the hierarchy). Without --allow-other only the
+// mount's user reaches the mount, and the daemon's own removals on disk
+// are the check.
+
+// creds are the credentials a removal is checked against.
+type creds struct {
+	uid    uint32
+	groups map[uint32]bool // gid and supplementary groups
+	caps   uint64          // effective capabilities
+}
+
+// Capability bits (linux/capability.h).
+const (
+	capDACOverride = 1
+	capFowner      = 3
+)
+
+// callerCreds returns the credentials of the request's caller; ok is
+// false when they cannot be known (no caller, or it exited), which
+// refuses the removal.
+func callerCreds(ctx context.Context) (creds, bool) {
+	c, ok := ctx.(*fuse.Context)
+	if !ok {
+		return creds{}, false
+	}
+	cr := creds{uid: c.Caller.Uid, groups: map[uint32]bool{c.Caller.Gid: true}}
+	// The request's pid is the calling thread's, whose status holds the
+	// credentials it made the request with.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Caller.Pid))
+	if err != nil {
+		return creds{}, false
+	}
+	seen := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		switch k {
+		case "Groups":
+			for _, f := range strings.Fields(v) {
+				g, err := strconv.ParseUint(f, 10, 32)
+				if err != nil {
+					return creds{}, false
+				}
+				cr.groups[uint32(g)] = true
+			}
+			seen++
+		case "CapEff":
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				return creds{}, false
+			}
+			cr.caps = caps
+			seen++
+		}
+	}
+	return cr, seen == 2
+}
+
+// may reports whether c has the rwx bits need on a directory with perm p.
+func (c creds) may(p perm, need uint32) bool {
+	if c.caps&(1<<capDACOverride) != 0 {
+		return true
+	}
+	var bits uint32
+	switch {
+	case c.uid == p.uid:
+		bits = p.mode >> 6
+	case c.groups[p.gid]:
+		bits = p.mode >> 3
+	default:
+		bits = p.mode
+	}
+	return bits&need == need
+}
+
+// unlinkErr returns 0 if c may remove an entry whose perm is child from
+// a directory whose perm is dir: write and search on dir (else EACCES),
+// and under a sticky bit ownership of dir or child (else EPERM).
+func (c creds) unlinkErr(dir, child perm) syscall.Errno {
+	if !c.may(dir, 3) {
+		return syscall.EACCES
+	}
+	if dir.mode&syscall.S_ISVTX != 0 && c.caps&(1<<capFowner) == 0 && c.uid != dir.uid && c.uid != child.uid {
+		return syscall.EPERM
+	}
+	return 0
+}
+
+// mayRemove returns 0 if the caller may remove the hierarchy directory
+// rel (a snapshot or a group) with everything in it as on disk would
+// allow, else EACCES (or EPERM under a sticky bit): rel's parent must
+// let it go, and rel and each of subdirs (rel's directories, relative
+// to the store, such as a group's snapshots) must let their entries go.
+// Without --allow-other it always returns 0.
+func (m *mount) mayRemove(ctx context.Context, rel string, subdirs ...string) syscall.Errno {
+	if !m.allowOther {
+		return 0
+	}
+	if _, ok := m.diskPerm(rel); !ok {
+		return 0 // gone: the removal says so
+	}
+	c, ok := callerCreds(ctx)
+	if !ok {
+		return syscall.EACCES
+	}
+	parent := map[string]string{rel: path.Dir(rel)}
+	for _, d := range subdirs {
+		parent[d] = path.Dir(d)
+	}
+	for _, d := range append([]string{rel}, subdirs...) {
+		if errno := c.unlinkErr(m.hierPerm(parent[d], true), m.hierPerm(d, true)); errno != 0 {
+			return errno
+		}
+		// The entries of d: a snapshot's files, or a group's snapshot
+		// directories (checked in turn). Under a sticky bit on d only
+		// d's owner is sure to remove them all (the owner of each file
+		// is not looked at: the refusal errs on the side of the disk).
+		if errno := c.unlinkErr(m.hierPerm(d, true), perm{uid: ^uint32(0)}); errno != 0 {
+			return errno
+		}
+	}
+	return 0
 }

@@ -83,12 +83,18 @@ type mount struct {
 	// archives' doors, as for a protected snapshot, instead of the
 	// kernel refusing every file of every archive.
 	readOnly bool
+	// allowOther: other users reach the mount, and removals are
+	// checked against their credentials (mayRemove).
+	allowOther bool
 
 	mu        sync.Mutex
 	manifests map[string]manifestEntry // by snapshot directory
 	// removedGroups: when a removal through the mount last touched a
 	// group, by group directory (see groupGhost).
 	removedGroups map[store.GroupRef]time.Time
+	// ghostPerms: the perms of paths removed through the mount, by
+	// path relative to the store (see keepPerms).
+	ghostPerms map[string]ghostPerm
 
 	// archiveOps counts lookups and directory opens inside archives;
 	// tests check that rm -r of a snapshot makes none.
@@ -103,9 +109,11 @@ func NewRoot(ctx context.Context, s *store.Store, opts Options) fusefs.InodeEmbe
 		uid: opts.UID, gid: opts.GID,
 		hierTTL: opts.HierarchyTimeout, archTTL: opts.ArchiveTimeout,
 		readOnly:      opts.ReadOnly,
+		allowOther:    opts.AllowOther,
 		started:       time.Now(),
 		manifests:     make(map[string]manifestEntry),
 		removedGroups: make(map[store.GroupRef]time.Time),
+		ghostPerms:    make(map[string]ghostPerm),
 	}
 	if m.log == nil {
 		m.log = s.Logger()

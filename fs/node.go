@@ -212,3 +212,11 @@ func callerPID(ctx context.Context) uint32 {
 	}
 	return 0
 }
+
+// callerUID returns the user id of the FUSE request's caller.
+func callerUID(ctx context.Context) uint32 {
+	if c, ok := ctx.(*fuse.Context); ok {
+		return c.Caller.Uid
+	}
+	return 0
+}

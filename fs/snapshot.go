@@ -282,6 +282,16 @@ func (n *snapshotNode) forget(ctx context.Context, known bool) (errno syscall.Er
 		n.refuseLocked(ctx, syscall.EROFS)
 		return syscall.EROFS
 	}
+	if errno := n.m.mayRemove(ctx, n.ref.Dir()); errno != 0 {
+		n.m.log.Warn("snapshot removal refused: no permission on disk", snapAttr(n.ref), "uid", callerUID(ctx))
+		n.refuseLocked(ctx, errno)
+		return errno
+	}
+	if n.m.allowOther {
+		g := n.ref.Group.Dir()
+		n.m.keepPerms(n.ref.Dir())
+		n.m.keep([]string{g, path.Dir(g)}, false) // the group goes with its last snapshot
+	}
 	err := n.m.s.RemoveSnapshot(ctx, n.ref, n.m.removeHook)
 	n.m.dropManifest(n.ref)
 	if errors.Is(err, store.ErrNotFound) && known {

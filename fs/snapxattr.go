@@ -37,7 +37,14 @@ var (
 // xattr returns the value of one snapshot attribute.
 func (n *snapshotNode) xattr(ctx context.Context, name string) ([]byte, syscall.Errno) {
 	if n.isRemoved() {
-		return nil, syscall.ENOENT
+		// Other names (the kernel's ACL lookups before every
+		// permission check) have no value, as for a live snapshot: an
+		// error here would fail the rest of an rm -r under
+		// --allow-other.
+		if strings.HasPrefix(name, "user.pbs.") {
+			return nil, syscall.ENOENT
+		}
+		return nil, syscall.ENODATA
 	}
 	switch name {
 	case xattrProtected:

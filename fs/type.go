@@ -90,6 +90,19 @@ func (n *typeNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if n.m.readOnly {
 		return syscall.EROFS
 	}
+	if refs, err := n.m.snapshotRefs(g); err == nil {
+		dirs := make([]string, len(refs))
+		for i, r := range refs {
+			dirs[i] = r.Dir()
+		}
+		if errno := n.m.mayRemove(ctx, g.Dir(), dirs...); errno != 0 {
+			n.m.log.Warn("group removal refused: no permission on disk", "group", g.String(), "uid", callerUID(ctx))
+			return errno
+		}
+		if n.m.allowOther {
+			n.m.keepPerms(append(dirs, g.Dir())...)
+		}
+	}
 	known := n.GetChild(name)
 	err := n.m.s.RemoveGroup(ctx, g, n.m.removeHook)
 	if errors.Is(err, store.ErrNotFound) && known != nil {
