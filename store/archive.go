@@ -24,6 +24,7 @@ func (s *Store) LoadManifest(ref SnapshotRef) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.Path(p), err)
 	}
+	m.ref, m.match = &ref, &keyMatch{}
 	return m, nil
 }
 

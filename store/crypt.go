@@ -258,12 +258,20 @@ func (m *Manifest) Sign(key *crypto.Key) error {
 
 // SnapshotKey returns the key to read a snapshot whose manifest is m: the
 // store's key whose fingerprint the manifest records, after checking the
-// signature with it. It returns nil when the manifest names no key, or
-// names one the store does not have (check with NeedKey).
+// signature with it. It returns nil when the manifest names one the store
+// does not have, or names none and is neither signed nor encrypted. A
+// manifest naming no key that is signed or lists encrypted archives gets
+// the given key that authenticates it (keymatch.go), or an error.
 func (s *Store) SnapshotKey(m *Manifest) (*crypto.Key, error) {
 	fp, ok, err := m.KeyFingerprint()
-	if err != nil || !ok {
+	if err != nil {
 		return nil, err
+	}
+	if !ok {
+		if s.keys.Len() == 0 || (m.Signature == "" && !m.Encrypted()) {
+			return nil, nil
+		}
+		return s.matchKey(m)
 	}
 	key, ok := s.keys.Lookup(fp)
 	if !ok {

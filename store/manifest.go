@@ -42,6 +42,10 @@ type Manifest struct {
 	// raw is the JSON as read, for checking a signature over it (see
 	// signedForms); nil for a manifest built in memory.
 	raw []byte
+	// ref is the snapshot a manifest loaded from the store belongs to,
+	// and match the key found for it when it names none (keymatch.go).
+	ref   *SnapshotRef
+	match *keyMatch
 }
 
 // ParseManifest decodes the manifest JSON (the blob's payload).
