@@ -380,3 +380,29 @@ func (s *FileChunkStore) TouchIfPresent(ctx context.Context, d Digest) (bool, er
 	}
 	return true, nil
 }
+
+// TouchMarker touches the file of chunk d whatever its size and reports
+// whether one exists: on an S3 datastore a 0-byte file is a marker that
+// the chunk is in the bucket (pbs4.md §A.4), so any file counts.
+func (s *FileChunkStore) TouchMarker(ctx context.Context, d Digest) (bool, error) {
+	if err := touchPath(s.Path(d)); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil
+		}
+		return false, fmt.Errorf("touch chunk %s: %w", d, err)
+	}
+	return true, nil
+}
+
+// WriteMarker makes the 0-byte marker file of chunk d (pbs4.md §A.4)
+// unless a file of it exists, which is touched instead. The caller holds
+// the prefix lock shared when it must not race a sweep.
+func (s *FileChunkStore) WriteMarker(ctx context.Context, d Digest) error {
+	if ok, err := s.TouchMarker(ctx, d); ok || err != nil {
+		return err
+	}
+	if err := s.write(s.Path(d), nil); err != nil {
+		return fmt.Errorf("chunk marker %s: %w", d, err)
+	}
+	return nil
+}

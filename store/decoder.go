@@ -40,6 +40,9 @@ func (p *plainDecoder) DecodeChunk(ctx context.Context, d Digest, size uint64) (
 	// file type is checked below.
 	f, err := os.OpenFile(p.s.chunks.Path(d), os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
+		if p.s.remote {
+			return p.decodeRemote(ctx, d, size)
+		}
 		return nil, fmt.Errorf("chunk %s: %w", d, ErrChunkMissing)
 	}
 	if err != nil {
@@ -58,6 +61,10 @@ func (p *plainDecoder) DecodeChunk(ctx context.Context, d Digest, size uint64) (
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("chunk %s: not a regular file: %w", d, ErrCorrupt)
 	}
+	if st.Size == 0 && p.s.remote {
+		// An evicted chunk of an S3 datastore's cache: fetch it.
+		return p.decodeRemote(ctx, d, size)
+	}
 	if st.Size > MaxBlobSize+encryptedBlobHeaderSize {
 		return nil, fmt.Errorf("chunk %s: file of %d bytes: %w", d, st.Size, ErrCorrupt)
 	}
@@ -65,9 +72,33 @@ func (p *plainDecoder) DecodeChunk(ctx context.Context, d Digest, size uint64) (
 	if _, err := io.ReadFull(f, blob); err != nil {
 		return nil, fmt.Errorf("chunk %s: %v: %w", d, err, ErrCorrupt)
 	}
+	data, kind, err := p.decode(d, blob, size)
+	if err != nil {
+		return nil, err
+	}
+	if kind == BlobUncompressed {
+		keep = p.verified.add(d, f)
+	}
+	return data, nil
+}
+
+// decodeRemote loads chunk d from the store's backend (an S3 datastore's
+// bucket) and decodes it; nothing is kept open for range reads.
+func (p *plainDecoder) decodeRemote(ctx context.Context, d Digest, size uint64) ([]byte, error) {
+	blob, err := p.s.backend.Get(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	data, _, err := p.decode(d, blob, size)
+	return data, err
+}
+
+// decode checks the CRC of chunk d's blob, decompresses it and checks its
+// digest and length.
+func (p *plainDecoder) decode(d Digest, blob []byte, size uint64) ([]byte, BlobKind, error) {
 	kind, err := VerifyBlobCRC(blob)
 	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", d, err)
+		return nil, kind, fmt.Errorf("chunk %s: %w", d, err)
 	}
 	var data []byte
 	switch kind {
@@ -75,23 +106,21 @@ func (p *plainDecoder) DecodeChunk(ctx context.Context, d Digest, size uint64) (
 		data = blob[blobHeaderSize:] // no copy
 	case BlobCompressed:
 		if data, err = p.s.codec.dec.DecodeAll(blob[blobHeaderSize:], nil); err != nil {
-			return nil, fmt.Errorf("chunk %s: zstd payload: %v: %w", d, err, ErrCorrupt)
+			return nil, kind, fmt.Errorf("chunk %s: zstd payload: %v: %w", d, err, ErrCorrupt)
 		}
 	default:
 		// An encrypted blob in an unencrypted archive: the plain
 		// decoder names the mismatch.
-		return p.s.plain.Decode(nil, blob, d)
+		data, err := p.s.plain.Decode(nil, blob, d)
+		return data, kind, err
 	}
 	if size != ^uint64(0) && uint64(len(data)) != size {
-		return nil, fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), size, ErrCorrupt)
+		return nil, kind, fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), size, ErrCorrupt)
 	}
 	if DigestOf(data) != d {
-		return nil, fmt.Errorf("chunk %s: content digest differs: %w", d, ErrCorrupt)
+		return nil, kind, fmt.Errorf("chunk %s: content digest differs: %w", d, ErrCorrupt)
 	}
-	if kind == BlobUncompressed {
-		keep = p.verified.add(d, f)
-	}
-	return data, nil
+	return data, kind, nil
 }
 
 // ReadChunkRange serves p from offset off of chunk d when d is stored

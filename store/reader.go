@@ -167,7 +167,7 @@ func (s *Store) loadChunk(ctx context.Context, d Digest, size uint64, dec *Chunk
 		if !dec.encrypted {
 			return s.files.DecodeChunk(ctx, d, size)
 		}
-		blob, err := s.chunks.Get(ctx, d)
+		blob, err := s.backend.Get(ctx, d)
 		if err != nil {
 			return nil, err
 		}

@@ -49,6 +49,15 @@ type Options struct {
 	// front (and its 2025+ checks expect them), so only tests and demos,
 	// where creating them dominates the run time, should set this.
 	LazyChunkDirs bool
+	// Backend, if set, returns the chunk store the datastore's chunks are
+	// read from and written to, given the chunk directory of root (an S3
+	// datastore's local cache, see store/s3). Chunks whose file in that
+	// directory is missing or empty are then loaded through it.
+	Backend func(local *FileChunkStore) (ChunkStore, error)
+	// ReadAheadSlots bounds the chunks loaded in the background ahead of
+	// sequential readers; one per CPU if 0. Backends with network latency
+	// want more.
+	ReadAheadSlots int
 }
 
 // Store is an open datastore. A process should open a datastore once and
@@ -59,12 +68,16 @@ type Store struct {
 	nameSource string // NameFromOptions, NameFromConfig or NameFromPath
 	rtDir      string
 	chunks     *FileChunkStore
-	codec      *Codec
-	cache      *chunkCache
-	keys       *crypto.Keyring
-	plain      *ChunkDecoder // decoder of unencrypted archives
-	files      *plainDecoder // the read engine's loader of unencrypted chunks
-	zeros      zeroDigests
+	// backend is where chunks live: chunks itself, or a remote store that
+	// chunks is the local cache of (remote is then true).
+	backend ChunkStore
+	remote  bool
+	codec   *Codec
+	cache   *chunkCache
+	keys    *crypto.Keyring
+	plain   *ChunkDecoder // decoder of unencrypted archives
+	files   *plainDecoder // the read engine's loader of unencrypted chunks
+	zeros   zeroDigests
 	// decodeSlots bounds the background chunk decodes (one per core).
 	decodeSlots chan struct{}
 	// readAhead counts the background decodes run (ReadAheadChunks).
@@ -169,6 +182,17 @@ func Open(root string, opts Options) (*Store, error) {
 		}
 		return func() { l.Unlock() }, nil
 	}
+	var backend ChunkStore = chunks
+	if opts.Backend != nil {
+		if backend, err = opts.Backend(chunks); err != nil {
+			plock.Close()
+			return nil, fmt.Errorf("open datastore %s: %w", root, err)
+		}
+	}
+	slots := opts.ReadAheadSlots
+	if slots <= 0 {
+		slots = runtime.GOMAXPROCS(0)
+	}
 	codec := NewCodec()
 	st := &Store{
 		keys:       opts.Keys,
@@ -178,6 +202,8 @@ func Open(root string, opts Options) (*Store, error) {
 		nameSource: nameSource,
 		rtDir:      opts.RuntimeDir,
 		chunks:     chunks,
+		backend:    backend,
+		remote:     opts.Backend != nil,
 		codec:      codec,
 		cache:      newChunkCache(opts.CacheBytes),
 		plock:      plock,
@@ -185,7 +211,7 @@ func Open(root string, opts Options) (*Store, error) {
 		log:        opts.Logger,
 		owner:      owner,
 
-		decodeSlots: make(chan struct{}, runtime.GOMAXPROCS(0)),
+		decodeSlots: make(chan struct{}, slots),
 	}
 	st.files = &plainDecoder{s: st, verified: newFileTable(verifiedFileLimit()), onLoad: opts.OnChunkLoad}
 	return st, nil
@@ -221,8 +247,17 @@ func (s *Store) NameSource() string { return s.nameSource }
 // RuntimeDir returns the runtime directory holding lock files.
 func (s *Store) RuntimeDir() string { return s.rtDir }
 
-// Chunks returns the chunk store.
+// Chunks returns the chunk directory: the chunk store, or for a remote
+// backend its local cache (see Options.Backend).
 func (s *Store) Chunks() *FileChunkStore { return s.chunks }
+
+// ChunkStore returns where the chunks live: Chunks(), or the backend
+// Options.Backend gave.
+func (s *Store) ChunkStore() ChunkStore { return s.backend }
+
+// Remote reports whether chunks live in a backend other than the chunk
+// directory (an S3 datastore).
+func (s *Store) Remote() bool { return s.remote }
 
 // Codec returns the blob codec shared by users of the store.
 func (s *Store) Codec() *Codec { return s.codec }

@@ -262,6 +262,11 @@ func (v *Verifier) verifyIndex(ctx context.Context, r *VerifyReport, p string, f
 // checkChunk verifies chunk d and, when recording, renames it to a .bad
 // name if it is corrupt.
 func (v *Verifier) checkChunk(ctx context.Context, d Digest, length uint64, dec *ChunkDecoder) error {
+	if v.s.remote {
+		// On S3 the bucket's object is what is verified, as PBS does
+		// (spec A.3); a corrupt object is reported, not renamed.
+		return v.s.verifyChunk(ctx, d, length, dec)
+	}
 	path := v.s.chunks.Path(d)
 	var st unix.Stat_t
 	if err := unix.Lstat(path, &st); err != nil {
@@ -339,7 +344,13 @@ func (s *Store) verifyBlobFile(p string, f FileInfo, key *crypto.Key) error {
 // without one: magic, CRC and, for an uncompressed one, the ciphertext
 // length against the index.
 func (s *Store) verifyChunk(ctx context.Context, d Digest, length uint64, dec *ChunkDecoder) error {
-	blob, err := s.chunks.Get(ctx, d)
+	get := s.chunks.Get
+	if f, ok := s.backend.(interface {
+		Fetch(context.Context, Digest) ([]byte, error)
+	}); ok {
+		get = f.Fetch // the object itself, not a cached copy
+	}
+	blob, err := get(ctx, d)
 	if err != nil {
 		return err
 	}
