@@ -1,0 +1,164 @@
+package s3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+
+	"github.com/pbsfs/pbsfs/store"
+)
+
+// maxChunkObject is the largest chunk object accepted: the blob payload
+// limit plus the largest header.
+const maxChunkObject = store.MaxBlobSize + 64
+
+// Chunks is the chunk store of an S3 datastore: the objects
+// `<store>/.chunks/<4hex>/<64hex>` with a local chunk directory in front
+// (a PBS cache directory, or pbsfs's own). A non-empty local file is the
+// chunk; an empty one is a marker saying the object exists (pbs4.md
+// §A.4); a missing one says nothing. It implements store.ChunkStore.
+type Chunks struct {
+	c     *Client
+	local *store.FileChunkStore
+}
+
+// NewChunks returns the chunk store of client c's datastore with local as
+// its chunk directory.
+func NewChunks(c *Client, local *store.FileChunkStore) *Chunks {
+	return &Chunks{c: c, local: local}
+}
+
+var _ store.ChunkStore = (*Chunks)(nil)
+
+// Client returns the bucket client.
+func (s *Chunks) Client() *Client { return s.c }
+
+// Local returns the local chunk directory.
+func (s *Chunks) Local() *store.FileChunkStore { return s.local }
+
+// ObjectRel returns the key of chunk file name (a digest, or one with a
+// .N.bad suffix) relative to the datastore: ".chunks/<4hex>/<name>".
+func ObjectRel(name string) string { return ".chunks/" + name[:4] + "/" + name }
+
+// Get returns the chunk's local copy when the cache holds one, else the
+// object. A missing object is store.ErrChunkMissing.
+func (s *Chunks) Get(ctx context.Context, d store.Digest) ([]byte, error) {
+	b, err := s.local.Get(ctx, d)
+	if err == nil && len(b) > 0 {
+		return b, nil
+	}
+	if err != nil && !errors.Is(err, store.ErrChunkMissing) {
+		return nil, err
+	}
+	return s.Fetch(ctx, d)
+}
+
+// Fetch returns the chunk's object, whatever the local directory holds.
+func (s *Chunks) Fetch(ctx context.Context, d store.Digest) ([]byte, error) {
+	b, _, err := s.c.Get(ctx, ObjectRel(d.String()), maxChunkObject)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, fmt.Errorf("chunk %s: not in bucket %s: %w", d, s.c.cfg.Bucket, store.ErrChunkMissing)
+	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrSizeMismatch):
+		return nil, fmt.Errorf("chunk %s: %v: %w", d, err, store.ErrCorrupt)
+	case err != nil:
+		return nil, fmt.Errorf("chunk %s: %w", d, err)
+	case len(b) == 0:
+		return nil, fmt.Errorf("chunk %s: empty object: %w", d, store.ErrCorrupt)
+	}
+	return b, nil
+}
+
+// Insert stores chunk d as PBS 4 does (spec A.3, A.8): under the prefix
+// lock (shared), a local file of it (marker or chunk) is touched and
+// counts as a duplicate; otherwise the object is put with If-None-Match: *
+// (412, already there, is a duplicate too) and then the 0-byte marker is
+// made, so that the collector sees the chunk from the moment it exists.
+func (s *Chunks) Insert(ctx context.Context, d store.Digest, blob []byte) (bool, error) {
+	if _, err := store.BlobKindOf(blob); err != nil {
+		return false, fmt.Errorf("insert chunk %s: %w", d, err)
+	}
+	unlock, err := s.lock(d)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	if ok, err := s.local.TouchMarker(ctx, d); ok || err != nil {
+		return ok, err
+	}
+	existed, err := s.c.Put(ctx, ObjectRel(d.String()), blob, true)
+	if err != nil {
+		return false, fmt.Errorf("insert chunk %s: %w", d, err)
+	}
+	if err := s.local.WriteMarker(ctx, d); err != nil {
+		return false, fmt.Errorf("insert chunk %s: %w", d, err)
+	}
+	return existed, nil
+}
+
+// TouchIfPresent touches chunk d's local file (marker or chunk) and
+// reports whether there is one: a writer then reuses the chunk.
+func (s *Chunks) TouchIfPresent(ctx context.Context, d store.Digest) (bool, error) {
+	unlock, err := s.lock(d)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	return s.local.TouchMarker(ctx, d)
+}
+
+func (s *Chunks) lock(d store.Digest) (func(), error) {
+	if s.local.PrefixLock == nil {
+		return func() {}, nil
+	}
+	unlock, err := s.local.PrefixLock(uint16(d[0])<<8|uint16(d[1]), false)
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", d, err)
+	}
+	return unlock, nil
+}
+
+// Touch marks chunk d's local file as used now.
+func (s *Chunks) Touch(ctx context.Context, d store.Digest) error { return s.local.Touch(ctx, d) }
+
+// Stat returns the local file's size and times.
+func (s *Chunks) Stat(ctx context.Context, d store.Digest) (store.ChunkInfo, error) {
+	return s.local.Stat(ctx, d)
+}
+
+// ListPrefix lists the local files of a prefix directory.
+func (s *Chunks) ListPrefix(ctx context.Context, prefix uint16) ([]store.ChunkInfo, error) {
+	return s.local.ListPrefix(ctx, prefix)
+}
+
+// Remove deletes the object of chunk file name, then its local file.
+func (s *Chunks) Remove(ctx context.Context, name string) error {
+	if !store.IsChunkName(name) {
+		return fmt.Errorf("remove %q: %w", name, store.ErrInvalidName)
+	}
+	if err := s.c.Remove(ctx, []string{ObjectRel(name)}); err != nil {
+		return err
+	}
+	if err := s.local.Remove(ctx, name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// ChunkName returns the chunk file name of an object key relative to the
+// datastore (".chunks/<4hex>/<name>"), or "" when it is not one the
+// collector considers (64 hex digits, optionally .N.bad, in the right
+// prefix directory).
+func ChunkName(rel string) string {
+	rest, ok := strings.CutPrefix(rel, ".chunks/")
+	if !ok || len(rest) < 5 || rest[4] != '/' {
+		return ""
+	}
+	name := rest[5:]
+	if !store.IsChunkName(name) || !strings.EqualFold(name[:4], rest[:4]) {
+		return ""
+	}
+	return name
+}
