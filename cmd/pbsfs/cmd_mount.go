@@ -182,7 +182,7 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	}
 	opts := e.storeOptions()
 	opts.CacheBytes = int64(c.cacheSize)
-	s, err := store.Open(e.storePath, opts)
+	s, err := e.openStoreWith(opts)
 	if err != nil {
 		return err
 	}

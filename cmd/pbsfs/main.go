@@ -93,6 +93,10 @@ type env struct {
 	global *pflag.FlagSet
 	// keys are set by commands with --keyfile before openStore.
 	keys *crypto.Keyring
+	// s3 are the flags of S3 datastores.
+	s3 s3Flags
+	// ctx is the command's context (for opening a datastore in a bucket).
+	ctx context.Context
 }
 
 func newEnv(stdout, stderr io.Writer) *env {
@@ -108,9 +112,10 @@ func newEnv(stdout, stderr io.Writer) *env {
 func (e *env) globalFlags() *pflag.FlagSet {
 	fs := pflag.NewFlagSet("pbsfs", pflag.ContinueOnError)
 	fs.SortFlags = false
-	fs.StringVarP(&e.storePath, "store", "s", os.Getenv("PBSFS_STORE"), "datastore directory (env PBSFS_STORE)")
+	fs.StringVarP(&e.storePath, "store", "s", os.Getenv("PBSFS_STORE"), "datastore directory, or s3://HOST[:PORT]/BUCKET/STORE (s3+http:// for plain HTTP) (env PBSFS_STORE)")
 	fs.StringVar(&e.storeName, "store-name", os.Getenv("PBSFS_STORE_NAME"), "PBS datastore name for lock files (env PBSFS_STORE_NAME; default: the name /etc/proxmox-backup/datastore.cfg gives the path, else the base name and a hash of the path; env PBSFS_DATASTORE_CONFIG names another datastore.cfg)")
 	fs.StringVar(&e.runtimeDir, "runtime-dir", envOr("PBSFS_RUNTIME_DIR", store.DefaultRuntimeDir), "PBS runtime directory holding lock files (env PBSFS_RUNTIME_DIR)")
+	e.s3.register(fs)
 	return fs
 }
 
@@ -139,7 +144,20 @@ func (e *env) openStore() (*store.Store, error) {
 	if e.storePath == "" {
 		return nil, usagef("no datastore: give --store DIR (or -s DIR) or set PBSFS_STORE")
 	}
-	return store.Open(e.storePath, e.storeOptions())
+	return e.openStoreWith(e.storeOptions())
+}
+
+// openStoreWith opens the datastore named by --store with opts: a
+// directory, or a datastore in a bucket.
+func (e *env) openStoreWith(opts store.Options) (*store.Store, error) {
+	if e.isS3() {
+		ctx := e.ctx
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		return e.openS3(ctx, opts)
+	}
+	return store.Open(e.storePath, opts)
 }
 
 func (e *env) storeOptions() store.Options {
@@ -228,6 +246,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		c.usage(stderr)
 		return exitUsage
 	}
+	e.ctx = ctx
 	err := c.cmd.run(ctx, e, c.fs.Args())
 	var ue usageError
 	switch {

@@ -1,0 +1,210 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pbsfs/pbsfs/internal/testutil"
+	"github.com/pbsfs/pbsfs/store"
+	"github.com/pbsfs/pbsfs/store/s3"
+)
+
+// s3srv is the SeaweedFS server the S3 tests share (stopped by TestMain).
+var s3srv testutil.SharedS3
+
+// s3Creds are the credentials the tests give pbsfs and the client.
+var s3Creds = []string{"AWS_ACCESS_KEY_ID=pbsfs-test", "AWS_SECRET_ACCESS_KEY=pbsfs-test-secret"}
+
+// s3Client returns a client of datastore name in the shared bucket.
+func s3Client(t testing.TB, srv *testutil.S3Server, name string) *s3.Client {
+	t.Helper()
+	c, err := s3.New(s3.Config{Endpoint: srv.Endpoint, Insecure: true, Bucket: srv.Bucket, Store: name,
+		PathStyle: true, AccessKey: "pbsfs-test", SecretKey: "pbsfs-test-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// uploadPBS4 copies the datastore at root into the bucket in PBS 4's
+// layout (pbs4.md §A.2): chunk files to `.chunks/<4hex>/<64hex>`, the
+// metadata below `.cnt/`, a `.namespace` object per namespace; `.lock`,
+// `.gc-status` and temporary files stay behind. It returns the number of
+// chunk objects.
+func uploadPBS4(t testing.TB, c *s3.Client, root string) int {
+	t.Helper()
+	ctx := context.Background()
+	chunks := 0
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		rel = filepath.ToSlash(rel)
+		switch {
+		case rel == ".":
+			return nil
+		case d.IsDir():
+			if rel == ".chunks" || strings.HasPrefix(rel, ".chunks/") {
+				return nil
+			}
+			if strings.HasPrefix(filepath.Base(rel), ".") {
+				return filepath.SkipDir
+			}
+			if filepath.Base(filepath.Dir(rel)) == "ns" { // <...>/ns/<name>: a namespace
+				_, err := c.Put(ctx, ".cnt/"+rel+"/.namespace", nil, true)
+				return err
+			}
+			return nil
+		case strings.HasPrefix(rel, ".chunks/"):
+			if !store.IsChunkName(d.Name()) {
+				return nil
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			chunks++
+			_, err = c.Put(ctx, rel, b, true)
+			return err
+		case strings.HasPrefix(d.Name(), ".") && d.Name() != ".protected", strings.Contains(d.Name(), ".tmp_"):
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		_, err = c.Put(ctx, ".cnt/"+rel, b, false)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return chunks
+}
+
+// s3Env is a datastore written on disk by pbsfs backup and its copy in
+// the bucket.
+type s3Env struct {
+	*env
+	srv    *testutil.S3Server
+	c      *s3.Client
+	url    string
+	src    string
+	info   treeInfo
+	img    string
+	tree   string // snapshot holding root.pxar
+	vm     string // snapshot holding drive-scsi0.img
+	chunks int
+}
+
+func newS3Env(t *testing.T) *s3Env {
+	t.Helper()
+	srv := s3srv.Get(t)
+	e := &s3Env{env: newEnv(t), srv: srv}
+	e.src = filepath.Join(t.TempDir(), "src")
+	e.info = genTree(t, e.src, 400)
+	e.img = filepath.Join(t.TempDir(), "disk.img")
+	randomFile(t, e.img, 21<<20+4321, 5)
+	conf := filepath.Join(t.TempDir(), "qemu-server.conf")
+	os.WriteFile(conf, []byte("memory: 2048\n"), 0o644)
+	e.tree = e.backup(t, "ct", "100", t0, "root.pxar:"+e.src)
+	e.vm = e.backup(t, "vm", "200", t0, "drive-scsi0.img:"+e.img, "qemu-server.conf:"+conf)
+	name := strings.ReplaceAll(strings.ToLower(t.Name()), "/", "-")
+	e.c = s3Client(t, srv, name)
+	e.chunks = uploadPBS4(t, e.c, e.store)
+	e.url = "s3+http://" + srv.Endpoint + "/" + srv.Bucket + "/" + name
+	return e
+}
+
+// s3 runs the binary on the bucket (stdout and stderr apart).
+func (e *s3Env) s3(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	return e.tryEnv(append([]string{"PBSFS_STORE=" + e.url, "PBSFS_S3_CACHE_DIR=" + filepath.Join(e.run, "s3cache")}, s3Creds...), args...)
+}
+
+// TestS3BucketAlone copies a datastore pbsfs wrote on disk into the
+// bucket in PBS 4's layout and opens it from the bucket alone: snapshots,
+// verify, cat and restore give what they give on disk, and the mount
+// shows the same trees (entry by entry) and images (byte for byte).
+func TestS3BucketAlone(t *testing.T) {
+	e := newS3Env(t)
+	t.Logf("%d chunk objects uploaded", e.chunks)
+
+	_, want, _ := e.tryEnv(nil, "snapshots")
+	code, got, errs := e.s3(t, "snapshots")
+	if code != 0 || got != want {
+		t.Fatalf("snapshots from the bucket (exit %d): %q\non disk: %q\n%s", code, got, want, errs)
+	}
+	if code, out, errs := e.s3(t, "verify"); code != 0 {
+		t.Fatalf("verify from the bucket: exit %d\n%s%s", code, out, errs)
+	}
+	code, img, errs := e.s3(t, "cat", "vm/200/"+e.vm, "drive-scsi0.img")
+	wantImg, _ := os.ReadFile(e.img)
+	if code != 0 || img != string(wantImg) {
+		t.Fatalf("cat of the image from the bucket: exit %d, %d bytes of %d\n%s", code, len(img), len(wantImg), errs)
+	}
+	target := filepath.Join(t.TempDir(), "restore")
+	if code, out, errs := e.s3(t, "restore", "--no-progress", "ct/100/"+e.tree, "root.pxar", target); code != 0 {
+		t.Fatalf("restore from the bucket: exit %d\n%s%s", code, out, errs)
+	}
+	args := []string{"-r", "--no-dereference"}
+	for _, s := range e.info.specials {
+		args = append(args, "-x", s)
+	}
+	if out, err := run("diff", append(args, e.src, target)...); err != nil {
+		t.Errorf("diff -r of the restored tree: %v\n%.2000s", err, out)
+	}
+
+	disk, _ := e.mount(t)
+	bucket := e.mountS3(t)
+	compareMounts(t, disk, bucket, e)
+}
+
+// mountS3 mounts the bucket (its own cache directory) and returns the
+// mount point.
+func (e *s3Env) mountS3(t *testing.T, extra ...string) string {
+	t.Helper()
+	testutil.RequireFUSE(t)
+	mnt := t.TempDir()
+	args := append(append([]string{"mount"}, extra...), e.url, mnt)
+	env := append([]string{"PBSFS_RUNTIME_DIR=" + e.run, "PBSFS_S3_CACHE_DIR=" + filepath.Join(e.run, "s3cache")}, s3Creds...)
+	startMount(t, mnt, env, bin, args...)
+	return mnt
+}
+
+// compareMounts compares the tree and the image of e's snapshots in two
+// mounts: stat of every entry, xattrs, contents, and the image bytes.
+func compareMounts(t *testing.T, want, got string, e *s3Env) {
+	t.Helper()
+	wroot := filepath.Join(want, "ct/100", e.tree, "root.pxar")
+	groot := filepath.Join(got, "ct/100", e.tree, "root.pxar")
+	diffLines(t, "stat", statLines(t, groot), statLines(t, wroot))
+	diffLines(t, "xattrs", xattrs(t, groot), xattrs(t, wroot))
+	args := []string{"-r", "--no-dereference"}
+	for _, s := range e.info.specials {
+		args = append(args, "-x", s)
+	}
+	if out, err := run("diff", append(args, wroot, groot)...); err != nil {
+		t.Errorf("diff -r of the trees: %v\n%.2000s", err, out)
+	}
+	for _, m := range []string{want, got} {
+		if out, err := run("cmp", e.img, filepath.Join(m, "vm/200", e.vm, "drive-scsi0.img")); err != nil {
+			t.Errorf("cmp image in %s: %v\n%s", m, err, out)
+		}
+	}
+	a, _ := os.ReadFile(filepath.Join(want, "vm/200", e.vm, "qemu-server.conf"))
+	b, err := os.ReadFile(filepath.Join(got, "vm/200", e.vm, "qemu-server.conf"))
+	if err != nil || !bytes.Equal(a, b) {
+		t.Errorf("qemu-server.conf: %q vs %q (%v)", b, a, err)
+	}
+	if out, err := exec.Command("ls", "-R", got).CombinedOutput(); err != nil {
+		t.Errorf("ls -R: %v\n%s", err, out)
+	}
+}
