@@ -208,3 +208,96 @@ func compareMounts(t *testing.T, want, got string, e *s3Env) {
 		t.Errorf("ls -R: %v\n%s", err, out)
 	}
 }
+
+// pbsCache copies e's datastore as a PBS S3 datastore's local cache
+// directory: all metadata, and of the chunks only every keep-th with its
+// content; the others are evicted to 0-byte files (pbs4.md §A.4), every
+// drop-th of those removed entirely. It returns the directory and the
+// numbers of full and empty chunk files.
+func (e *s3Env) pbsCache(t *testing.T, keep, drop int) (string, int, int) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "cache")
+	if out, err := run("cp", "-a", e.store, dir); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	full, empty, i := 0, 0, 0
+	filepath.WalkDir(filepath.Join(dir, ".chunks"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !store.IsChunkName(d.Name()) {
+			return err
+		}
+		i++
+		switch {
+		case i%keep == 0:
+			full++
+		case drop > 0 && i%drop == 0:
+			os.Remove(p)
+		default:
+			if err := os.Truncate(p, 0); err != nil {
+				t.Fatal(err)
+			}
+			empty++
+		}
+		return nil
+	})
+	return dir, full, empty
+}
+
+// TestS3PBSCache opens a PBS S3 datastore's cache directory, most of
+// whose chunks were evicted to 0-byte files, with its bucket: a 0-byte
+// file is fetched from the bucket, never taken for corrupt. Without the
+// bucket the same directory fails on those chunks.
+func TestS3PBSCache(t *testing.T) {
+	e := newS3Env(t)
+	cache, full, empty := e.pbsCache(t, 4, 7)
+	t.Logf("cache: %d chunks kept, %d evicted to 0 bytes", full, empty)
+	if empty < 2*full {
+		t.Fatalf("want most chunks evicted: %d full, %d empty", full, empty)
+	}
+	flags := []string{"--s3-endpoint", e.srv.Endpoint, "--s3-http", "--s3-bucket", e.srv.Bucket, "--store-name", e.c.Config().Store}
+	envs := append([]string{"PBSFS_STORE=" + cache}, s3Creds...)
+	if code, out, errs := e.tryEnv(envs, append([]string{"verify"}, flags...)...); code != 0 {
+		t.Fatalf("verify of the cache with its bucket: exit %d\n%s%s", code, out, errs)
+	}
+	code, img, errs := e.tryEnv(envs, append([]string{"cat", "vm/200/" + e.vm, "drive-scsi0.img"}, flags...)...)
+	wantImg, _ := os.ReadFile(e.img)
+	if code != 0 || img != string(wantImg) {
+		t.Fatalf("cat through the cache: exit %d, %d of %d bytes\n%s", code, len(img), len(wantImg), errs)
+	}
+	// Without the bucket, the evicted chunks are not there.
+	if code, _, _ := e.tryEnv([]string{"PBSFS_STORE=" + cache}, "cat", "vm/200/"+e.vm, "drive-scsi0.img"); code != 1 {
+		t.Errorf("cat of the cache without its bucket: exit %d, want 1", code)
+	}
+
+	disk, _ := e.mount(t)
+	mnt := t.TempDir()
+	startMount(t, mnt, append([]string{"PBSFS_RUNTIME_DIR=" + e.run}, s3Creds...), bin, append(append([]string{"mount"}, flags...), cache, mnt)...)
+	compareMounts(t, disk, mnt, e)
+	// The cache is PBS's: reading through it changed none of its chunk files.
+	_, full2, empty2 := countChunkFiles(t, cache)
+	if full2 != full || empty2 != empty {
+		t.Errorf("chunk files after the reads: %d full, %d empty; before %d, %d", full2, empty2, full, empty)
+	}
+}
+
+// countChunkFiles counts the chunk files below root/.chunks: all, those
+// with content and the empty ones.
+func countChunkFiles(t *testing.T, root string) (all, full, empty int) {
+	t.Helper()
+	filepath.WalkDir(filepath.Join(root, ".chunks"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !store.IsChunkName(d.Name()) {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		all++
+		if fi.Size() == 0 {
+			empty++
+		} else {
+			full++
+		}
+		return nil
+	})
+	return
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -128,7 +129,8 @@ func New(cfg Config) (*Client, error) {
 	}
 	counts := &Counts{}
 	lookup := minio.BucketLookupDNS
-	if cfg.PathStyle {
+	if cfg.PathStyle || !namedHost(cfg.Endpoint) {
+		// An IP address or localhost cannot carry the bucket in its name.
 		lookup = minio.BucketLookupPath
 	}
 	mc, err := minio.New(cfg.Endpoint, &minio.Options{
@@ -144,6 +146,17 @@ func New(cfg Config) (*Client, error) {
 	}
 	return &Client{mc: mc, cfg: cfg, prefix: cfg.Store + "/", sem: make(chan struct{}, cfg.Parallel),
 		timeout: cfg.Timeout, counts: counts}, nil
+}
+
+// namedHost reports whether the endpoint's host is a DNS name that a
+// bucket name can be put in front of.
+func namedHost(endpoint string) bool {
+	host := endpoint
+	if h, _, err := net.SplitHostPort(endpoint); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	return net.ParseIP(host) == nil && host != "localhost"
 }
 
 // credentialsOf returns the static credentials of cfg, or the chain of
