@@ -93,7 +93,7 @@ func (n *archiveDir) open() (*archiveState, error) {
 			// Opening reads the root entry at the start and the root's
 			// goodbye table at the end: decode the last chunk on another
 			// core meanwhile (errors show on the real read).
-			go metaA.ChunkAt(n.m.ctx, uint64(size-1))
+			go metaA.Warm(n.m.ctx, uint64(size-1))
 		}
 		var payload io.ReaderAt
 		if n.payloadIdx != nil {

@@ -50,7 +50,10 @@
 // chunks decoding in the background, one chunk per core at a time; the
 // decoded-chunk cache (pbsfs mount --cache-size, 256 MiB by default) keeps
 // chunks read twice outside a sequential scan in a protected segment, so
-// one cat of a large file cannot flush the working set of a random reader.
+// one cat of a large file cannot flush the working set of a random reader,
+// and chunks of sequential scans in a segment of a quarter of it (at
+// least 64 MiB) whose memory the scan reuses: fresh memory costs more to
+// fault in than a chunk costs to verify on virtual machines.
 //
 // Opening an archive reads its first chunk (the root entry) and its last
 // (the root's goodbye table), decoded on two cores at once; nothing else
@@ -105,6 +108,13 @@
 //     memory has; a file that shrank is detected and decoded afresh. A
 //     chunk removed by the collector stays readable through the open
 //     descriptor; its space is freed when the descriptor is dropped.
+//   - The memory of decoded chunks is used again (see store's chunkMem):
+//     a read served from a cached chunk holds a reference to it until
+//     go-fuse has written the reply to the kernel (the reply's Done), and
+//     a chunk's buffer is given to another chunk only once the chunk left
+//     the cache and no reference is held (TestHeldChunkSurvivesEviction).
+//     A buffer being filled is never visible: the cache takes a chunk
+//     only after its checks passed.
 //   - A hole is never read: its content (zeros of the index's length) is
 //     the only content with that digest, so there is nothing to check.
 //     A missing or damaged file of an all-zero chunk does not make its

@@ -112,8 +112,24 @@ func (n *imageFile) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, 
 	if err != nil {
 		return nil, n.m.toErrno(err, "read image", snapAttr(n.snap.ref), "file", n.file, "offset", off)
 	}
-	return fuse.ReadResultData(b), 0
+	return &readResult{b}, 0
 }
+
+// readResult is a FUSE reply of bytes from the read engine: go-fuse
+// writes them to the kernel straight from the decoded chunk, then calls
+// Done, which releases them (they must not be released earlier: the
+// chunk's memory is reused once released and evicted).
+type readResult struct{ d store.Data }
+
+func (r *readResult) Size() int { return len(r.d.Bytes()) }
+
+func (r *readResult) Bytes(buf []byte) ([]byte, fuse.Status) { return r.d.Bytes(), fuse.OK }
+
+// Slices makes go-fuse write the reply with writev from the bytes
+// themselves, always after Bytes or Slices and before Done.
+func (r *readResult) Slices() ([][]byte, fuse.Status) { return [][]byte{r.d.Bytes()}, fuse.OK }
+
+func (r *readResult) Done() { r.d.Release() }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the chunks that are all
 // zeros by their digest.

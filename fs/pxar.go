@@ -104,7 +104,7 @@ func (n *pxarNode) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, o
 	if err != nil {
 		return nil, n.st.errno(err, "read", n.e)
 	}
-	return fuse.ReadResultData(b), 0
+	return &readResult{b}, 0
 }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the chunks of the file's

@@ -10,27 +10,49 @@ import (
 // chunkCache is a bounded cache of decoded chunks, segmented so that a
 // sequential scan cannot flush a random-access working set (SLRU):
 //
-//   - a chunk enters the probation segment;
-//   - a second access that is not part of a sequential scan moves it to
-//     the protected segment (at most protectedShare of the capacity; its
-//     least recently used chunks fall back to probation);
-//   - eviction takes probation's least recently used chunk first.
+//   - a chunk loaded by a sequential scan (a reader that detected one, or
+//     its read-ahead) enters the scan segment, bounded by scanShare of
+//     the capacity: a scan cycles through it alone, and its buffers are
+//     used again for the next chunks of the scan (fresh memory costs more
+//     than decoding here, see chunkMem);
+//   - any other chunk enters the probation segment, and so does a
+//     scanned chunk at its first access outside a scan;
+//   - a second access that is not part of a scan moves a chunk from
+//     probation to the protected segment (at most protectedShare of the
+//     capacity; its least recently used chunks fall back to probation);
+//   - eviction takes the scan segment's least recently used chunk first,
+//     then probation's, then protected's.
 //
 // A scan touches each chunk many times, but its accesses are marked as
-// such (scan=true) by the reader that detected the scan, so they never
-// promote: a scan cycles through probation alone. Concurrent requests
-// for the same chunk share one load; errors are not cached. Chunks are
-// counted by the memory they hold (capacity), so the bound is RSS.
+// such (scan=true), so they never promote. Concurrent requests for the
+// same chunk share one load; errors are not cached. Chunks are counted by
+// the memory they hold (their buffer), so the bound is RSS.
+//
+// Entries are referenced: get and peek return an entry its caller holds
+// until release. An entry evicted while held leaves the cache at once but
+// its buffer goes back to mem only at its last release, so a buffer is
+// never reused while a reader (a FUSE reply being written, a copy) still
+// reads it.
 type chunkCache struct {
-	mu        sync.Mutex
-	max       int64
-	cur, prot int64      // bytes held in all, in protected
-	probation *list.List // of *cacheEntry, most recent first
-	protected *list.List
-	items     map[cacheKey]*list.Element
-	loading   map[cacheKey]*cacheLoad
-	stats     CacheStats
+	mu    sync.Mutex
+	mem   *chunkMem
+	max   int64
+	cur   int64           // bytes held in all
+	bytes [segments]int64 // bytes held per segment
+	segs  [segments]*list.List
+	items map[cacheKey]*list.Element
+	// loading has the chunks being loaded, for requests to wait on.
+	loading map[cacheKey]*cacheLoad
+	stats   CacheStats
 }
+
+// The segments, in eviction order.
+const (
+	segScan = iota
+	segProbation
+	segProtected
+	segments
+)
 
 // cacheKey names a decoded chunk: its digest and the key it was
 // decrypted with (nil for unencrypted chunks).
@@ -43,16 +65,32 @@ type cacheKey struct {
 // use: the rest is room for scans and read-ahead.
 const protectedShare = 0.75
 
+// scanShare is the part of the capacity the scan segment may use, but
+// at least minScanBytes: room for the read-ahead of two sequential
+// readers (readAheadBytes each, plus the chunk being read).
+const (
+	scanShare    = 0.25
+	minScanBytes = 64 << 20
+)
+
 type cacheEntry struct {
-	d         cacheKey
-	data      []byte
-	protected bool
+	d    cacheKey
+	data []byte
+	buf  *memBuf // holds data; nil for memory not from mem
+	size int64   // what the entry counts against max
+	refs int
+	gone bool // not (or no longer) in the cache: freed at the last release
+	seg  int
 }
 
+// Data returns the decoded chunk.
+func (e *cacheEntry) Data() []byte { return e.data }
+
 type cacheLoad struct {
-	done chan struct{}
-	data []byte
-	err  error
+	done    chan struct{}
+	e       *cacheEntry
+	err     error
+	waiters int
 }
 
 // CacheStats counts what the decoded-chunk cache did.
@@ -62,13 +100,18 @@ type CacheStats struct {
 	Bytes int64
 }
 
-func newChunkCache(max int64) *chunkCache {
-	return &chunkCache{max: max, probation: list.New(), protected: list.New(),
+func newChunkCache(max int64, mem *chunkMem) *chunkCache {
+	c := &chunkCache{max: max, mem: mem,
 		items: map[cacheKey]*list.Element{}, loading: map[cacheKey]*cacheLoad{}}
+	for i := range c.segs {
+		c.segs[i] = list.New()
+	}
+	return c
 }
 
-// peek returns chunk d if cached, counting the access (scan or not).
-func (c *chunkCache) peek(d cacheKey, scan bool) ([]byte, bool) {
+// peek returns chunk d, referenced, if cached, counting the access (scan
+// or not).
+func (c *chunkCache) peek(d cacheKey, scan bool) (*cacheEntry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.items[d]
@@ -77,92 +120,149 @@ func (c *chunkCache) peek(d cacheKey, scan bool) ([]byte, bool) {
 	}
 	c.touch(e, scan)
 	c.stats.Hits++
-	return e.Value.(*cacheEntry).data, true
+	ce := e.Value.(*cacheEntry)
+	ce.refs++
+	return ce, true
+}
+
+// release drops a reference from get or peek.
+func (c *chunkCache) release(e *cacheEntry) {
+	c.mu.Lock()
+	e.refs--
+	free := e.refs == 0 && e.gone
+	c.mu.Unlock()
+	if free {
+		c.mem.put(e.buf)
+	}
+}
+
+// move puts entry e at the front of segment seg. c.mu is held.
+func (c *chunkCache) move(e *list.Element, seg int) *list.Element {
+	ce := e.Value.(*cacheEntry)
+	if ce.seg == seg {
+		c.segs[seg].MoveToFront(e)
+		return e
+	}
+	c.segs[ce.seg].Remove(e)
+	c.bytes[ce.seg] -= ce.size
+	ce.seg = seg
+	c.bytes[seg] += ce.size
+	ne := c.segs[seg].PushFront(ce)
+	c.items[ce.d] = ne
+	return ne
 }
 
 // touch records an access to a cached entry. c.mu is held.
 func (c *chunkCache) touch(e *list.Element, scan bool) {
 	ce := e.Value.(*cacheEntry)
 	switch {
-	case ce.protected:
-		c.protected.MoveToFront(e)
-	case scan:
-		c.probation.MoveToFront(e)
+	case scan || ce.seg == segProtected:
+		c.move(e, ce.seg)
+	case ce.seg == segScan:
+		// First access outside a scan.
+		c.move(e, segProbation)
 	default:
 		// Second access outside a scan: promote.
-		c.probation.Remove(e)
-		ce.protected = true
-		c.items[ce.d] = c.protected.PushFront(ce)
-		c.prot += int64(cap(ce.data))
-		for c.prot > int64(float64(c.max)*protectedShare) {
-			last := c.protected.Back()
-			le := last.Value.(*cacheEntry)
-			c.protected.Remove(last)
-			le.protected = false
-			c.prot -= int64(cap(le.data))
-			c.items[le.d] = c.probation.PushFront(le)
+		c.move(e, segProtected)
+		for c.bytes[segProtected] > int64(float64(c.max)*protectedShare) {
+			c.move(c.segs[segProtected].Back(), segProbation)
 		}
 	}
 }
 
-// get returns the cached chunk d or loads it with load. scan tells
-// whether the access is part of a sequential scan.
-func (c *chunkCache) get(d cacheKey, scan bool, load func() ([]byte, error)) ([]byte, error) {
+// get returns the cached chunk d, referenced, or loads it with load,
+// which returns the data and the buffer holding it (nil if not from
+// c.mem). scan tells whether the access is part of a sequential scan.
+func (c *chunkCache) get(d cacheKey, scan bool, load func() ([]byte, *memBuf, error)) (*cacheEntry, error) {
 	c.mu.Lock()
 	if e, ok := c.items[d]; ok {
 		c.touch(e, scan)
 		c.stats.Hits++
-		data := e.Value.(*cacheEntry).data
+		ce := e.Value.(*cacheEntry)
+		ce.refs++
 		c.mu.Unlock()
-		return data, nil
+		return ce, nil
 	}
 	if l, ok := c.loading[d]; ok {
+		l.waiters++ // counted in the entry's references when it lands
 		c.mu.Unlock()
 		<-l.done
-		return l.data, l.err
+		return l.e, l.err
 	}
 	c.stats.Misses++
 	l := &cacheLoad{done: make(chan struct{})}
 	c.loading[d] = l
 	c.mu.Unlock()
 
-	l.data, l.err = load()
+	data, buf, err := load()
 
 	c.mu.Lock()
 	delete(c.loading, d)
-	if l.err == nil {
-		c.add(d, l.data)
+	if err == nil {
+		size := int64(cap(data))
+		if buf != nil {
+			size = int64(len(buf.mem))
+		}
+		l.e = &cacheEntry{d: d, data: data, buf: buf, size: size, refs: 1 + l.waiters}
+		c.add(l.e, scan)
 	}
+	l.err = err
 	c.mu.Unlock()
 	close(l.done)
-	return l.data, l.err
+	return l.e, l.err
 }
 
-// add inserts a chunk into probation and evicts down to the capacity.
-// c.mu is held.
-func (c *chunkCache) add(d cacheKey, data []byte) {
-	if int64(cap(data)) > c.max {
+// add inserts an entry, into the scan segment for a scan, else into
+// probation, and evicts down to the capacity. c.mu is held.
+func (c *chunkCache) add(ce *cacheEntry, scan bool) {
+	if _, ok := c.items[ce.d]; ok || ce.size > c.max {
+		ce.gone = true
 		return
 	}
-	if _, ok := c.items[d]; ok {
-		return
+	ce.seg = segProbation
+	if scan {
+		ce.seg = segScan
 	}
-	c.items[d] = c.probation.PushFront(&cacheEntry{d: d, data: data})
-	c.cur += int64(cap(data))
+	c.items[ce.d] = c.segs[ce.seg].PushFront(ce)
+	c.bytes[ce.seg] += ce.size
+	c.cur += ce.size
+	scanMax := max(int64(float64(c.max)*scanShare), minScanBytes)
+	for c.bytes[segScan] > scanMax && c.segs[segScan].Len() > 1 {
+		c.evict(c.segs[segScan].Back())
+	}
 	for c.cur > c.max {
-		seg := c.probation
-		if seg.Len() == 0 {
-			seg = c.protected
+		for _, seg := range c.segs {
+			if seg.Len() > 0 {
+				c.evict(seg.Back())
+				break
+			}
 		}
-		last := seg.Back()
-		e := last.Value.(*cacheEntry)
-		seg.Remove(last)
-		delete(c.items, e.d)
-		c.cur -= int64(cap(e.data))
-		if e.protected {
-			c.prot -= int64(cap(e.data))
+	}
+}
+
+// evict removes entry el; its buffer is freed now or at its last
+// release. c.mu is held.
+func (c *chunkCache) evict(el *list.Element) {
+	e := el.Value.(*cacheEntry)
+	c.segs[e.seg].Remove(el)
+	delete(c.items, e.d)
+	c.cur -= e.size
+	c.bytes[e.seg] -= e.size
+	e.gone = true
+	c.stats.Evictions++
+	if e.refs == 0 {
+		c.mem.put(e.buf)
+	}
+}
+
+// clear evicts everything (Store.Close).
+func (c *chunkCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, seg := range c.segs {
+		for seg.Len() > 0 {
+			c.evict(seg.Back())
 		}
-		c.stats.Evictions++
 	}
 }
 

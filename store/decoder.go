@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -27,26 +29,87 @@ type plainDecoder struct {
 	onLoad func(Digest)
 }
 
-// DecodeChunk reads chunk d, checks its CRC, decompresses it and checks
-// that its SHA-256 is d and its length size (size ^0: not checked).
-func (p *plainDecoder) DecodeChunk(ctx context.Context, d Digest, size uint64) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if p.onLoad != nil {
-		p.onLoad(d)
-	}
+// openChunk opens the file of chunk d for reading and returns its size:
+// a regular file no larger than any blob can be.
+func (p *plainDecoder) openChunk(d Digest) (*os.File, int64, error) {
 	// O_NONBLOCK: a chunk replaced by a FIFO must not block the open; the
 	// file type is checked below.
 	f, err := os.OpenFile(p.s.chunks.Path(d), os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		if p.s.remote {
-			return p.decodeRemote(ctx, d, size)
-		}
-		return nil, fmt.Errorf("chunk %s: %w", d, ErrChunkMissing)
+		return nil, 0, fmt.Errorf("chunk %s: %w", d, ErrChunkMissing)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", d, err)
+		return nil, 0, fmt.Errorf("chunk %s: %w", d, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("chunk %s: %w", d, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		f.Close()
+		return nil, 0, fmt.Errorf("chunk %s: not a regular file: %w", d, ErrCorrupt)
+	}
+	if st.Size > MaxBlobSize+encryptedBlobHeaderSize {
+		f.Close()
+		return nil, 0, fmt.Errorf("chunk %s: file of %d bytes: %w", d, st.Size, ErrCorrupt)
+	}
+	return f, st.Size, nil
+}
+
+// readFull fills the buffers from f at offset 0 in one system call where
+// it can; a file shorter than they are is corrupt (it changed size).
+func readFull(d Digest, f *os.File, bufs ...[]byte) error {
+	fd := int(f.Fd())
+	var off int64
+	for len(bufs) > 0 {
+		n, err := unix.Preadv(fd, bufs, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("chunk %s: %w", d, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("chunk %s: %v: %w", d, io.ErrUnexpectedEOF, ErrCorrupt)
+		}
+		off += int64(n)
+		for n > 0 {
+			k := min(n, len(bufs[0]))
+			bufs[0] = bufs[0][k:]
+			n -= k
+			if len(bufs[0]) == 0 {
+				bufs = bufs[1:]
+			}
+		}
+		for len(bufs) > 0 && len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+		}
+	}
+	return nil
+}
+
+// DecodeChunk reads chunk d, checks its CRC, decompresses it and checks
+// that its SHA-256 is d and its length size (size ^0: not checked). It
+// returns the data and the buffer of p.s.mem holding it (nil if the data
+// is in Go memory).
+func (p *plainDecoder) DecodeChunk(ctx context.Context, d Digest, size uint64) (data []byte, buf *memBuf, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	if p.onLoad != nil {
+		p.onLoad(d)
+	}
+	f, n, err := p.openChunk(d)
+	if p.s.remote && (errors.Is(err, ErrChunkMissing) || err == nil && n == 0) {
+		// Not in an S3 datastore's cache, or evicted from it: fetch it.
+		if f != nil {
+			f.Close()
+		}
+		return p.decodeRemote(ctx, d, size)
+	}
+	if err != nil {
+		return nil, nil, err
 	}
 	keep := false
 	defer func() {
@@ -54,51 +117,81 @@ func (p *plainDecoder) DecodeChunk(ctx context.Context, d Digest, size uint64) (
 			f.Close()
 		}
 	}()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", d, err)
+	if n < blobHeaderSize {
+		return nil, nil, fmt.Errorf("chunk %s: blob of %d bytes, shorter than its header: %w", d, n, ErrCorrupt)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("chunk %s: not a regular file: %w", d, ErrCorrupt)
+	// The header apart, the payload into a buffer of its own: an
+	// uncompressed payload is the chunk, kept as read.
+	var hdr [blobHeaderSize]byte
+	mem := p.s.mem
+	raw := mem.get(int(n - blobHeaderSize))
+	defer func() {
+		if raw != buf {
+			mem.put(raw)
+		}
+	}()
+	payload := raw.mem[:n-blobHeaderSize]
+	if err := readFull(d, f, hdr[:], payload); err != nil {
+		return nil, nil, err
 	}
-	if st.Size == 0 && p.s.remote {
-		// An evicted chunk of an S3 datastore's cache: fetch it.
-		return p.decodeRemote(ctx, d, size)
+	var kind BlobKind
+	switch [8]byte(hdr[:8]) {
+	case magicUncompressed:
+		kind = BlobUncompressed
+	case magicCompressed:
+		kind = BlobCompressed
+	default:
+		// An encrypted blob in an unencrypted archive, or no blob: the
+		// plain decoder names the mismatch.
+		blob := append(hdr[:], payload...)
+		data, err := p.s.plain.Decode(nil, blob, d)
+		return data, nil, err
 	}
-	if st.Size > MaxBlobSize+encryptedBlobHeaderSize {
-		return nil, fmt.Errorf("chunk %s: file of %d bytes: %w", d, st.Size, ErrCorrupt)
+	if got, want := crc32.ChecksumIEEE(payload), binary.LittleEndian.Uint32(hdr[8:]); got != want {
+		return nil, nil, fmt.Errorf("chunk %s: blob crc %08x, header says %08x: %w", d, got, want, ErrCorrupt)
 	}
-	blob := make([]byte, st.Size)
-	if _, err := io.ReadFull(f, blob); err != nil {
-		return nil, fmt.Errorf("chunk %s: %v: %w", d, err, ErrCorrupt)
+	var out *memBuf
+	if kind == BlobUncompressed {
+		data, out = payload, raw // no copy
+	} else if data, out, err = p.decompress(d, payload, size); err != nil {
+		return nil, nil, err
 	}
-	data, kind, err := p.decode(d, blob, size)
-	if err != nil {
-		return nil, err
+	if err := checkChunk(d, data, size); err != nil {
+		if out != raw {
+			mem.put(out)
+		}
+		return nil, nil, err
 	}
 	if kind == BlobUncompressed {
 		keep = p.verified.add(d, f)
 	}
-	return data, nil
+	buf = out // not given back by the deferred put of raw
+	return data, buf, nil
+}
+
+// checkChunk checks the length (size ^0: not checked) and SHA-256 of
+// unencrypted chunk d.
+func checkChunk(d Digest, data []byte, size uint64) error {
+	if size != ^uint64(0) && uint64(len(data)) != size {
+		return fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), size, ErrCorrupt)
+	}
+	if DigestOf(data) != d {
+		return fmt.Errorf("chunk %s: content digest differs: %w", d, ErrCorrupt)
+	}
+	return nil
 }
 
 // decodeRemote loads chunk d from the store's backend (an S3 datastore's
-// bucket) and decodes it; nothing is kept open for range reads.
-func (p *plainDecoder) decodeRemote(ctx context.Context, d Digest, size uint64) ([]byte, error) {
+// bucket) and decodes it into Go memory; nothing is kept open for range
+// reads.
+func (p *plainDecoder) decodeRemote(ctx context.Context, d Digest, size uint64) ([]byte, *memBuf, error) {
 	blob, err := p.s.backend.Get(ctx, d)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	data, _, err := p.decode(d, blob, size)
-	return data, err
-}
-
-// decode checks the CRC of chunk d's blob, decompresses it and checks its
-// digest and length.
-func (p *plainDecoder) decode(d Digest, blob []byte, size uint64) ([]byte, BlobKind, error) {
 	kind, err := VerifyBlobCRC(blob)
 	if err != nil {
-		return nil, kind, fmt.Errorf("chunk %s: %w", d, err)
+		return nil, nil, fmt.Errorf("chunk %s: %w", d, err)
 	}
 	var data []byte
 	switch kind {
@@ -106,21 +199,108 @@ func (p *plainDecoder) decode(d Digest, blob []byte, size uint64) ([]byte, BlobK
 		data = blob[blobHeaderSize:] // no copy
 	case BlobCompressed:
 		if data, err = p.s.codec.dec.DecodeAll(blob[blobHeaderSize:], nil); err != nil {
-			return nil, kind, fmt.Errorf("chunk %s: zstd payload: %v: %w", d, err, ErrCorrupt)
+			return nil, nil, fmt.Errorf("chunk %s: zstd payload: %v: %w", d, err, ErrCorrupt)
 		}
 	default:
 		// An encrypted blob in an unencrypted archive: the plain
 		// decoder names the mismatch.
 		data, err := p.s.plain.Decode(nil, blob, d)
-		return data, kind, err
+		return data, nil, err
 	}
-	if size != ^uint64(0) && uint64(len(data)) != size {
-		return nil, kind, fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), size, ErrCorrupt)
+	if err := checkChunk(d, data, size); err != nil {
+		return nil, nil, err
 	}
-	if DigestOf(data) != d {
-		return nil, kind, fmt.Errorf("chunk %s: content digest differs: %w", d, ErrCorrupt)
+	return data, nil, nil
+}
+
+// decompress decodes the zstd payload of chunk d into a buffer of p.s.mem
+// sized as the index says (size), or into Go memory when size is not
+// known.
+func (p *plainDecoder) decompress(d Digest, payload []byte, size uint64) ([]byte, *memBuf, error) {
+	var out *memBuf
+	var dst []byte
+	if size != ^uint64(0) && size <= MaxBlobSize {
+		out = p.s.mem.get(int(size))
+		dst = out.mem[:0:size]
 	}
-	return data, kind, nil
+	data, err := p.s.codec.dec.DecodeAll(payload, dst)
+	if err != nil {
+		p.s.mem.put(out)
+		return nil, nil, fmt.Errorf("chunk %s: zstd payload: %v: %w", d, err, ErrCorrupt)
+	}
+	if out != nil && (len(data) == 0 || &data[0] != &out.mem[0]) {
+		// Longer than the index says: the decoder moved it (the size
+		// check fails next).
+		p.s.mem.put(out)
+		out = nil
+	}
+	return data, out, nil
+}
+
+// DecodeEncrypted reads chunk d of an encrypted archive and has dec
+// authenticate, decrypt, decompress and check it (size as DecodeChunk).
+func (p *plainDecoder) DecodeEncrypted(ctx context.Context, d Digest, size uint64, dec *ChunkDecoder) (data []byte, buf *memBuf, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	if p.onLoad != nil {
+		p.onLoad(d)
+	}
+	f, n, err := p.openChunk(d)
+	if p.s.remote && (errors.Is(err, ErrChunkMissing) || err == nil && n == 0) {
+		if f != nil {
+			f.Close()
+		}
+		blob, err := p.s.backend.Get(ctx, d)
+		if err != nil {
+			return nil, nil, err
+		}
+		data, err := dec.Decode(nil, blob, d)
+		if err == nil && size != ^uint64(0) && uint64(len(data)) != size {
+			err = fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), size, ErrCorrupt)
+		}
+		return data, nil, err
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	mem := p.s.mem
+	raw := mem.get(int(n))
+	defer mem.put(raw)
+	blob := raw.mem[:n]
+	if err := readFull(d, f, blob); err != nil {
+		return nil, nil, err
+	}
+	var dst []byte
+	if size != ^uint64(0) && size <= MaxBlobSize {
+		// Room for the tag: the ciphertext is opened in place in dst.
+		buf = mem.get(int(size) + encryptedBlobHeaderSize)
+		dst = buf.mem[:0]
+	}
+	// An ENCR_COMPR frame is opened in scratch space, then decompressed
+	// into dst.
+	var scratch *memBuf
+	if [8]byte(blob[:min(8, len(blob))]) == magicEncrCompr {
+		scratch = mem.get(len(blob))
+		defer mem.put(scratch)
+	}
+	var sc []byte
+	if scratch != nil {
+		sc = scratch.mem[:0]
+	}
+	data, err = dec.decode(dst, blob, d, sc)
+	if err == nil && size != ^uint64(0) && uint64(len(data)) != size {
+		err = fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), size, ErrCorrupt)
+	}
+	if err != nil || (buf != nil && (len(data) == 0 || &data[0] != &buf.mem[0])) {
+		mem.put(buf)
+		buf = nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return data, buf, nil
 }
 
 // ReadChunkRange serves p from offset off of chunk d when d is stored

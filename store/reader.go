@@ -18,7 +18,10 @@ import (
 //   - A Reader detects sequential access and keeps the next chunks
 //     decoding in the background, at most one per core at a time across
 //     the store (Store.prefetch), and at most readAheadBytes ahead of
-//     each reader: the memory bound is the cache plus one chunk per core.
+//     each reader: the memory bound is the cache plus one chunk per core
+//     (plus at most maxFreeMem of free buffers, see chunkMem).
+//   - Chunk memory is mapped outside the Go heap and used again (chunkMem);
+//     bytes handed out are references (Data) released by their user.
 //   - A request inside one chunk is served as a slice of the cached chunk
 //     (no copy); a small random request of a chunk stored uncompressed
 //     and verified before is served by pread (ChunkRangeReader) without a
@@ -103,11 +106,12 @@ func (a *Archive) WriteTo(w io.Writer) (int64, error) {
 	for i := range a.idx.Len() {
 		_, start, end := a.idx.Chunk(i)
 		r.prefetch(int64(start), int64(end-start))
-		data, err := a.chunk(a.ctx, i, true)
+		d, err := a.chunk(a.ctx, i, true)
 		if err != nil {
 			return total, err
 		}
-		n, err := w.Write(data)
+		n, err := w.Write(d.Bytes())
+		d.Release()
 		total += int64(n)
 		if err != nil {
 			return total, err
@@ -116,16 +120,19 @@ func (a *Archive) WriteTo(w io.Writer) (int64, error) {
 	return total, nil
 }
 
-// ChunkAt returns the decoded chunk holding archive offset off and the
-// position of off in it. The slice is shared with the store's chunk
-// cache: callers must not modify it.
-func (a *Archive) ChunkAt(ctx context.Context, off uint64) ([]byte, uint64, error) {
-	i, in, err := a.idx.Locate(off)
+// Warm loads the chunk holding archive offset off into the cache, so
+// that a read of it soon finds it decoded.
+func (a *Archive) Warm(ctx context.Context, off uint64) error {
+	i, _, err := a.idx.Locate(off)
 	if err != nil {
-		return nil, 0, err
+		return err
 	}
-	data, err := a.chunk(ctx, i, false)
-	return data, in, err
+	d, err := a.chunk(ctx, i, false)
+	if err != nil {
+		return err
+	}
+	d.Release()
+	return nil
 }
 
 // IsHole reports whether chunk i is all zeros by its digest.
@@ -147,14 +154,38 @@ func (a *Archive) IsHole(i int) bool {
 }
 
 // chunk returns the decoded chunk i through the cache; scan marks an
-// access of a sequential reader.
-func (a *Archive) chunk(ctx context.Context, i int, scan bool) ([]byte, error) {
+// access of a sequential reader. The caller releases it.
+func (a *Archive) chunk(ctx context.Context, i int, scan bool) (Data, error) {
 	d, start, end := a.idx.Chunk(i)
 	if a.IsHole(i) {
-		return a.s.zeroChunk(end - start), nil
+		return Data{b: a.s.zeroChunk(end - start)}, nil
 	}
 	return a.s.loadChunk(ctx, d, end-start, a.dec, scan)
 }
+
+// Data is bytes returned by the read engine: a slice of a decoded chunk
+// in the cache, of a hole's zeros, or of the caller's buffer. The bytes
+// stay valid, and must not be modified, until Release, which must be
+// called exactly once: the memory of a cached chunk is used again for
+// other chunks once it left the cache and no Data refers to it.
+type Data struct {
+	b []byte
+	e *cacheEntry
+	c *chunkCache
+}
+
+// Bytes returns the bytes.
+func (d Data) Bytes() []byte { return d.b }
+
+// Release ends the use of the bytes.
+func (d Data) Release() {
+	if d.e != nil {
+		d.c.release(d.e)
+	}
+}
+
+// slice returns the part [from, to) of d, holding the same reference.
+func (d Data) slice(from, to uint64) Data { return Data{b: d.b[from:to], e: d.e, c: d.c} }
 
 // loadChunk returns the plaintext of chunk d, size bytes long as the
 // index says (^0: not checked), through the decoded-chunk cache; dec
@@ -162,24 +193,17 @@ func (a *Archive) chunk(ctx context.Context, i int, scan bool) ([]byte, error) {
 // turns a digest into verified bytes: unencrypted chunks through the
 // store's file loader (which keeps verified uncompressed chunk files
 // open for range reads), others through dec with its key.
-func (s *Store) loadChunk(ctx context.Context, d Digest, size uint64, dec *ChunkDecoder, scan bool) ([]byte, error) {
-	return s.cache.get(cacheKey{d, dec.key}, scan, func() ([]byte, error) {
+func (s *Store) loadChunk(ctx context.Context, d Digest, size uint64, dec *ChunkDecoder, scan bool) (Data, error) {
+	e, err := s.cache.get(cacheKey{d, dec.key}, scan, func() ([]byte, *memBuf, error) {
 		if !dec.encrypted {
 			return s.files.DecodeChunk(ctx, d, size)
 		}
-		blob, err := s.backend.Get(ctx, d)
-		if err != nil {
-			return nil, err
-		}
-		data, err := dec.Decode(nil, blob, d)
-		if err != nil {
-			return nil, err
-		}
-		if size != ^uint64(0) && uint64(len(data)) != size {
-			return nil, fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), size, ErrCorrupt)
-		}
-		return data, nil
+		return s.files.DecodeEncrypted(ctx, d, size, dec)
 	})
+	if err != nil {
+		return Data{}, err
+	}
+	return Data{b: e.data, e: e, c: s.cache}, nil
 }
 
 // DataBytes returns how many bytes of [off, off+n) lie in chunks that
@@ -302,7 +326,9 @@ func (r *Reader) prefetch(off, n int64) {
 		}
 		j := i
 		a.s.prefetch(a.ctx, func(ctx context.Context) {
-			a.chunk(ctx, j, true) // errors show on the real read
+			if d, err := a.chunk(ctx, j, true); err == nil {
+				d.Release()
+			} // errors show on the real read
 		})
 	}
 }
@@ -328,10 +354,12 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (r *Reader) readAt(ctx context.Context, p []byte, off int64) (int, error) {
-	b, err := r.Read(ctx, p, off)
+	d, err := r.Read(ctx, p, off)
+	b := d.Bytes()
 	if len(b) > 0 && &b[0] != &p[0] {
 		copy(p, b)
 	}
+	d.Release()
 	if err == nil && len(b) < len(p) {
 		err = io.EOF
 	}
@@ -341,14 +369,15 @@ func (r *Reader) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 // Read returns the bytes at off, at most len(dest) of them, fewer only at
 // the end of the archive. The result is either dest[:k] or, for a
 // request inside one chunk, a slice of the cached chunk, shared: callers
-// must not modify it. A request that touches a bad chunk fails whole.
-func (r *Reader) Read(ctx context.Context, dest []byte, off int64) ([]byte, error) {
+// must not modify it, and must Release it. A request that touches a bad
+// chunk fails whole.
+func (r *Reader) Read(ctx context.Context, dest []byte, off int64) (Data, error) {
 	a := r.a
 	if off < 0 {
-		return nil, fmt.Errorf("negative offset %d", off)
+		return Data{}, fmt.Errorf("negative offset %d", off)
 	}
 	if off >= a.Size() || len(dest) == 0 {
-		return dest[:0], nil
+		return Data{b: dest[:0]}, nil
 	}
 	if rem := a.Size() - off; int64(len(dest)) > rem {
 		dest = dest[:rem]
@@ -359,27 +388,27 @@ func (r *Reader) Read(ctx context.Context, dest []byte, off int64) ([]byte, erro
 	}
 	i, in, err := a.idx.Locate(uint64(off))
 	if err != nil {
-		return nil, err
+		return Data{}, err
 	}
 	d, start, end := a.idx.Chunk(i)
 	if in+uint64(len(dest)) <= end-start {
 		// Inside one chunk.
 		if a.IsHole(i) {
-			return a.s.zeroChunk(end - start)[in : in+uint64(len(dest))], nil
+			return Data{b: a.s.zeroChunk(end - start)[in : in+uint64(len(dest))]}, nil
 		}
-		if data, ok := a.s.cache.peek(cacheKey{d, a.dec.key}, seq); ok {
-			return data[in : in+uint64(len(dest))], nil
+		if e, ok := a.s.cache.peek(cacheKey{d, a.dec.key}, seq); ok {
+			return Data{b: e.data, e: e, c: a.s.cache}.slice(in, in+uint64(len(dest))), nil
 		}
 		if !seq && len(dest) <= smallRead && !a.dec.encrypted {
 			if a.s.files.ReadChunkRange(d, dest, in) {
-				return dest, nil
+				return Data{b: dest}, nil
 			}
 		}
 		data, err := a.chunk(ctx, i, seq)
 		if err != nil {
-			return nil, err
+			return Data{}, err
 		}
-		return data[in : in+uint64(len(dest))], nil
+		return data.slice(in, in+uint64(len(dest))), nil
 	}
 	n := 0
 	for n < len(dest) {
@@ -393,9 +422,10 @@ func (r *Reader) Read(ctx context.Context, dest []byte, off int64) ([]byte, erro
 			// All or nothing: a short read would look like the end of
 			// the file. Requests of the bytes before the bad chunk alone
 			// succeed.
-			return nil, err
+			return Data{}, err
 		}
-		n += copy(dest[n:], data[in:])
+		n += copy(dest[n:], data.Bytes()[in:])
+		data.Release()
 	}
-	return dest[:n], nil
+	return Data{b: dest[:n]}, nil
 }

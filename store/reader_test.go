@@ -95,6 +95,7 @@ func TestReaderConcurrent(t *testing.T) {
 				buf := make([]byte, n)
 				var got []byte
 				var err error
+				release := func() {}
 				if g == 5 {
 					k, e := a.ReadAt(buf, off)
 					got, err = buf[:k], e
@@ -102,7 +103,12 @@ func TestReaderConcurrent(t *testing.T) {
 						err = nil
 					}
 				} else {
-					got, err = r.Read(ctx, buf, off)
+					var d Data
+					d, err = r.Read(ctx, buf, off)
+					got = d.Bytes()
+					// Compared while held, then released: the chunk's
+					// memory may serve another chunk after that.
+					release = d.Release
 				}
 				if err != nil {
 					errs <- fmt.Errorf("reader %d at %d: %w", g, off, err)
@@ -113,6 +119,7 @@ func TestReaderConcurrent(t *testing.T) {
 					errs <- fmt.Errorf("reader %d: %d bytes at %d differ", g, n, off)
 					return
 				}
+				release()
 				off += int64(len(got))
 				if off >= int64(len(img)) {
 					off = 0
@@ -139,7 +146,7 @@ func TestReaderChunkBoundaries(t *testing.T) {
 				if off < 0 {
 					continue
 				}
-				got, err := a.NewReader().Read(ctx, make([]byte, n), off)
+				got, err := readCopy(a.NewReader(), ctx, make([]byte, n), off)
 				if err != nil {
 					t.Fatalf("%d bytes at %d: %v", n, off, err)
 				}
@@ -150,7 +157,7 @@ func TestReaderChunkBoundaries(t *testing.T) {
 			}
 		}
 	}
-	if got, err := a.NewReader().Read(ctx, make([]byte, 10), int64(len(img))); err != nil || len(got) != 0 {
+	if got, err := readCopy(a.NewReader(), ctx, make([]byte, 10), int64(len(img))); err != nil || len(got) != 0 {
 		t.Errorf("read at the end: %d bytes, %v", len(got), err)
 	}
 }
@@ -177,7 +184,7 @@ func TestReaderCorruptChunkInReadAhead(t *testing.T) {
 	const step = 128 << 10
 	bad := 0
 	for off := int64(0); off < int64(len(img)); off += step {
-		got, err := r.Read(ctx, make([]byte, step), off)
+		got, err := readCopy(r, ctx, make([]byte, step), off)
 		inBad := off+step > int64(start) && off < int64(end)
 		switch {
 		case inBad && err == nil:
@@ -196,10 +203,10 @@ func TestReaderCorruptChunkInReadAhead(t *testing.T) {
 	if bad != int((end-start)/step) {
 		t.Errorf("%d reads failed, want %d", bad, (end-start)/step)
 	}
-	if _, err := a.NewReader().Read(ctx, make([]byte, 10), int64(start)+5); !errors.Is(err, ErrCorrupt) {
+	if _, err := readCopy(a.NewReader(), ctx, make([]byte, 10), int64(start)+5); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("corrupt chunk read again: %v", err)
 	}
-	if got, err := a.NewReader().Read(ctx, make([]byte, 10), 5); err != nil || !bytes.Equal(got, img[5:15]) {
+	if got, err := readCopy(a.NewReader(), ctx, make([]byte, 10), 5); err != nil || !bytes.Equal(got, img[5:15]) {
 		t.Errorf("first chunk after the damage: %v", err)
 	}
 }
@@ -216,7 +223,7 @@ func TestHoles(t *testing.T) {
 	if err := os.Remove(s.Chunks().Path(d)); err != nil {
 		t.Fatal(err)
 	}
-	got, err := a.NewReader().Read(context.Background(), make([]byte, 3*mib), int64(start)+100)
+	got, err := readCopy(a.NewReader(), context.Background(), make([]byte, 3*mib), int64(start)+100)
 	if err != nil || !bytes.Equal(got, img[int64(start)+100:int64(start)+100+3*mib]) || loads.Load() != 0 {
 		t.Errorf("hole read: %v, %d loads", err, loads.Load())
 	}
@@ -248,7 +255,7 @@ func TestRangeReads(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	for range 50 {
 		off := rnd.Int64N(4*mib - 4096) // chunk 0: random data
-		got, err := a.NewReader().Read(ctx, make([]byte, 4096), off)
+		got, err := readCopy(a.NewReader(), ctx, make([]byte, 4096), off)
 		if err != nil || !bytes.Equal(got, img[off:off+4096]) {
 			t.Fatalf("read at %d: %v", off, err)
 		}
@@ -259,7 +266,7 @@ func TestRangeReads(t *testing.T) {
 	loads.Store(0)
 	for range 3 {
 		off := 4*mib + rnd.Int64N(4*mib-4096) // chunk 1: text
-		got, err := a.NewReader().Read(ctx, make([]byte, 4096), off)
+		got, err := readCopy(a.NewReader(), ctx, make([]byte, 4096), off)
 		if err != nil || !bytes.Equal(got, img[off:off+4096]) {
 			t.Fatalf("read at %d: %v", off, err)
 		}
@@ -272,10 +279,10 @@ func TestRangeReads(t *testing.T) {
 // TestCacheScanResistance: a working set read twice outside a scan
 // survives a scan through many more chunks than the cache holds.
 func TestCacheScanResistance(t *testing.T) {
-	c := newChunkCache(100)
+	c := newChunkCache(100, newChunkMem())
 	dig := func(i int) cacheKey { return cacheKey{d: Digest{byte(i), byte(i >> 8)}} }
-	load := func(i int) func() ([]byte, error) {
-		return func() ([]byte, error) { return make([]byte, 10), nil }
+	load := func(i int) func() ([]byte, *memBuf, error) {
+		return func() ([]byte, *memBuf, error) { return make([]byte, 10), nil, nil }
 	}
 	for round := range 2 {
 		for i := range 5 { // 50 bytes of working set
@@ -298,7 +305,7 @@ func TestCacheScanResistance(t *testing.T) {
 	}
 	// Without the scan marks the same accesses would flush it: the test
 	// measures the policy, not the capacity.
-	c2 := newChunkCache(100)
+	c2 := newChunkCache(100, newChunkMem())
 	for range 2 {
 		for i := range 5 {
 			c2.get(dig(i), false, load(i))
@@ -322,4 +329,12 @@ func TestWriteToReadAhead(t *testing.T) {
 	if n, err := a.WriteTo(&buf); err != nil || n != int64(len(img)) || !bytes.Equal(buf.Bytes(), img) {
 		t.Fatalf("WriteTo: %d, %v", n, err)
 	}
+}
+
+// readCopy is Reader.Read returning a copy of the bytes, released.
+func readCopy(r *Reader, ctx context.Context, dest []byte, off int64) ([]byte, error) {
+	d, err := r.Read(ctx, dest, off)
+	b := bytes.Clone(d.Bytes())
+	d.Release()
+	return b, err
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -74,6 +75,7 @@ type Store struct {
 	remote  bool
 	codec   *Codec
 	cache   *chunkCache
+	mem     *chunkMem // buffers of the read engine (mem.go)
 	keys    *crypto.Keyring
 	plain   *ChunkDecoder // decoder of unencrypted archives
 	files   *plainDecoder // the read engine's loader of unencrypted chunks
@@ -194,6 +196,7 @@ func Open(root string, opts Options) (*Store, error) {
 		slots = runtime.GOMAXPROCS(0)
 	}
 	codec := NewCodec()
+	mem := newChunkMem()
 	st := &Store{
 		keys:       opts.Keys,
 		plain:      &ChunkDecoder{codec: codec},
@@ -205,7 +208,8 @@ func Open(root string, opts Options) (*Store, error) {
 		backend:    backend,
 		remote:     opts.Backend != nil,
 		codec:      codec,
-		cache:      newChunkCache(opts.CacheBytes),
+		cache:      newChunkCache(opts.CacheBytes, mem),
+		mem:        mem,
 		plock:      plock,
 		locks:      newLocks(opts.RuntimeDir, opts.Name, abs, owner),
 		log:        opts.Logger,
@@ -231,6 +235,8 @@ func (s *Store) ReadAheadChunks() int64 { return s.readAhead.Load() }
 // the read engine holds open.
 func (s *Store) Close() error {
 	s.files.verified.closeAll()
+	s.cache.clear()
+	s.mem.release()
 	return s.plock.Close()
 }
 
@@ -284,7 +290,12 @@ func (s *Store) ReadChunk(ctx context.Context, d Digest) ([]byte, error) {
 // verifies it. Decoded chunks are cached per key: a chunk decoded with
 // one key is never served to a decoder of another (or of none).
 func (s *Store) ReadChunkWith(ctx context.Context, d Digest, dec *ChunkDecoder) ([]byte, error) {
-	return s.loadChunk(ctx, d, ^uint64(0), dec, false)
+	data, err := s.loadChunk(ctx, d, ^uint64(0), dec, false)
+	if err != nil {
+		return nil, err
+	}
+	defer data.Release()
+	return bytes.Clone(data.Bytes()), nil
 }
 
 // exists reports whether path exists, turning ENOENT into false.

@@ -1,0 +1,77 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"testing"
+)
+
+// TestHeldChunkSurvivesEviction: bytes a reader holds stay as they were
+// while their chunk is evicted and other chunks are loaded (their memory
+// is used again only after the release).
+func TestHeldChunkSurvivesEviction(t *testing.T) {
+	s, a, img, _ := engineStore(t, Options{CacheBytes: 5 * mib}) // one 4 MiB chunk
+	ctx := context.Background()
+	held, err := a.NewReader().Read(ctx, make([]byte, 1000), 123)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.CacheStats().Bytes == 0 {
+		t.Fatal("the read was not served from the cache")
+	}
+	for _, off := range []int64{13 * mib, 17 * mib, 5 * mib, 13*mib + 1} { // chunks 3, 4, 1, 3
+		got, err := readCopy(a.NewReader(), ctx, make([]byte, 1000), off)
+		if err != nil || !bytes.Equal(got, img[off:off+1000]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	if !bytes.Equal(held.Bytes(), img[123:1123]) {
+		t.Fatal("bytes held by a reader changed when their chunk was evicted")
+	}
+	mapped := s.mem.mapped.Load()
+	held.Release()
+	// Its buffer is free now: the next loads use it, mapping nothing new.
+	faults := s.mem.faults.Load()
+	for _, off := range []int64{0, 13 * mib, 0} {
+		if got, err := readCopy(a.NewReader(), ctx, make([]byte, 1000), off); err != nil || !bytes.Equal(got, img[off:off+1000]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	if n := s.mem.faults.Load() - faults; n != 0 {
+		t.Errorf("%d buffers mapped after the release, want 0 (mapped before: %d bytes)", n, mapped)
+	}
+}
+
+// TestScanReusesMemory: a sequential reader going through more chunks
+// than the cache holds uses the same few buffers again instead of fresh
+// memory for every chunk.
+func TestScanReusesMemory(t *testing.T) {
+	s, a, img, loads := engineStore(t, Options{CacheBytes: 9 * mib})
+	ctx := context.Background()
+	for range 3 {
+		var out bytes.Buffer
+		if _, err := a.WriteTo(&out); err != nil || !bytes.Equal(out.Bytes(), img) {
+			t.Fatalf("WriteTo: %v", err)
+		}
+	}
+	r := a.NewReader()
+	for off := int64(0); off < int64(len(img)); off += 128 << 10 {
+		n := min(128<<10, int64(len(img))-off)
+		if got, err := readCopy(r, ctx, make([]byte, n), off); err != nil || !bytes.Equal(got, img[off:off+n]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	t.Logf("%d chunk loads, %d buffers mapped", loads.Load(), s.mem.faults.Load())
+	// 5 data chunks a pass (one is a hole), 4 passes.
+	if n := loads.Load(); n < 12 {
+		t.Fatalf("%d chunk loads: the cache held more than its bound", n)
+	}
+	// The cache holds two chunks; read-ahead has one chunk per core
+	// loading; a compressed chunk needs a scratch buffer beside its own.
+	if n, bound := s.mem.faults.Load(), int64(8); n > bound {
+		t.Errorf("%d buffers mapped for %d chunk loads, want at most %d", n, loads.Load(), bound)
+	}
+	if st := s.CacheStats(); st.Bytes > 9*mib {
+		t.Errorf("cache holds %d bytes, bound %d", st.Bytes, 9*mib)
+	}
+}
