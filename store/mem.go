@@ -48,23 +48,22 @@ const (
 	// maxFreeMem bounds the free buffers kept for reuse.
 	maxFreeMem = 32 << 20
 	// spareClass: a request may take a free buffer up to this much larger.
-	spareClass = 4 << 20
+	spareClass = 2 << 20
 )
 
 func newChunkMem() *chunkMem {
 	return &chunkMem{free: map[int][]*memBuf{}, maxFree: maxFreeMem}
 }
 
-// bufSlack is room past whole huge pages in every mapped buffer, so that
-// a 4 MiB chunk with a few bytes more (its blob header, an AES-GCM tag)
-// still takes two huge pages, not three.
-const bufSlack = 64 << 10
+// bufGrain is the granularity of buffer sizes: a buffer is mapped at a
+// huge-page boundary, its whole huge pages are huge, and the rest (less
+// than 2 MiB) is in 4 KiB pages, faulted in only when first used. So a
+// 4 MiB chunk takes 4 MiB, and a 4 MiB chunk with a few bytes more (an
+// AES-GCM tag) 4.25 MiB, not 6.
+const bufGrain = 256 << 10
 
-// sizeClass is the size of the buffer that holds n bytes: whole huge
-// pages plus bufSlack.
-func sizeClass(n int) int {
-	return max(1, (n-bufSlack+hugePage-1)/hugePage)*hugePage + bufSlack
-}
+// sizeClass is the size of the buffer that holds n bytes.
+func sizeClass(n int) int { return max(1, (n+bufGrain-1)/bufGrain) * bufGrain }
 
 // get returns a buffer of at least n bytes; its content is undefined.
 func (m *chunkMem) get(n int) *memBuf {
@@ -73,7 +72,7 @@ func (m *chunkMem) get(n int) *memBuf {
 	}
 	c := sizeClass(n)
 	m.mu.Lock()
-	for k := c; k <= c+spareClass; k += hugePage {
+	for k := c; k <= c+spareClass; k += bufGrain {
 		if l := m.free[k]; len(l) > 0 {
 			b := l[len(l)-1]
 			m.free[k] = l[:len(l)-1]
