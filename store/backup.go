@@ -20,6 +20,7 @@ import (
 	"github.com/pbsfs/pbsfs/store/catalog"
 	"github.com/pbsfs/pbsfs/store/crypto"
 	"github.com/pbsfs/pbsfs/store/lock"
+	"github.com/pbsfs/pbsfs/store/pxar"
 )
 
 // DefaultOwner is the owner written for new groups.
@@ -38,7 +39,17 @@ type BackupOptions struct {
 	// plain and only the manifest is signed (crypt mode sign-only).
 	Key      *crypto.Key
 	SignOnly bool
+	// MemoryBudget bounds the bytes of chunk data and encoded chunks in
+	// flight between the chunker and the chunk store (DefaultMemoryBudget
+	// if 0). A chunk waits for room before it is queued, so a backup's
+	// memory does not grow with the number of workers or the input.
+	MemoryBudget int64
 }
+
+// DefaultMemoryBudget is the default BackupOptions.MemoryBudget: room for
+// a few average chunks per CPU of this size of machine, in buffers and
+// encoded blobs, while some wait for fsync.
+const DefaultMemoryBudget = 64 << 20
 
 // cryptMode returns the crypt mode the options give every archive.
 func (o BackupOptions) cryptMode() string {
@@ -59,6 +70,11 @@ type BackupStats struct {
 	ReusedChunks atomic.Int64 // chunks already present (touched, not written)
 	BytesWritten atomic.Int64 // encoded bytes written: chunks, indexes, blobs
 	ChunkBytes   atomic.Int64 // plain bytes of new chunks
+	// InjectedChunks and InjectedBytes count the chunks of the previous
+	// snapshot's payload stream reused by reference (metadata change
+	// detection): neither read from the source nor hashed.
+	InjectedChunks atomic.Int64
+	InjectedBytes  atomic.Int64
 }
 
 // Backup is a running backup session: one new snapshot of one group
@@ -75,6 +91,7 @@ type Backup struct {
 	Stats   BackupStats
 
 	mode    string         // crypt mode of every archive
+	mem     *memBudget     // bytes of chunks in flight, shared by all streams
 	dec     *ChunkDecoder  // names chunks: keyed digests when encrypting
 	release []func() error // undone in reverse order
 	done    bool
@@ -105,10 +122,14 @@ func (s *Store) StartBackup(ctx context.Context, g GroupRef, t time.Time, opts B
 	if opts.Workers <= 0 {
 		opts.Workers = 4 * runtime.GOMAXPROCS(0)
 	}
+	if opts.MemoryBudget <= 0 {
+		opts.MemoryBudget = DefaultMemoryBudget
+	}
 	if opts.SignOnly && opts.Key == nil {
 		return nil, errors.New("sign-only backup without a key")
 	}
-	b := &Backup{s: s, ref: SnapshotRef{Group: g, Time: t}, opts: opts, started: time.Now(), mode: opts.cryptMode(), dec: s.plain}
+	b := &Backup{s: s, ref: SnapshotRef{Group: g, Time: t}, opts: opts, started: time.Now(), mode: opts.cryptMode(), dec: s.plain,
+		mem: newMemBudget(opts.MemoryBudget)}
 	if b.mode == CryptEncrypt {
 		b.dec = s.EncryptedDecoder(opts.Key)
 	}
@@ -396,6 +417,66 @@ func (sw *StreamWriter) emit() error {
 	return nil
 }
 
+// SuggestBoundary cuts the stream here if the current chunk has reached
+// the chunker's minimum size. The pxar writer calls it where a file's
+// payload starts, so that files keep chunks of their own for a later
+// metadata-mode backup to reuse whole (pxar.PayloadSink).
+func (sw *StreamWriter) SuggestBoundary() {
+	if sw.closed || len(sw.buf) < sw.ch.min {
+		return
+	}
+	if err := sw.emit(); err == nil {
+		sw.ch.Reset()
+	}
+}
+
+// Inject appends existing chunks to the stream by reference, after cutting
+// the chunk in progress: chunks of an earlier snapshot's stream, given
+// with their byte ranges there. Every chunk is touched first (so a
+// collector keeps it); if one is missing, Inject fails with
+// pxar.ErrChunkUnavailable and the stream is unchanged.
+func (sw *StreamWriter) Inject(chunks []pxar.PayloadChunk) error {
+	if sw.closed {
+		return fmt.Errorf("stream %s: inject after close", sw.name)
+	}
+	if err := sw.Check(chunks); err != nil {
+		return err
+	}
+	if len(sw.buf) > 0 {
+		if err := sw.emit(); err != nil {
+			return err
+		}
+	}
+	sw.ch.Reset()
+	var n uint64
+	sw.up.mu.Lock()
+	for _, c := range chunks {
+		size := c.End - c.Start
+		sw.off += size
+		n += size
+		sw.done = append(sw.done, chunkRef{end: sw.off, length: size, digest: Digest(c.Digest)})
+	}
+	sw.up.mu.Unlock()
+	sw.b.Stats.InjectedChunks.Add(int64(len(chunks)))
+	sw.b.Stats.InjectedBytes.Add(int64(n))
+	return nil
+}
+
+// Check touches chunks of the store, failing with
+// pxar.ErrChunkUnavailable if one is missing.
+func (sw *StreamWriter) Check(chunks []pxar.PayloadChunk) error {
+	for _, c := range chunks {
+		ok, err := sw.b.s.chunks.TouchIfPresent(sw.up.ctx, Digest(c.Digest))
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", sw.name, err)
+		}
+		if !ok {
+			return fmt.Errorf("stream %s: chunk %s: %w", sw.name, Digest(c.Digest), pxar.ErrChunkUnavailable)
+		}
+	}
+	return nil
+}
+
 // Close flushes the last chunk, waits for every upload and writes the
 // index. It returns the archive size.
 func (sw *StreamWriter) Close() (uint64, error) {
@@ -555,8 +636,73 @@ type chunkRef struct {
 	digest      Digest
 }
 
+// memBudget is a byte-weighted semaphore bounding the memory of chunks in
+// flight. A request bigger than the whole budget is granted when nothing
+// else is held, so one huge chunk cannot wait forever.
+type memBudget struct {
+	mu    sync.Mutex
+	used  int64
+	limit int64
+	peak  int64
+	wake  chan struct{} // closed and replaced on every release
+}
+
+func newMemBudget(limit int64) *memBudget {
+	return &memBudget{limit: limit, wake: make(chan struct{})}
+}
+
+// acquire waits until n bytes fit in the budget or ctx ends.
+func (m *memBudget) acquire(ctx context.Context, n int64) error {
+	for {
+		m.mu.Lock()
+		if m.used == 0 || m.used+n <= m.limit {
+			m.used += n
+			m.peak = max(m.peak, m.used)
+			m.mu.Unlock()
+			return nil
+		}
+		w := m.wake
+		m.mu.Unlock()
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (m *memBudget) release(n int64) {
+	if n == 0 {
+		return
+	}
+	m.mu.Lock()
+	m.used -= n
+	close(m.wake)
+	m.wake = make(chan struct{})
+	m.mu.Unlock()
+}
+
+// Peak returns the most bytes held at once.
+func (m *memBudget) Peak() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.peak
+}
+
+// PeakInFlight returns the most bytes of chunk buffers and encoded chunks
+// the session held at once (bounded by BackupOptions.MemoryBudget).
+func (b *Backup) PeakInFlight() int64 { return b.mem.Peak() }
+
+// blobBound is the most bytes an encoded chunk of n plain bytes takes:
+// the header, and zstd's raw-block overhead when the data does not
+// compress (the uncompressed form is then kept, but is built after).
+func blobBound(n int) int { return n + n>>10 + 256 }
+
 // uploader hashes, compresses and stores chunks on a pool of goroutines.
-// Chunks that are already present are touched, not rewritten.
+// Chunks that are already present are touched, not rewritten. Every chunk
+// reserves its buffer and the bound of its encoded form in the session's
+// memory budget when it is queued; the buffer's share is returned once it
+// is encoded, the rest once the chunk is stored.
 type uploader struct {
 	b      *Backup
 	ctx    context.Context
@@ -573,11 +719,13 @@ type upJob struct {
 	seq  int
 	data []byte
 	end  uint64
+	held int64 // budget reserved for data's buffer
+	blob int64 // budget reserved for the encoded chunk
 }
 
 func (b *Backup) newUploader(ctx context.Context, record func(chunkRef) error) *uploader {
 	ctx, cancel := context.WithCancel(ctx)
-	u := &uploader{b: b, ctx: ctx, cancel: cancel, jobs: make(chan upJob, b.opts.Workers), record: record}
+	u := &uploader{b: b, ctx: ctx, cancel: cancel, jobs: make(chan upJob), record: record}
 	for range b.opts.Workers {
 		u.wg.Add(1)
 		go u.work(u.jobs)
@@ -585,14 +733,23 @@ func (b *Backup) newUploader(ctx context.Context, record func(chunkRef) error) *
 	return u
 }
 
-// submit queues a chunk ending at archive offset end; false means the
-// upload failed and the caller should stop and wait.
+// submit queues a chunk ending at archive offset end, once the memory
+// budget has room for it; false means the upload failed and the caller
+// should stop and wait. The uploader owns data from here on.
 func (u *uploader) submit(data []byte, end uint64) bool {
+	job := upJob{seq: u.seq, data: data, end: end, held: int64(cap(data)), blob: int64(blobBound(len(data)))}
+	if err := u.b.mem.acquire(u.ctx, job.held+job.blob); err != nil {
+		u.b.s.putChunkBuf(data)
+		u.abort(err)
+		return false
+	}
 	select {
-	case u.jobs <- upJob{seq: u.seq, data: data, end: end}:
+	case u.jobs <- job:
 		u.seq++
 		return true
 	case <-u.ctx.Done():
+		u.b.mem.release(job.held + job.blob)
+		u.b.s.putChunkBuf(data)
 		u.abort(u.ctx.Err())
 		return false
 	}
@@ -622,46 +779,67 @@ func (u *uploader) wait() error {
 
 func (u *uploader) work(jobs <-chan upJob) {
 	defer u.wg.Done()
-	var blob []byte
 	for job := range jobs {
-		if u.ctx.Err() != nil {
-			u.b.s.putChunkBuf(job.data)
-			continue
-		}
-		d := u.b.dec.Digest(job.data)
-		ref := chunkRef{end: job.end, length: uint64(len(job.data)), digest: d}
-		reused, err := u.b.s.chunks.TouchIfPresent(u.ctx, d)
-		if err == nil && !reused {
-			if u.b.mode == CryptEncrypt {
-				blob, err = u.b.s.codec.AppendEncodeEncrypted(blob[:0], job.data, u.b.opts.Key, true)
-			} else {
-				blob, err = u.b.s.codec.AppendEncode(blob[:0], job.data, true)
-			}
-			if err == nil {
-				var dup bool
-				dup, err = u.b.s.chunks.Insert(u.ctx, d, blob)
-				reused = dup
-				if !dup {
-					u.b.Stats.NewChunks.Add(1)
-					u.b.Stats.BytesWritten.Add(int64(len(blob)))
-					u.b.Stats.ChunkBytes.Add(int64(len(job.data)))
-				}
-			}
-		}
-		if reused {
-			u.b.Stats.ReusedChunks.Add(1)
-		}
-		u.b.s.putChunkBuf(job.data)
+		err := u.store(job)
 		u.mu.Lock()
-		if err == nil {
-			err = u.record(ref)
-		}
 		if err != nil && u.err == nil {
 			u.err = err
 			u.cancel()
 		}
 		u.mu.Unlock()
 	}
+}
+
+// store hashes, encodes and inserts one chunk and records it, releasing
+// its buffers and budget as soon as each is no longer needed.
+func (u *uploader) store(job upJob) error {
+	s := u.b.s
+	freeData := func() {
+		if job.data != nil {
+			s.putChunkBuf(job.data)
+			job.data = nil
+			u.b.mem.release(job.held)
+		}
+	}
+	defer freeData()
+	defer u.b.mem.release(job.blob)
+	if err := u.ctx.Err(); err != nil {
+		return err
+	}
+	d := u.b.dec.Digest(job.data)
+	ref := chunkRef{end: job.end, length: uint64(len(job.data)), digest: d}
+	reused, err := s.chunks.TouchIfPresent(u.ctx, d)
+	if err == nil && !reused {
+		var blob []byte
+		buf := s.getChunkBuf(int(job.blob))[:0]
+		if u.b.mode == CryptEncrypt {
+			blob, err = s.codec.AppendEncodeEncrypted(buf, job.data, u.b.opts.Key, true)
+		} else {
+			blob, err = s.codec.AppendEncode(buf, job.data, true)
+		}
+		plain := len(job.data)
+		freeData()
+		if err == nil {
+			var dup bool
+			dup, err = s.chunks.Insert(u.ctx, d, blob)
+			reused = dup
+			if !dup {
+				u.b.Stats.NewChunks.Add(1)
+				u.b.Stats.BytesWritten.Add(int64(len(blob)))
+				u.b.Stats.ChunkBytes.Add(int64(plain))
+			}
+		}
+		s.putChunkBuf(blob)
+	}
+	if err != nil {
+		return err
+	}
+	if reused {
+		u.b.Stats.ReusedChunks.Add(1)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.record(ref)
 }
 
 // getChunkBuf returns a buffer of n bytes from the store's pool, sparing

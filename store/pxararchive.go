@@ -59,9 +59,67 @@ type PxarOptions struct {
 	Split bool
 	// AllFileSystems crosses mount points (the PBS client stops at them).
 	AllFileSystems bool
+	// Metadata turns on metadata change detection (implies Split): files
+	// whose metadata equals their entry in the base snapshot's split
+	// archive of the same name keep their payload without being read
+	// (pxar.Previous). Without such a base every file is read.
+	Metadata bool
 	// OnError is told of each entry that could not be read; the entry is
 	// skipped and the backup goes on. Nil skips silently.
 	OnError func(path string, err error)
+	// OnWarning is told of a file that changed while it was read but is
+	// archived all the same, and of why no previous archive is used.
+	OnWarning func(path string, err error)
+	// Stats, if not nil, receives the counts of files read and reused.
+	Stats *pxar.ReuseStats
+}
+
+// previousPxar opens the base snapshot's split archive name for metadata
+// change detection, writing chunks injected from it to payloadW. It
+// returns nil and the reason when there is none to use.
+func (b *Backup) previousPxar(ctx context.Context, name string, payloadW *StreamWriter) (*pxar.Previous, error) {
+	if b.base == nil {
+		return nil, errors.New("no previous snapshot to compare with (none finished, its verification failed, or another key)")
+	}
+	metaName, payloadName, err := PxarFiles(*b.base, name)
+	if err != nil {
+		return nil, err
+	}
+	if payloadName == "" {
+		return nil, fmt.Errorf("previous snapshot %s has a plain archive %s, not a split one", b.base.Ref, metaName)
+	}
+	m, err := b.s.LoadManifest(b.base.Ref)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range []string{metaName, payloadName} {
+		if fi, ok := m.File(f); !ok || fi.CryptMode != b.mode {
+			return nil, fmt.Errorf("previous snapshot %s: %s is not in the manifest with crypt mode %s", b.base.Ref, f, b.mode)
+		}
+	}
+	idx, err := b.s.OpenIndex(b.base.Ref, metaName)
+	if err != nil {
+		return nil, err
+	}
+	meta := b.s.NewArchiveWith(ctx, idx, b.dec)
+	a, err := pxar.Open(meta, meta.Size(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("previous snapshot %s/%s: %w", b.base.Ref, metaName, err)
+	}
+	pidx, err := b.s.OpenIndex(b.base.Ref, payloadName)
+	if err != nil {
+		return nil, err
+	}
+	dx, ok := pidx.(*DynamicIndex)
+	if !ok {
+		return nil, fmt.Errorf("previous snapshot %s/%s is not a dynamic index: %w", b.base.Ref, payloadName, ErrCorrupt)
+	}
+	chunks := make([]pxar.PayloadChunk, dx.Len())
+	for i := range chunks {
+		d, start, end := dx.Chunk(i)
+		chunks[i] = pxar.PayloadChunk{Start: start, End: end, Digest: d}
+	}
+	return &pxar.Previous{Archive: a, Chunks: chunks, Inject: payloadW.Inject, Check: payloadW.Check}, nil
 }
 
 // AddPxar archives the directory tree at dir as pxar archive name
@@ -74,6 +132,9 @@ func (b *Backup) AddPxar(ctx context.Context, name, dir string, opts PxarOptions
 		return 0, fmt.Errorf("pxar archive name %q: want NAME.pxar: %w", name, ErrInvalidName)
 	}
 	var metaW, payloadW *StreamWriter
+	if opts.Metadata {
+		opts.Split = true
+	}
 	if opts.Split {
 		if metaW, err = b.CreateStream(ctx, base+".mpxar", DefaultAvgChunkSize); err != nil {
 			return 0, err
@@ -97,7 +158,16 @@ func (b *Backup) AddPxar(ctx context.Context, name, dir string, opts PxarOptions
 			opts.OnError(path, err)
 		}
 		return nil
-	}}
+	}, Warn: opts.OnWarning, Stats: opts.Stats}
+	if opts.Metadata {
+		prev, err := b.previousPxar(ctx, name, payloadW)
+		switch {
+		case prev != nil:
+			copts.Previous = prev
+		case opts.OnWarning != nil:
+			opts.OnWarning(name, fmt.Errorf("every file is read: %w", err))
+		}
+	}
 	if !opts.Split {
 		cw, err := b.catalogWriter(ctx)
 		if err != nil {

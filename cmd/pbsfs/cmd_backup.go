@@ -6,14 +6,51 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pbsfs/pbsfs/store"
 	"github.com/pbsfs/pbsfs/store/crypto"
+	"github.com/pbsfs/pbsfs/store/pxar"
 	"github.com/spf13/pflag"
 )
+
+// changeDetectionEnv names the environment variable holding the default
+// --change-detection-mode.
+const changeDetectionEnv = "PBSFS_CHANGE_DETECTION_MODE"
+
+// changeDetection returns the mode of pxar archives: the flag, else the
+// environment, else legacy (the PBS client's default).
+func (c *backupCmd) changeDetection() (string, error) {
+	mode, from := c.detect, "--change-detection-mode"
+	if mode == "" {
+		mode, from = os.Getenv(changeDetectionEnv), changeDetectionEnv
+	}
+	switch mode {
+	case "":
+		if c.split {
+			return "data", nil
+		}
+		return "legacy", nil
+	case "legacy", "data", "metadata":
+		if c.split && mode == "legacy" && from == "--change-detection-mode" {
+			return "", usagef("--split with --change-detection-mode legacy")
+		}
+		if c.split && mode == "legacy" {
+			return "data", nil
+		}
+		return mode, nil
+	}
+	return "", usagef("%s %q: want legacy, data or metadata", from, mode)
+}
+
+// backupMemoryHeadroom is the Go memory limit of a backup above its
+// chunk memory budget: compressor state, directory listings, the
+// hardlink map, buffers on their way back to the pool.
+const backupMemoryHeadroom = 56 << 20
 
 // backupCmd makes a snapshot, like proxmox-backup-client backup.
 type backupCmd struct {
@@ -23,6 +60,9 @@ type backupCmd struct {
 	time       string
 	owner      string
 	split      bool
+	detect     string
+	reuse      pxar.ReuseStats
+	pxars      int
 	allFS      bool
 	noProgress bool
 	keys       keyOpts
@@ -37,7 +77,8 @@ func (c *backupCmd) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.id, "id", "", "backup id, e.g. 100 or the host name (default: this host's name)")
 	fs.StringVar(&c.time, "time", "", "backup time, RFC 3339 or Unix seconds (default: now)")
 	fs.StringVar(&c.owner, "owner", store.DefaultOwner, "owner recorded for a new group")
-	fs.BoolVar(&c.split, "split", false, "write pxar archives split into .mpxar and .ppxar")
+	fs.BoolVar(&c.split, "split", false, "write pxar archives split into .mpxar and .ppxar (same as --change-detection-mode data)")
+	fs.StringVar(&c.detect, "change-detection-mode", "", "legacy (one .pxar), data (split .mpxar/.ppxar, every file read) or metadata (split; files whose metadata is unchanged since the previous snapshot are not read) (env "+changeDetectionEnv+"; default legacy)")
 	fs.BoolVar(&c.allFS, "all-file-systems", false, "cross mount points in pxar archives")
 	fs.BoolVar(&c.noProgress, "no-progress", false, "never show progress")
 	c.keys.addFlags(fs, "key file to encrypt (or sign) the backup with")
@@ -84,6 +125,14 @@ func parseBackupTime(s string) (time.Time, error) {
 }
 
 func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
+	if p := os.Getenv("PBSFS_CPUPROFILE"); p != "" {
+		// A CPU profile of the whole backup, for go tool pprof.
+		if f, err := os.Create(p); err == nil {
+			if err := pprof.StartCPUProfile(f); err == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
 	if len(args) == 0 {
 		return usagef("no ARCHIVE given")
 	}
@@ -114,6 +163,9 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if c.detect, err = c.changeDetection(); err != nil {
+		return err
+	}
 	opts := store.BackupOptions{Owner: c.owner}
 	if opts.Key, opts.SignOnly, err = c.cryptOptions(ctx, e); err != nil {
 		return err
@@ -127,6 +179,12 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 		if err := s.CreateNamespace(ns); err != nil {
 			return err
 		}
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// The chunks in flight are bounded by the memory budget; the
+		// limit makes the collector return their garbage before the heap
+		// doubles, which keeps the peak RSS near the live memory.
+		debug.SetMemoryLimit(store.DefaultMemoryBudget + backupMemoryHeadroom)
 	}
 	start := time.Now()
 	b, err := s.StartBackup(ctx, g, t, opts)
@@ -162,6 +220,11 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 	}
 	if c.skipped > 0 {
 		fmt.Fprintf(e.stdout, "%d unreadable entries skipped (see warnings)\n", c.skipped)
+	}
+	if c.pxars > 0 && c.detect != "legacy" {
+		r := &c.reuse
+		fmt.Fprintf(e.stdout, "change detection %s: %d files read, %d reused (%s) in %d chunks by reference, %d unchanged re-read (padding)\n",
+			c.detect, r.FilesRead, r.FilesReused, humanBytes(r.BytesReused), b.Stats.InjectedChunks.Load(), r.FilesReencoded)
 	}
 	fmt.Fprintf(e.stdout, "read %s, %d new chunks, %d reused, wrote %s in %s (%s/s)\n",
 		humanBytes(uint64(read)), b.Stats.NewChunks.Load(), b.Stats.ReusedChunks.Load(),
@@ -220,8 +283,16 @@ func (c *backupCmd) addArchives(ctx context.Context, b *store.Backup, specs []ar
 			if !st.IsDir() {
 				return fmt.Errorf("archive %s: %s is not a directory", spec.name, spec.path)
 			}
-			n, err := b.AddPxar(ctx, spec.name, spec.path, store.PxarOptions{Split: c.split, AllFileSystems: c.allFS,
-				OnError: func(path string, err error) { c.warnf("skipped %s: %v", path, err) }})
+			var rs pxar.ReuseStats
+			c.pxars++
+			n, err := b.AddPxar(ctx, spec.name, spec.path, store.PxarOptions{Split: c.detect == "data", Metadata: c.detect == "metadata",
+				AllFileSystems: c.allFS, Stats: &rs,
+				OnError:   func(path string, err error) { c.warnf("skipped %s: %v", path, err) },
+				OnWarning: func(path string, err error) { c.warnf("%s: %v", path, err) }})
+			c.reuse.FilesRead += rs.FilesRead
+			c.reuse.FilesReused += rs.FilesReused
+			c.reuse.BytesReused += rs.BytesReused
+			c.reuse.FilesReencoded += rs.FilesReencoded
 			c.skipped += n
 			if err != nil {
 				return err

@@ -63,13 +63,37 @@ type CreateOptions struct {
 	Catalog CatalogWriter
 	// Prelude is written as the PRELUDE of a split archive.
 	Prelude []byte
+	// Warn, if not nil, is told of a file that changed while it was read
+	// but is still archived (it grew: the archive has its first stat
+	// size bytes).
+	Warn func(path string, err error)
+	// Previous, for a split archive, turns on metadata change detection
+	// against the previous snapshot's archive (see Previous). Catalog
+	// must be nil then.
+	Previous *Previous
+	// Stats, if not nil, receives the counts of the work done.
+	Stats *ReuseStats
 }
 
 // Create archives the tree of src into w, then closes w. Each directory's
 // names are written byte-sorted; regular files with several links become
 // HARDLINK items after their first path.
 func Create(ctx context.Context, src Source, w *Writer, opts CreateOptions) error {
+	if opts.Stats == nil {
+		opts.Stats = &ReuseStats{}
+	}
 	c := &creator{ctx: ctx, src: src, w: w, opts: opts, links: map[[2]uint64]hardlinkTarget{}}
+	if p := opts.Previous; p != nil {
+		if !w.Split() || opts.Catalog != nil || p.Archive == nil || p.Inject == nil || p.Check == nil {
+			return fmt.Errorf("pxar: metadata change detection needs a split archive, no catalog and a complete Previous: %w", ErrWriter)
+		}
+		c.reuse = &reuser{prev: p, seen: map[[2]uint64]bool{}}
+		if p.Archive.Split() {
+			c.reuse.dirs = append(c.reuse.dirs, c.prevDir(""))
+		} else {
+			c.reuse.dirs = append(c.reuse.dirs, nil)
+		}
+	}
 	if opts.Prelude != nil {
 		if err := w.SetPrelude(opts.Prelude); err != nil {
 			return err
@@ -92,6 +116,12 @@ func Create(ctx context.Context, src Source, w *Writer, opts CreateOptions) erro
 	if err := c.dir("", names); err != nil {
 		return err
 	}
+	if err := c.flush(false); err != nil {
+		return err
+	}
+	if err := c.injectHeld(); err != nil {
+		return err
+	}
 	if err := w.EndDir(); err != nil {
 		return err
 	}
@@ -110,6 +140,7 @@ type creator struct {
 	w     *Writer
 	opts  CreateOptions
 	links map[[2]uint64]hardlinkTarget
+	reuse *reuser // metadata change detection, nil otherwise
 }
 
 // skip reports an unreadable entry through OnError.
@@ -146,104 +177,137 @@ func (c *creator) child(path, name string) error {
 	if err != nil {
 		return c.skip(path, err)
 	}
-	cat := c.opts.Catalog
-	catErr := func(err error) error {
-		if err != nil {
-			return fmt.Errorf("pxar: catalog: %s: %w", path, err)
-		}
-		return nil
-	}
 	switch info.Kind {
 	case KindDir:
-		names, err := c.src.ReadDirNames(path)
-		if err != nil {
-			return c.skip(path, err)
-		}
-		if err := c.w.BeginDir(name, &info.Metadata); err != nil {
-			return err
-		}
-		if cat != nil {
-			if err := catErr(cat.StartDirectory(name)); err != nil {
-				return err
-			}
-		}
-		if err := c.dir(path, names); err != nil {
-			return err
-		}
-		if cat != nil {
-			if err := catErr(cat.EndDirectory()); err != nil {
-				return err
-			}
-		}
-		return c.w.EndDir()
+		return c.childDir(path, name, info)
 	case KindFile:
+		if c.reuse != nil {
+			return c.fileMeta(path, name, info)
+		}
 		key := [2]uint64{info.Dev, info.Ino}
 		if info.Nlink > 1 {
 			if t, ok := c.links[key]; ok {
 				if err := c.w.AddHardlink(name, t.path, t.off); err != nil {
 					return err
 				}
-				if cat != nil {
-					return catErr(cat.AddHardlink(name))
-				}
-				return nil
+				return c.catalog(path, func(cat CatalogWriter) error { return cat.AddHardlink(name) })
 			}
 		}
-		f, err := c.src.Open(path)
-		if err != nil {
-			return c.skip(path, err)
-		}
-		r := &exactReader{r: f, left: int64(info.Size)}
-		off, err := c.w.AddFile(name, &info.Metadata, info.Size, r)
-		f.Close()
-		if err != nil {
+		off, ok, err := c.encodeFile(path, name, info)
+		if err != nil || !ok {
 			return err
-		}
-		if r.err != nil {
-			if err := c.skip(path, r.err); err != nil {
-				return err
-			}
 		}
 		if info.Nlink > 1 {
 			c.links[key] = hardlinkTarget{path: path, off: off}
 		}
-		if cat != nil {
-			return catErr(cat.AddFile(name, info.Size, info.Mtime.Secs))
-		}
 		return nil
+	}
+	if c.reuse != nil {
+		return c.emit(pending{op: opOther, path: path, name: name, info: info})
+	}
+	return c.writeOther(path, name, info)
+}
+
+// catalog feeds the catalog, if there is one.
+func (c *creator) catalog(path string, f func(CatalogWriter) error) error {
+	if c.opts.Catalog == nil {
+		return nil
+	}
+	if err := f(c.opts.Catalog); err != nil {
+		return fmt.Errorf("pxar: catalog: %s: %w", path, err)
+	}
+	return nil
+}
+
+// childDir archives directory path and its tree.
+func (c *creator) childDir(path, name string, info *SourceInfo) error {
+	names, err := c.src.ReadDirNames(path)
+	if err != nil {
+		return c.skip(path, err)
+	}
+	if r := c.reuse; r != nil {
+		r.dirs = append(r.dirs, c.prevDir(name))
+		defer func() { r.dirs = r.dirs[:len(r.dirs)-1] }()
+		if err := c.emit(pending{op: opBeginDir, path: path, name: name, info: info}); err != nil {
+			return err
+		}
+		if err := c.dir(path, names); err != nil {
+			return err
+		}
+		return c.emit(pending{op: opEndDir, path: path})
+	}
+	if err := c.w.BeginDir(name, &info.Metadata); err != nil {
+		return err
+	}
+	if err := c.catalog(path, func(cat CatalogWriter) error { return cat.StartDirectory(name) }); err != nil {
+		return err
+	}
+	if err := c.dir(path, names); err != nil {
+		return err
+	}
+	if err := c.catalog(path, func(cat CatalogWriter) error { return cat.EndDirectory() }); err != nil {
+		return err
+	}
+	return c.w.EndDir()
+}
+
+// encodeFile reads regular file path and writes it with its contents. It
+// reports false if the file could not be opened (and was skipped).
+func (c *creator) encodeFile(path, name string, info *SourceInfo) (LinkOffset, bool, error) {
+	f, err := c.src.Open(path)
+	if err != nil {
+		return 0, false, c.skip(path, err)
+	}
+	defer f.Close()
+	c.opts.Stats.FilesRead++
+	r := &exactReader{r: f, left: int64(info.Size)}
+	off, err := c.w.AddFile(name, &info.Metadata, info.Size, r)
+	if err != nil {
+		return 0, false, err
+	}
+	if r.err != nil {
+		if err := c.skip(path, r.err); err != nil {
+			return 0, false, err
+		}
+	} else if c.opts.Warn != nil {
+		var probe [1]byte
+		if n, _ := f.Read(probe[:]); n > 0 {
+			c.opts.Warn(path, errGrewFile)
+		}
+	}
+	return off, true, c.catalog(path, func(cat CatalogWriter) error { return cat.AddFile(name, info.Size, info.Mtime.Secs) })
+}
+
+// writeOther writes a symlink, device, FIFO or socket.
+func (c *creator) writeOther(path, name string, info *SourceInfo) error {
+	switch info.Kind {
 	case KindSymlink:
 		if err := c.w.AddSymlink(name, &info.Metadata, info.LinkTarget); err != nil {
 			return err
 		}
-		if cat != nil {
-			return catErr(cat.AddSymlink(name))
-		}
-		return nil
+		return c.catalog(path, func(cat CatalogWriter) error { return cat.AddSymlink(name) })
 	case KindCharDev, KindBlockDev:
 		if err := c.w.AddDevice(name, &info.Metadata, info.DevMajor, info.DevMinor); err != nil {
 			return err
 		}
-		if cat != nil {
-			if info.Kind == KindBlockDev {
-				return catErr(cat.AddBlockDevice(name))
-			}
-			return catErr(cat.AddCharDevice(name))
+		if info.Kind == KindBlockDev {
+			return c.catalog(path, func(cat CatalogWriter) error { return cat.AddBlockDevice(name) })
 		}
-		return nil
+		return c.catalog(path, func(cat CatalogWriter) error { return cat.AddCharDevice(name) })
 	case KindFifo, KindSocket:
 		if err := c.w.AddSpecial(name, &info.Metadata); err != nil {
 			return err
 		}
-		if cat != nil {
-			if info.Kind == KindFifo {
-				return catErr(cat.AddFifo(name))
-			}
-			return catErr(cat.AddSocket(name))
+		if info.Kind == KindFifo {
+			return c.catalog(path, func(cat CatalogWriter) error { return cat.AddFifo(name) })
 		}
-		return nil
+		return c.catalog(path, func(cat CatalogWriter) error { return cat.AddSocket(name) })
 	}
 	return c.skip(path, fmt.Errorf("unsupported kind %v", info.Kind))
 }
+
+// errGrewFile reports a file that was longer than its stat size when read.
+var errGrewFile = errors.New("file grew while being archived; archived its first stat size bytes")
 
 // errShortFile reports a file that ended before its stat size.
 var errShortFile = errors.New("file shrank while being archived; padded with zeros")

@@ -41,6 +41,7 @@ type openDirW struct {
 type Writer struct {
 	meta    *countWriter
 	payload *countWriter
+	sink    PayloadSink // payload as a PayloadSink, if it is one
 	prelude []byte
 	started bool
 	done    bool
@@ -51,12 +52,60 @@ type Writer struct {
 
 // NewWriter returns a Writer writing the metadata stream to meta and, if
 // payload is not nil, the payload stream of a split archive to payload.
+// A payload writer that is a PayloadSink is told where each file's
+// payload starts and can take earlier payload chunks by reference
+// (InjectPayload).
 func NewWriter(meta io.Writer, payload io.Writer) *Writer {
 	w := &Writer{meta: &countWriter{w: bufio.NewWriterSize(meta, 64<<10)}}
 	if payload != nil {
 		w.payload = &countWriter{w: bufio.NewWriterSize(payload, 64<<10)}
+		w.sink, _ = payload.(PayloadSink)
 	}
 	return w
+}
+
+// A PayloadSink is a payload stream writer that cuts the stream into
+// chunks (the store's stream writer).
+type PayloadSink interface {
+	io.Writer
+	// SuggestBoundary says that a file's payload starts at the current
+	// position: a chunker may cut there, so that unchanged files keep
+	// whole chunks of their own for a later backup to reuse.
+	SuggestBoundary()
+}
+
+// PayloadPosition returns the current position in the payload stream of a
+// split archive.
+func (w *Writer) PayloadPosition() uint64 {
+	if w.payload == nil {
+		return 0
+	}
+	return uint64(w.payload.pos)
+}
+
+// InjectPayload adds n bytes to the payload stream that the caller
+// supplies itself through inject (chunks of an earlier payload stream,
+// taken by reference): the buffered payload is written out first, then
+// inject runs, then the position moves on by n. If inject fails it must
+// have written nothing; the Writer stays usable. Payload references into
+// the injected bytes are written with AddPayloadRef.
+func (w *Writer) InjectPayload(n uint64, inject func() error) error {
+	if err := w.check(); err != nil {
+		return err
+	}
+	if w.payload == nil || !w.started {
+		return w.fail(fmt.Errorf("payload injection needs a started split archive: %w", ErrWriter))
+	}
+	if err := w.payload.w.Flush(); err != nil {
+		return w.fail(fmt.Errorf("pxar: flush payload: %w", err))
+	}
+	if err := inject(); err != nil {
+		// inject changes nothing when it fails (ErrChunkUnavailable):
+		// the archive can go on with the files read instead.
+		return err
+	}
+	w.payload.pos += int64(n)
+	return nil
 }
 
 // Split reports whether w writes a split archive.
@@ -346,6 +395,12 @@ func (w *Writer) AddFile(name string, md *Metadata, size uint64, r io.Reader) (L
 			return 0, err
 		}
 		dst = w.payload
+		if w.sink != nil {
+			if err := w.payload.w.Flush(); err != nil {
+				return 0, w.fail(fmt.Errorf("pxar: flush payload: %w", err))
+			}
+			w.sink.SuggestBoundary()
+		}
 	}
 	var h [headerSize]byte
 	binary.LittleEndian.PutUint64(h[:], typePayload)
@@ -364,6 +419,29 @@ func (w *Writer) AddFile(name string, md *Metadata, size uint64, r io.Reader) (L
 		gsize += size
 	}
 	w.endChild(name, fpos, gsize)
+	return LinkOffset(fpos), nil
+}
+
+// AddPayloadRef writes a regular file of a split archive whose content is
+// already in the payload stream: a PAYLOAD header of size bytes at payload
+// position offset, injected with InjectPayload (before or after this
+// call). Its goodbye size is exact, as the pxar encoder's add_payload_ref
+// makes it (spec §6.2).
+func (w *Writer) AddPayloadRef(name string, md *Metadata, size, offset uint64) (LinkOffset, error) {
+	if w.payload == nil {
+		return 0, w.fail(fmt.Errorf("payload reference %q in a plain archive: %w", name, ErrWriter))
+	}
+	fpos, err := w.beginChild(name)
+	if err != nil {
+		return 0, err
+	}
+	if err := w.entry(md, modeIFREG); err != nil {
+		return 0, err
+	}
+	if err := w.item(w.meta, typePayloadRef, u64s(offset, size)); err != nil {
+		return 0, err
+	}
+	w.endChild(name, fpos, uint64(w.meta.pos-fpos))
 	return LinkOffset(fpos), nil
 }
 

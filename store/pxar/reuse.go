@@ -1,0 +1,460 @@
+package pxar
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+)
+
+// Metadata change detection (the PBS client's --change-detection-mode
+// metadata): a regular file whose metadata equals its entry in the
+// previous snapshot's split archive keeps its payload. Its bytes are not
+// read; whole chunks of the previous payload stream holding it are put
+// into the new payload stream by reference, and its PAYLOAD_REF points
+// into them. Runs of such files that lie back to back in the previous
+// payload stream are gathered first (in a bounded list of pending
+// entries), then reused together if the chunks covering the run waste at
+// most ReusePaddingThreshold of their bytes on data the run does not
+// need, or else read and encoded afresh.
+
+// ReusePaddingThreshold is the largest share of the reused chunks' bytes
+// that may belong to no reused file (the PBS client's
+// CHUNK_PADDING_THRESHOLD). Above it, a run of unchanged files is
+// encoded afresh rather than reusing mostly foreign chunks.
+const ReusePaddingThreshold = 0.1
+
+// maxPending bounds the entries gathered before a run of unchanged files
+// is decided (the PBS client's lookahead cache).
+const maxPending = 16384
+
+// PayloadChunk is one chunk of a previous payload stream: its byte range
+// [Start, End) in that stream and its digest.
+type PayloadChunk struct {
+	Start, End uint64
+	Digest     [32]byte
+}
+
+// ErrChunkUnavailable is returned by a Previous.Inject that cannot supply
+// a chunk; the files are then encoded afresh.
+var ErrChunkUnavailable = errors.New("previous payload chunk unavailable")
+
+// Previous is the split archive of the previous snapshot that metadata
+// change detection compares with.
+type Previous struct {
+	// Archive is the previous metadata stream (.mpxar) for random access;
+	// its payload stream is not read.
+	Archive *Archive
+	// Chunks are the previous payload stream's chunks, in stream order.
+	Chunks []PayloadChunk
+	// Inject appends chunks to the new payload stream by reference, at a
+	// chunk boundary. It must check that every chunk is available before
+	// it changes anything, and fail with ErrChunkUnavailable otherwise.
+	Inject func(chunks []PayloadChunk) error
+	// Check makes sure chunks are available (and stay so: a chunk store
+	// touches them), or fails with ErrChunkUnavailable.
+	Check func(chunks []PayloadChunk) error
+}
+
+// ReuseStats counts the work of a metadata-mode backup.
+type ReuseStats struct {
+	FilesRead       int64  // regular files whose contents were read
+	FilesReused     int64  // regular files whose payload was reused
+	BytesReused     uint64 // their payload bytes (headers included)
+	ChunksInjected  int64  // previous payload chunks reused by reference
+	BytesInjected   uint64 // their bytes
+	PartialChunks   int64  // reused chunks also holding bytes no file needs
+	RunsReencoded   int64  // runs of unchanged files encoded afresh (padding)
+	FilesReencoded  int64  // unchanged files among them
+	ChunksUnusable  int64  // runs encoded afresh because a chunk was missing
+	PreviousEntries int64  // previous directory entries compared with
+}
+
+// MetadataEqual reports whether a file's metadata a allows reusing the
+// payload stored with metadata b: every field the archive stores must be
+// equal (the PBS client compares pxar's Metadata as a whole): the full
+// mode (type and permission bits), the chattr/FAT flags, uid, gid, mtime
+// (seconds and nanoseconds), the xattrs in order, every ACL entry, the
+// file capabilities and the quota project id.
+func MetadataEqual(a, b *Metadata) bool {
+	if a.Mode != b.Mode || a.Flags != b.Flags || a.UID != b.UID || a.GID != b.GID || a.Mtime != b.Mtime {
+		return false
+	}
+	if !slices.EqualFunc(a.Xattrs, b.Xattrs, func(x, y Xattr) bool { return x.Name == y.Name && bytes.Equal(x.Value, y.Value) }) {
+		return false
+	}
+	if !bytes.Equal(a.FCaps, b.FCaps) || (a.FCaps == nil) != (b.FCaps == nil) {
+		return false
+	}
+	if !eqPtr(a.QuotaProjID, b.QuotaProjID) {
+		return false
+	}
+	x, y := &a.ACL, &b.ACL
+	return slices.Equal(x.Users, y.Users) && slices.Equal(x.Groups, y.Groups) && eqPtr(x.GroupObj, y.GroupObj) &&
+		eqPtr(x.Default, y.Default) && slices.Equal(x.DefaultUsers, y.DefaultUsers) && slices.Equal(x.DefaultGroups, y.DefaultGroups)
+}
+
+func eqPtr[T comparable](a, b *T) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// reusable returns the payload range [start, end) of the previous entry
+// prev (headers included) if a file described by info may reuse it: prev
+// is a regular file of the split archive (not a hardlink) with equal
+// metadata and, beyond the PBS client's rule, the same size (a file
+// rewritten within one mtime tick to another size must not point at the
+// old bytes with its new size).
+func reusable(prev *Entry, info *SourceInfo) (uint64, uint64, bool) {
+	if prev == nil || prev.Kind != KindFile || prev.PayloadOffset < 0 || prev.Size != info.Size {
+		return 0, 0, false
+	}
+	if !MetadataEqual(&prev.Metadata, &info.Metadata) {
+		return 0, 0, false
+	}
+	start := uint64(prev.PayloadOffset)
+	return start, start + headerSize + prev.Size, true
+}
+
+// pendingOp is what a pending entry does when it is written.
+type pendingOp int
+
+const (
+	opFile pendingOp = iota
+	opBeginDir
+	opEndDir
+	opOther
+)
+
+// pending is an entry gathered while a run of unchanged files is open.
+type pending struct {
+	op       pendingOp
+	path     string
+	name     string
+	info     *SourceInfo
+	reusable bool
+	rel      uint64 // payload header offset relative to the run's start
+}
+
+// heldChunk is the last chunk of a reused run, kept back because the next
+// run may start inside it; it is injected before any other payload.
+type heldChunk struct {
+	idx    int
+	used   uint64 // bytes of it the earlier runs use
+	runEnd uint64 // where the earlier run ended in the previous stream
+}
+
+// reuser is the metadata-mode state of a creator.
+type reuser struct {
+	prev       *Previous
+	dirs       []map[string]*Entry // previous entries of the open directories (nil: none)
+	pending    []pending
+	files      int // reusable files in pending
+	start, end uint64
+	held       *heldChunk
+	seen       map[[2]uint64]bool // hardlinked inodes met while pending
+	continued  bool               // the run is cut short by a full pending list
+}
+
+// prevDir returns the previous entries of the directory name in the
+// current previous directory (nil if it has none). The root is "".
+func (c *creator) prevDir(name string) map[string]*Entry {
+	r := c.reuse
+	var dir *Entry
+	if name == "" {
+		dir = r.prev.Archive.Root()
+	} else {
+		top := r.dirs[len(r.dirs)-1]
+		if top == nil || top[name] == nil || top[name].Kind != KindDir {
+			return nil
+		}
+		dir = top[name]
+	}
+	dr, err := r.prev.Archive.OpenDir(dir)
+	if err != nil {
+		return nil
+	}
+	m := make(map[string]*Entry, dr.Len())
+	for {
+		e, err := dr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		var ce *ChildError
+		if errors.As(err, &ce) {
+			continue // an unreadable previous entry is simply not reused
+		}
+		if err != nil {
+			return nil
+		}
+		name := e.Path[len(dir.Path):]
+		if dir.Path != "/" {
+			name = name[1:]
+		} else {
+			name = e.Path[1:]
+		}
+		m[name] = e
+	}
+	c.opts.Stats.PreviousEntries += int64(len(m))
+	return m
+}
+
+// emit writes an entry now, or adds it to the pending run.
+func (c *creator) emit(p pending) error {
+	if c.reuse != nil && len(c.reuse.pending) > 0 {
+		return c.addPending(p)
+	}
+	return c.write(p, 0, false)
+}
+
+func (c *creator) addPending(p pending) error {
+	r := c.reuse
+	r.pending = append(r.pending, p)
+	if len(r.pending) >= maxPending {
+		return c.flushFull()
+	}
+	return nil
+}
+
+// fileMeta handles a regular file in metadata mode.
+func (c *creator) fileMeta(path, name string, info *SourceInfo) error {
+	r := c.reuse
+	key := [2]uint64{info.Dev, info.Ino}
+	p := pending{op: opFile, path: path, name: name, info: info}
+	if info.Nlink > 1 {
+		if _, ok := c.links[key]; ok || r.seen[key] {
+			// A later path of a hardlinked file: written as a HARDLINK,
+			// in order, whatever happens to the run.
+			return c.emit(p)
+		}
+		if len(r.pending) > 0 {
+			r.seen[key] = true
+		}
+	}
+	var prev *Entry
+	if top := r.dirs[len(r.dirs)-1]; top != nil {
+		prev = top[name]
+	}
+	start, end, ok := reusable(prev, info)
+	if !ok {
+		if err := c.flush(false); err != nil {
+			return err
+		}
+		return c.write(p, 0, false)
+	}
+	if r.files > 0 && start != r.end {
+		if err := c.flush(true); err != nil {
+			return err
+		}
+	}
+	if r.files == 0 {
+		r.start, r.end = start, start
+	}
+	p.reusable, p.rel = true, start-r.start
+	r.end = end
+	r.files++
+	if info.Nlink > 1 {
+		r.seen[key] = true
+	}
+	return c.addPending(p)
+}
+
+// chunksFor returns the indexes [i, j) of the previous payload chunks
+// covering [start, end) and the bytes of them before start and after end.
+func (r *reuser) chunksFor(start, end uint64) (int, int, uint64, uint64, error) {
+	ch := r.prev.Chunks
+	i := sort.Search(len(ch), func(k int) bool { return ch[k].End > start })
+	j := sort.Search(len(ch), func(k int) bool { return ch[k].End >= end })
+	if i >= len(ch) || j >= len(ch) || ch[i].Start > start {
+		return 0, 0, 0, 0, fmt.Errorf("payload range [%d,%d) outside the previous payload stream: %w", start, end, ErrCorrupt)
+	}
+	return i, j + 1, start - ch[i].Start, ch[j].End - end, nil
+}
+
+// injectHeld puts a kept-back chunk into the payload stream.
+func (c *creator) injectHeld() error {
+	r := c.reuse
+	if r == nil || r.held == nil {
+		return nil
+	}
+	h := r.held
+	r.held = nil
+	return c.inject(r.prev.Chunks[h.idx : h.idx+1])
+}
+
+func (c *creator) inject(chunks []PayloadChunk) error {
+	if len(chunks) == 0 {
+		return nil
+	}
+	var n uint64
+	for _, ch := range chunks {
+		n += ch.End - ch.Start
+	}
+	err := c.w.InjectPayload(n, func() error { return c.reuse.prev.Inject(chunks) })
+	if err != nil {
+		return err
+	}
+	st := c.opts.Stats
+	st.ChunksInjected += int64(len(chunks))
+	st.BytesInjected += n
+	return nil
+}
+
+// flushFull decides a run cut short because the pending list is full:
+// the run very likely goes on in its last chunk, which is kept back, so
+// that chunk's bytes after the run are not counted as waste (they are if
+// the next run does not use them: the PBS client counts them here, and
+// with its smaller lookahead cache re-reads unchanged files for it).
+func (c *creator) flushFull() error {
+	c.reuse.continued = true
+	defer func() { c.reuse.continued = false }()
+	return c.flush(true)
+}
+
+// flush decides the pending run: reuse its chunks if they waste little,
+// else encode its files afresh, and writes every pending entry. With
+// keepLast, the run's last chunk is kept back for a next run starting in
+// it.
+func (c *creator) flush(keepLast bool) error {
+	r := c.reuse
+	if r == nil {
+		return nil
+	}
+	entries := r.pending
+	r.pending, r.seen = nil, map[[2]uint64]bool{}
+	files, start, end := r.files, r.start, r.end
+	r.files = 0
+	if files == 0 {
+		if len(entries) == 0 {
+			return nil
+		}
+		return c.writeAll(entries, 0, false)
+	}
+	i, j, startPad, endPad, err := r.chunksFor(start, end)
+	if err != nil {
+		return err
+	}
+	padding := startPad + endPad
+	total := end - start + padding
+	if r.continued {
+		padding -= endPad
+	}
+	// A run starting in the chunk kept back from the run before, after
+	// that run's end, shares it: the bytes the earlier run used are not
+	// waste, and the chunk is put in once. (A run starting before that
+	// end would make payload offsets go backwards, which sequential
+	// readers refuse; it gets the chunk again.)
+	oldHeld := r.held
+	sameFirst := oldHeld != nil && oldHeld.idx == i && start >= oldHeld.runEnd
+	if sameFirst {
+		padding -= min(padding, oldHeld.used)
+	}
+	st := c.opts.Stats
+	if float64(padding) > ReusePaddingThreshold*float64(total) {
+		st.RunsReencoded++
+		st.FilesReencoded += int64(files)
+		return c.writeAll(entries, 0, false)
+	}
+	if !sameFirst {
+		if err := c.injectHeld(); err != nil {
+			return err
+		}
+	}
+	base := c.w.PayloadPosition() + startPad
+	chunks := r.prev.Chunks[i:j]
+	var held *heldChunk
+	if keepLast {
+		last := chunks[len(chunks)-1]
+		err := r.prev.Check(chunks[len(chunks)-1:])
+		switch {
+		case err == nil:
+			held = &heldChunk{idx: j - 1, used: (last.End - last.Start) - endPad, runEnd: end}
+			chunks = chunks[:len(chunks)-1]
+		case !errors.Is(err, ErrChunkUnavailable):
+			return err
+		}
+	}
+	r.held = nil
+	if err := c.inject(chunks); err != nil {
+		if !errors.Is(err, ErrChunkUnavailable) {
+			return err
+		}
+		// Nothing was injected: read the files instead. A kept-back
+		// chunk still completes the run before.
+		st.ChunksUnusable++
+		if sameFirst {
+			r.held = oldHeld
+		}
+		return c.writeAll(entries, 0, false)
+	}
+	if startPad > 0 {
+		st.PartialChunks++
+	}
+	if endPad > 0 && (j-1 != i || startPad == 0) {
+		st.PartialChunks++
+	}
+	r.held = held
+	return c.writeAll(entries, base, true)
+}
+
+// writeAll writes pending entries in order; reused files point at base
+// plus their offset in the run when reuse is set.
+func (c *creator) writeAll(entries []pending, base uint64, reuse bool) error {
+	for _, p := range entries {
+		if err := c.ctx.Err(); err != nil {
+			return err
+		}
+		if err := c.write(p, base, reuse); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// write writes one entry; a regular file is a HARDLINK to an earlier
+// path of it, a payload reference (reuse), or read and encoded.
+func (c *creator) write(p pending, base uint64, reuse bool) error {
+	switch p.op {
+	case opBeginDir:
+		return c.w.BeginDir(p.name, &p.info.Metadata)
+	case opEndDir:
+		return c.w.EndDir()
+	case opOther:
+		return c.writeOther(p.path, p.name, p.info)
+	}
+	info := p.info
+	key := [2]uint64{info.Dev, info.Ino}
+	if info.Nlink > 1 {
+		if t, ok := c.links[key]; ok {
+			return c.w.AddHardlink(p.name, t.path, t.off)
+		}
+	}
+	var off LinkOffset
+	if reuse && p.reusable {
+		var err error
+		off, err = c.w.AddPayloadRef(p.name, &info.Metadata, info.Size, base+p.rel)
+		if err != nil {
+			return err
+		}
+		c.opts.Stats.FilesReused++
+		c.opts.Stats.BytesReused += headerSize + info.Size
+	} else {
+		if err := c.injectHeld(); err != nil {
+			return err
+		}
+		var ok bool
+		var err error
+		off, ok, err = c.encodeFile(p.path, p.name, info)
+		if err != nil || !ok {
+			return err
+		}
+	}
+	if info.Nlink > 1 {
+		c.links[key] = hardlinkTarget{path: p.path, off: off}
+	}
+	return nil
+}

@@ -1,0 +1,390 @@
+package pxar
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// openLog is a Source that records which files were opened (read).
+type openLog struct {
+	Source
+	opened []string
+}
+
+func (o *openLog) Open(p string) (io.ReadCloser, error) {
+	o.opened = append(o.opened, p)
+	return o.Source.Open(p)
+}
+
+// memChunks holds the chunks of split archives written in memory: each
+// payload stream is cut at every PAYLOAD header and at the markers, so
+// that files lie in chunks of their own.
+type memChunks map[[32]byte][]byte
+
+// previous cuts the payload of an archive written before into chunks,
+// remembers them, and returns the Previous for a backup whose payload
+// goes to out. Chunks named in missing are unavailable.
+func (mc memChunks) previous(t *testing.T, meta, payload []byte, out *bytes.Buffer, missing map[[32]byte]bool) *Previous {
+	t.Helper()
+	a, err := Open(bytes.NewReader(meta), int64(len(meta)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cuts := []uint64{0, headerSize, uint64(len(payload)) - headerSize, uint64(len(payload))}
+	d := NewDecoder(bytes.NewReader(meta), int64(len(meta)), nil)
+	for {
+		e, err := d.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Kind == KindFile {
+			cuts = append(cuts, uint64(e.PayloadOffset))
+		}
+	}
+	slices.Sort(cuts)
+	cuts = slices.Compact(cuts)
+	var chunks []PayloadChunk
+	for i := 1; i < len(cuts); i++ {
+		b := payload[cuts[i-1]:cuts[i]]
+		d := sha256.Sum256(b)
+		mc[d] = b
+		chunks = append(chunks, PayloadChunk{Start: cuts[i-1], End: cuts[i], Digest: d})
+	}
+	check := func(cs []PayloadChunk) error {
+		for _, c := range cs {
+			if missing[c.Digest] || mc[c.Digest] == nil {
+				return ErrChunkUnavailable
+			}
+		}
+		return nil
+	}
+	return &Previous{Archive: a, Chunks: chunks, Check: check, Inject: func(cs []PayloadChunk) error {
+		if err := check(cs); err != nil {
+			return err
+		}
+		for _, c := range cs {
+			out.Write(mc[c.Digest])
+		}
+		return nil
+	}}
+}
+
+// createSplit archives src as a split archive, against prev if not nil.
+func createSplit(t *testing.T, src Source, prev func(out *bytes.Buffer) *Previous, opts CreateOptions) (meta, payload []byte, st ReuseStats) {
+	t.Helper()
+	var m, p bytes.Buffer
+	if prev != nil {
+		opts.Previous = prev(&p)
+	}
+	opts.Stats = &st
+	w := NewWriter(&m, &p)
+	if err := Create(context.Background(), src, w, opts); err != nil {
+		t.Fatal(err)
+	}
+	return m.Bytes(), p.Bytes(), st
+}
+
+// contents decodes a split archive sequentially (which also checks that
+// payload offsets never go back) and returns each file's bytes.
+func contents(t *testing.T, meta, payload []byte) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	d := NewDecoder(bytes.NewReader(meta), int64(len(meta)), bytes.NewReader(payload))
+	for {
+		e, err := d.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Kind == KindFile {
+			b, err := io.ReadAll(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[strings.TrimPrefix(e.Path, "/")] = string(b)
+		}
+	}
+}
+
+func reuseTree() memSource {
+	tree := memSource{"": {info: SourceInfo{Kind: KindDir, Metadata: Metadata{Mode: 0o40755}}}}
+	tree["sub"] = &memNode{info: SourceInfo{Kind: KindDir, Metadata: Metadata{Mode: 0o40755}}}
+	for i, name := range []string{"a", "b", "c", "d", "sub/e", "sub/f", "z"} {
+		content := bytes.Repeat([]byte(fmt.Sprintf("%s-%d;", name, i)), 200+i*37)
+		tree[name] = &memNode{content: content, info: SourceInfo{Kind: KindFile, Size: uint64(len(content)), Ino: uint64(i + 1), Nlink: 1,
+			Metadata: Metadata{Mode: 0o100644, UID: 1000, GID: 1000, Mtime: Timestamp{Secs: 1700000000, Nanos: 5},
+				Xattrs: []Xattr{{Name: "user.a", Value: []byte("1")}}}}}
+	}
+	tree["sub/link"] = &memNode{info: SourceInfo{Kind: KindSymlink, LinkTarget: "e", Metadata: Metadata{Mode: 0o120777}}}
+	return tree
+}
+
+func (m memSource) clone() memSource {
+	c := memSource{}
+	for k, n := range m {
+		cp := *n
+		cp.content = slices.Clone(n.content)
+		cp.info.Xattrs = slices.Clone(n.info.Xattrs)
+		c[k] = &cp
+	}
+	return c
+}
+
+// TestReuseMetadataFields changes one field of one file's metadata at a
+// time (and its contents, so that a wrong reuse shows): only that file
+// is read, every other one keeps its payload, and the new archive holds
+// the new contents. Unchanged, no file is read.
+func TestReuseMetadataFields(t *testing.T) {
+	base := reuseTree()
+	meta1, payload1, st1 := createSplit(t, base, nil, CreateOptions{})
+	if st1.FilesRead != 7 {
+		t.Fatalf("first backup read %d files, want 7", st1.FilesRead)
+	}
+	u := uint64(7)
+	cases := []struct {
+		name   string
+		change func(*SourceInfo)
+	}{
+		{"unchanged", nil},
+		{"mode", func(i *SourceInfo) { i.Mode = 0o100600 }},
+		{"flags", func(i *SourceInfo) { i.Flags = 0x20000 }},
+		{"uid", func(i *SourceInfo) { i.UID = 1001 }},
+		{"gid", func(i *SourceInfo) { i.GID = 1001 }},
+		{"mtime-secs", func(i *SourceInfo) { i.Mtime.Secs++ }},
+		{"mtime-nanos", func(i *SourceInfo) { i.Mtime.Nanos++ }},
+		{"xattr-value", func(i *SourceInfo) { i.Xattrs[0].Value = []byte("2") }},
+		{"xattr-added", func(i *SourceInfo) { i.Xattrs = append(i.Xattrs, Xattr{Name: "user.b"}) }},
+		{"xattr-removed", func(i *SourceInfo) { i.Xattrs = nil }},
+		{"acl-user", func(i *SourceInfo) { i.ACL.Users = []ACLEntry{{ID: 5, Perms: 4}} }},
+		{"acl-group", func(i *SourceInfo) { i.ACL.Groups = []ACLEntry{{ID: 5, Perms: 4}} }},
+		{"acl-group-obj", func(i *SourceInfo) { i.ACL.GroupObj = &u }},
+		{"fcaps", func(i *SourceInfo) { i.FCaps = []byte{1, 2, 3} }},
+		{"quota-projid", func(i *SourceInfo) { i.QuotaProjID = &u }},
+		{"size", func(i *SourceInfo) {}}, // the content below changes the size
+		{"not-a-file-before", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tree := base.clone()
+			want := "c"
+			switch tc.name {
+			case "unchanged":
+				want = ""
+			case "not-a-file-before":
+				// "sub/link" becomes a file: nothing to reuse for it.
+				want = "sub/link"
+				tree["sub/link"] = &memNode{content: []byte("now a file"), info: SourceInfo{Kind: KindFile, Size: 10, Nlink: 1, Metadata: Metadata{Mode: 0o100644}}}
+			default:
+				n := tree["c"]
+				tc.change(&n.info)
+				if tc.name == "size" {
+					n.content = append(n.content, 'x')
+				} else {
+					n.content[0] ^= 1 // same size, other bytes: must be read
+				}
+				n.info.Size = uint64(len(n.content))
+			}
+			src := &openLog{Source: tree}
+			mc := memChunks{}
+			meta, payload, st := createSplit(t, src, func(out *bytes.Buffer) *Previous { return mc.previous(t, meta1, payload1, out, nil) }, CreateOptions{})
+			var wantOpened []string
+			if want != "" {
+				wantOpened = []string{want}
+			}
+			if !slices.Equal(src.opened, wantOpened) {
+				t.Errorf("read %q, want %q", src.opened, wantOpened)
+			}
+			wantReused := int64(6)
+			if want == "" || want == "sub/link" {
+				wantReused = 7
+			}
+			if st.FilesReused != wantReused || st.FilesRead != int64(len(wantOpened)) {
+				t.Errorf("stats %+v, want %d reused", st, wantReused)
+			}
+			got := contents(t, meta, payload)
+			for p, n := range tree {
+				if n.info.Kind == KindFile && got[p] != string(n.content) {
+					t.Errorf("%s: archived %d bytes %.20q, want %d bytes %.20q", p, len(got[p]), got[p], len(n.content), n.content)
+				}
+			}
+			if wantFiles := 7 + boolInt(want == "sub/link"); len(got) != wantFiles {
+				t.Errorf("archive has %d files, want %d", len(got), wantFiles)
+			}
+		})
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestMetadataEqualFields checks MetadataEqual field by field.
+func TestMetadataEqualFields(t *testing.T) {
+	u, v := uint64(1), uint64(2)
+	base := Metadata{Mode: 0o100644, Flags: 1, UID: 2, GID: 3, Mtime: Timestamp{Secs: 4, Nanos: 5},
+		Xattrs: []Xattr{{Name: "user.x", Value: []byte("v")}, {Name: "user.y"}}, FCaps: []byte{1},
+		QuotaProjID: &u, ACL: ACL{Users: []ACLEntry{{ID: 1, Perms: 7}}, Groups: []ACLEntry{{ID: 2, Perms: 5}}, GroupObj: &u,
+			Default: &ACLDefault{UserObj: 7, GroupObj: 5, Other: 0, Mask: 7}, DefaultUsers: []ACLEntry{{ID: 3, Perms: 4}}, DefaultGroups: []ACLEntry{{ID: 4, Perms: 4}}}}
+	clone := func() Metadata {
+		m := base
+		m.Xattrs = slices.Clone(base.Xattrs)
+		m.FCaps = slices.Clone(base.FCaps)
+		d := *base.ACL.Default
+		m.ACL.Default = &d
+		q, g := *base.QuotaProjID, *base.ACL.GroupObj
+		m.QuotaProjID, m.ACL.GroupObj = &q, &g
+		m.ACL.Users, m.ACL.Groups = slices.Clone(base.ACL.Users), slices.Clone(base.ACL.Groups)
+		return m
+	}
+	if c := clone(); !MetadataEqual(&base, &c) {
+		t.Fatal("a copy differs")
+	}
+	for name, f := range map[string]func(*Metadata){
+		"mode": func(m *Metadata) { m.Mode = 0o100755 }, "flags": func(m *Metadata) { m.Flags = 0 },
+		"uid": func(m *Metadata) { m.UID = 0 }, "gid": func(m *Metadata) { m.GID = 0 },
+		"mtime.secs": func(m *Metadata) { m.Mtime.Secs = 0 }, "mtime.nanos": func(m *Metadata) { m.Mtime.Nanos = 0 },
+		"xattr order":       func(m *Metadata) { m.Xattrs[0], m.Xattrs[1] = m.Xattrs[1], m.Xattrs[0] },
+		"xattr value":       func(m *Metadata) { m.Xattrs[0].Value = []byte("w") },
+		"fcaps":             func(m *Metadata) { m.FCaps = []byte{2} },
+		"fcaps absent":      func(m *Metadata) { m.FCaps = nil },
+		"quota":             func(m *Metadata) { m.QuotaProjID = &v },
+		"quota absent":      func(m *Metadata) { m.QuotaProjID = nil },
+		"acl user":          func(m *Metadata) { m.ACL.Users[0].Perms = 6 },
+		"acl group":         func(m *Metadata) { m.ACL.Groups = nil },
+		"acl group_obj":     func(m *Metadata) { m.ACL.GroupObj = &v },
+		"acl default":       func(m *Metadata) { m.ACL.Default.Mask = 5 },
+		"acl default user":  func(m *Metadata) { m.ACL.DefaultUsers = nil },
+		"acl default group": func(m *Metadata) { m.ACL.DefaultGroups = []ACLEntry{{ID: 9, Perms: 4}} },
+	} {
+		c := clone()
+		f(&c)
+		if MetadataEqual(&base, &c) || MetadataEqual(&c, &base) {
+			t.Errorf("%s: change not seen", name)
+		}
+	}
+}
+
+// TestReuseUnavailableChunk: a previous chunk that is gone makes its
+// files be read, and the archive stays complete.
+func TestReuseUnavailableChunk(t *testing.T) {
+	tree := reuseTree()
+	meta1, payload1, _ := createSplit(t, tree, nil, CreateOptions{})
+	mc := memChunks{}
+	var missing map[[32]byte]bool
+	src := &openLog{Source: tree}
+	meta, payload, st := createSplit(t, src, func(out *bytes.Buffer) *Previous {
+		p := mc.previous(t, meta1, payload1, out, nil)
+		// The chunk holding "d" (the fourth file) is missing.
+		missing = map[[32]byte]bool{p.Chunks[4].Digest: true}
+		return mc.previous(t, meta1, payload1, out, missing)
+	}, CreateOptions{})
+	if st.FilesRead == 0 || st.ChunksUnusable == 0 {
+		t.Errorf("no file read for a missing chunk: %+v (read %q)", st, src.opened)
+	}
+	got := contents(t, meta, payload)
+	for p, n := range tree {
+		if n.info.Kind == KindFile && got[p] != string(n.content) {
+			t.Errorf("%s archived wrong", p)
+		}
+	}
+}
+
+// changingSource changes the tree on disk at chosen points of the walk,
+// forcing the interleavings of a backup with writers: after "grow" is
+// stat'ed it grows, after "shrink" is stat'ed it shrinks, and "gone"
+// vanishes once its directory was listed.
+type changingSource struct {
+	*DirSource
+	root string
+}
+
+func (s *changingSource) Lstat(p string) (*SourceInfo, error) {
+	info, err := s.DirSource.Lstat(p)
+	switch p {
+	case "grow":
+		f, _ := os.OpenFile(filepath.Join(s.root, p), os.O_APPEND|os.O_WRONLY, 0)
+		f.Write(bytes.Repeat([]byte("more"), 5000))
+		f.Close()
+	case "shrink":
+		os.Truncate(filepath.Join(s.root, p), 10)
+	}
+	return info, err
+}
+
+func (s *changingSource) ReadDirNames(p string) ([]string, error) {
+	names, err := s.DirSource.ReadDirNames(p)
+	if p == "" {
+		os.Remove(filepath.Join(s.root, "gone"))
+	}
+	return names, err
+}
+
+// TestTreeChangedWhileRead archives a tree changed under the backup
+// (forced by a Source hook, in both data and metadata mode): the archive
+// decodes, holds every file at its stat size, and each change is reported.
+func TestTreeChangedWhileRead(t *testing.T) {
+	for _, metadata := range []bool{false, true} {
+		t.Run(fmt.Sprintf("metadata=%v", metadata), func(t *testing.T) {
+			root := t.TempDir()
+			files := map[string]string{"a": strings.Repeat("a", 3000), "gone": "x", "grow": strings.Repeat("g", 4000), "shrink": strings.Repeat("s", 5000), "z": "zz"}
+			write := func() {
+				for n, c := range files {
+					if err := os.WriteFile(filepath.Join(root, n), []byte(c), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			write()
+			var prev func(*bytes.Buffer) *Previous
+			if metadata {
+				// A previous archive taken before the files changed, with
+				// other mtimes so that every file is read again.
+				meta1, payload1, _ := createSplit(t, &DirSource{Root: root}, nil, CreateOptions{})
+				write()
+				mc := memChunks{}
+				prev = func(out *bytes.Buffer) *Previous { return mc.previous(t, meta1, payload1, out, nil) }
+			}
+			var warned, skipped []string
+			src := &changingSource{DirSource: &DirSource{Root: root}, root: root}
+			defer src.Close()
+			meta, payload, _ := createSplit(t, src, prev, CreateOptions{
+				Warn:    func(p string, err error) { warned = append(warned, p) },
+				OnError: func(p string, err error) error { skipped = append(skipped, p); return nil },
+			})
+			got := contents(t, meta, payload)
+			if got["grow"] != files["grow"] {
+				t.Errorf("grown file archived with %d bytes, want its stat size %d", len(got["grow"]), len(files["grow"]))
+			}
+			if want := "ssssssssss" + strings.Repeat("\x00", 4990); got["shrink"] != want {
+				t.Errorf("shrunk file archived as %.20q (%d bytes), want 10 bytes and zeros to 5000", got["shrink"], len(got["shrink"]))
+			}
+			if _, ok := got["gone"]; ok {
+				t.Error("vanished file archived")
+			}
+			if got["a"] != files["a"] || got["z"] != files["z"] {
+				t.Error("unchanged files archived wrong")
+			}
+			sort.Strings(skipped)
+			if !slices.Equal(warned, []string{"grow"}) || !slices.Equal(skipped, []string{"gone", "shrink"}) {
+				t.Errorf("warned %q, skipped %q; want grow, and gone and shrink", warned, skipped)
+			}
+		})
+	}
+}
