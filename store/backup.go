@@ -49,7 +49,7 @@ type BackupOptions struct {
 // DefaultMemoryBudget is the default BackupOptions.MemoryBudget: room for
 // a few average chunks per CPU of this size of machine, in buffers and
 // encoded blobs, while some wait for fsync.
-const DefaultMemoryBudget = 64 << 20
+const DefaultMemoryBudget = 48 << 20
 
 // cryptMode returns the crypt mode the options give every archive.
 func (o BackupOptions) cryptMode() string {

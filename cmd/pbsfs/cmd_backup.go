@@ -50,7 +50,7 @@ func (c *backupCmd) changeDetection() (string, error) {
 // backupMemoryHeadroom is the Go memory limit of a backup above its
 // chunk memory budget: compressor state, directory listings, the
 // hardlink map, buffers on their way back to the pool.
-const backupMemoryHeadroom = 56 << 20
+const backupMemoryHeadroom = 48 << 20
 
 // backupCmd makes a snapshot, like proxmox-backup-client backup.
 type backupCmd struct {
