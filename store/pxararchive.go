@@ -2,12 +2,14 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 
 	"github.com/pbsfs/pbsfs/store/catalog"
+	"github.com/pbsfs/pbsfs/store/exclude"
 	"github.com/pbsfs/pbsfs/store/pxar"
 )
 
@@ -72,6 +74,9 @@ type PxarOptions struct {
 	OnWarning func(path string, err error)
 	// Stats, if not nil, receives the counts of files read and reused.
 	Stats *pxar.ReuseStats
+	// Exclude are the --exclude patterns (pxar.CreateOptions.Exclude);
+	// a split archive records them in its prelude.
+	Exclude exclude.List
 }
 
 // previousPxar opens the base snapshot's split archive name for metadata
@@ -158,7 +163,15 @@ func (b *Backup) AddPxar(ctx context.Context, name, dir string, opts PxarOptions
 			opts.OnError(path, err)
 		}
 		return nil
-	}, Warn: opts.OnWarning, Stats: opts.Stats}
+	}, Warn: opts.OnWarning, Stats: opts.Stats, Exclude: opts.Exclude}
+	if opts.Split && len(opts.Exclude) > 0 {
+		prelude, err := json.Marshal(map[string]string{"exclude-patterns": string(opts.Exclude.CLIFile())})
+		if err != nil {
+			abort()
+			return 0, err
+		}
+		copts.Prelude = prelude
+	}
 	if opts.Metadata {
 		prev, err := b.previousPxar(ctx, name, payloadW)
 		switch {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/pbsfs/pbsfs/store"
 	"github.com/pbsfs/pbsfs/store/crypto"
+	"github.com/pbsfs/pbsfs/store/exclude"
 	"github.com/pbsfs/pbsfs/store/pxar"
 	"github.com/spf13/pflag"
 )
@@ -61,6 +62,8 @@ type backupCmd struct {
 	owner      string
 	split      bool
 	detect     string
+	excludes   []string
+	patterns   exclude.List
 	reuse      pxar.ReuseStats
 	pxars      int
 	allFS      bool
@@ -79,6 +82,7 @@ func (c *backupCmd) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.owner, "owner", store.DefaultOwner, "owner recorded for a new group")
 	fs.BoolVar(&c.split, "split", false, "write pxar archives split into .mpxar and .ppxar (same as --change-detection-mode data)")
 	fs.StringVar(&c.detect, "change-detection-mode", "", "legacy (one .pxar), data (split .mpxar/.ppxar, every file read) or metadata (split; files whose metadata is unchanged since the previous snapshot are not read) (env "+changeDetectionEnv+"; default legacy)")
+	fs.StringArrayVar(&c.excludes, "exclude", nil, "leave out paths matching a pattern (repeatable; the PBS client's syntax, as in .pxarexclude files, which are read too)")
 	fs.BoolVar(&c.allFS, "all-file-systems", false, "cross mount points in pxar archives")
 	fs.BoolVar(&c.noProgress, "no-progress", false, "never show progress")
 	c.keys.addFlags(fs, "key file to encrypt (or sign) the backup with")
@@ -165,6 +169,13 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 	}
 	if c.detect, err = c.changeDetection(); err != nil {
 		return err
+	}
+	for _, x := range c.excludes {
+		p, err := exclude.Parse(x)
+		if err != nil {
+			return usagef("--exclude %q: %v", x, err)
+		}
+		c.patterns = append(c.patterns, p)
 	}
 	opts := store.BackupOptions{Owner: c.owner}
 	if opts.Key, opts.SignOnly, err = c.cryptOptions(ctx, e); err != nil {
@@ -286,7 +297,7 @@ func (c *backupCmd) addArchives(ctx context.Context, b *store.Backup, specs []ar
 			var rs pxar.ReuseStats
 			c.pxars++
 			n, err := b.AddPxar(ctx, spec.name, spec.path, store.PxarOptions{Split: c.detect == "data", Metadata: c.detect == "metadata",
-				AllFileSystems: c.allFS, Stats: &rs,
+				AllFileSystems: c.allFS, Stats: &rs, Exclude: c.patterns,
 				OnError:   func(path string, err error) { c.warnf("skipped %s: %v", path, err) },
 				OnWarning: func(path string, err error) { c.warnf("%s: %v", path, err) }})
 			c.reuse.FilesRead += rs.FilesRead

@@ -1,12 +1,16 @@
 package pxar
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
+
+	"github.com/pbsfs/pbsfs/store/exclude"
 )
 
 // SourceInfo describes one entry of a tree to archive.
@@ -73,7 +77,17 @@ type CreateOptions struct {
 	Previous *Previous
 	// Stats, if not nil, receives the counts of the work done.
 	Stats *ReuseStats
+	// Exclude lists the patterns given for the whole tree (--exclude).
+	// Each directory's .pxarexclude file adds patterns for its subtree
+	// (see package exclude). A plain archive with Exclude patterns gets a
+	// last root entry .pxarexclude-cli holding them, as the PBS client
+	// writes it; a split archive carries them in its prelude instead (the
+	// caller's Prelude).
+	Exclude exclude.List
 }
+
+// maxExcludeFile bounds the .pxarexclude files read.
+const maxExcludeFile = 1 << 20
 
 // Create archives the tree of src into w, then closes w. Each directory's
 // names are written byte-sorted; regular files with several links become
@@ -82,7 +96,7 @@ func Create(ctx context.Context, src Source, w *Writer, opts CreateOptions) erro
 	if opts.Stats == nil {
 		opts.Stats = &ReuseStats{}
 	}
-	c := &creator{ctx: ctx, src: src, w: w, opts: opts, links: map[[2]uint64]hardlinkTarget{}}
+	c := &creator{ctx: ctx, src: src, w: w, opts: opts, links: map[[2]uint64]hardlinkTarget{}, patterns: slices.Clone(opts.Exclude)}
 	if p := opts.Previous; p != nil {
 		if !w.Split() || opts.Catalog != nil || p.Archive == nil || p.Inject == nil || p.Check == nil {
 			return fmt.Errorf("pxar: metadata change detection needs a split archive, no catalog and a complete Previous: %w", ErrWriter)
@@ -122,6 +136,11 @@ func Create(ctx context.Context, src Source, w *Writer, opts CreateOptions) erro
 	if err := c.injectHeld(); err != nil {
 		return err
 	}
+	if len(opts.Exclude) > 0 && !w.Split() {
+		if err := c.excludeCLI(); err != nil {
+			return err
+		}
+	}
 	if err := w.EndDir(); err != nil {
 		return err
 	}
@@ -141,6 +160,54 @@ type creator struct {
 	opts  CreateOptions
 	links map[[2]uint64]hardlinkTarget
 	reuse *reuser // metadata change detection, nil otherwise
+	// patterns are the exclusion patterns in force: the caller's, then
+	// those of the .pxarexclude files of the open directories.
+	patterns exclude.List
+}
+
+// excludeCLIName is the synthetic file of a plain archive that records
+// the --exclude patterns.
+const excludeCLIName = ".pxarexclude-cli"
+
+// excludeCLI writes .pxarexclude-cli as the root's last entry: mode 0600,
+// the process's uid and gid, mtime 0 (as the PBS client does).
+func (c *creator) excludeCLI() error {
+	data := c.opts.Exclude.CLIFile()
+	md := Metadata{Mode: modeIFREG | 0o600, UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	if _, err := c.w.AddFile(excludeCLIName, &md, uint64(len(data)), bytes.NewReader(data)); err != nil {
+		return err
+	}
+	return c.catalog(excludeCLIName, func(cat CatalogWriter) error { return cat.AddFile(excludeCLIName, uint64(len(data)), 0) })
+}
+
+// readExcludes adds the patterns of directory path's .pxarexclude file.
+func (c *creator) readExcludes(path string) {
+	p := join(path, ".pxarexclude")
+	f, err := c.src.Open(p)
+	if err != nil {
+		c.warn(p, fmt.Errorf("ignored: %w", err))
+		return
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxExcludeFile+1))
+	f.Close()
+	if err == nil && len(data) > maxExcludeFile {
+		err = fmt.Errorf("larger than %d bytes", maxExcludeFile)
+	}
+	if err != nil {
+		c.warn(p, fmt.Errorf("ignored: %w", err))
+		return
+	}
+	l, errs := exclude.ParseFile(data, path)
+	for _, err := range errs {
+		c.warn(p, fmt.Errorf("bad pattern: %w", err))
+	}
+	c.patterns = append(c.patterns, l...)
+}
+
+func (c *creator) warn(path string, err error) {
+	if c.opts.Warn != nil {
+		c.opts.Warn(path, err)
+	}
 }
 
 // skip reports an unreadable entry through OnError.
@@ -161,9 +228,17 @@ func join(dir, name string) string {
 // dir writes the children names of directory path.
 func (c *creator) dir(path string, names []string) error {
 	slices.Sort(names) // Go compares strings bytewise, as the PBS client does
+	if _, ok := slices.BinarySearch(names, ".pxarexclude"); ok {
+		n := len(c.patterns)
+		defer func() { c.patterns = c.patterns[:n] }()
+		c.readExcludes(path)
+	}
 	for _, name := range names {
 		if err := c.ctx.Err(); err != nil {
 			return err
+		}
+		if path == "" && name == excludeCLIName {
+			continue // the PBS client leaves a real one at the root out
 		}
 		if err := c.child(join(path, name), name); err != nil {
 			return err
@@ -176,6 +251,9 @@ func (c *creator) child(path, name string) error {
 	info, err := c.src.Lstat(path)
 	if err != nil {
 		return c.skip(path, err)
+	}
+	if len(c.patterns) > 0 && c.patterns.Excluded(path, info.Kind == KindDir) {
+		return nil
 	}
 	switch info.Kind {
 	case KindDir:
