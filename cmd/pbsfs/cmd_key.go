@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	crand "crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -131,13 +132,27 @@ func newPassword(ctx context.Context, env string) ([]byte, error) {
 
 // keyCmd manages key files as proxmox-backup-client key does.
 type keyCmd struct {
-	kdf  string
-	hint string
+	kdf    string
+	hint   string
+	output outputFormat
 }
 
 func (c *keyCmd) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.kdf, "kdf", "scrypt", "create, change-passphrase: key derivation, none (key in clear), scrypt or pbkdf2")
 	fs.StringVar(&c.hint, "hint", "", "create, change-passphrase: password hint stored in the file")
+	outputFlag(fs, &c.output)
+}
+
+// keyInfo is what key show prints with --output json: the PBS client's
+// KeyInfo (times in seconds since the epoch; fingerprint, the one the
+// file records, and hint left out when absent).
+type keyInfo struct {
+	Path        string `json:"path"`
+	KDF         string `json:"kdf"`
+	Created     int64  `json:"created"`
+	Modified    int64  `json:"modified"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Hint        string `json:"hint,omitempty"`
 }
 
 const keyUsage = "want create|show|change-passphrase [PATH] (PATH defaults to the PBS client's encryption-key.json)"
@@ -211,6 +226,15 @@ func (c *keyCmd) show(e *env, path string) error {
 	kc, err := crypto.ReadKeyConfig(path)
 	if err != nil {
 		return err
+	}
+	if c.output == outputJSON {
+		info := keyInfo{Path: path, KDF: fmt.Sprint(kc.KDFName()), Created: kc.Created.Unix(), Modified: kc.Modified.Unix(), Hint: kc.Hint}
+		if kc.Fingerprint != nil {
+			info.Fingerprint = kc.Fingerprint.String()
+		}
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(info)
 	}
 	fmt.Fprintf(e.stdout, "path: %s\nkdf: %s\ncreated: %s\nmodified: %s\n", path, kc.KDFName(),
 		kc.Created.Local().Format(time.RFC3339), kc.Modified.Local().Format(time.RFC3339))

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestKeyCommands(t *testing.T) {
@@ -121,4 +126,62 @@ func TestBackupCryptModes(t *testing.T) {
 	if code != 0 || out != "x=1\n" {
 		t.Errorf("cat with the default key: %d %q", code, out)
 	}
+}
+
+// TestKeyShowJSON: key show --output json prints the PBS client's KeyInfo:
+// path, kdf, created and modified in seconds since the epoch, the
+// fingerprint the file records and the hint, the last two only when the
+// file has them.
+func TestKeyShowJSON(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("PBS_ENCRYPTION_PASSWORD", "a secret")
+	withHint := filepath.Join(dir, "hint.json")
+	if code, out, errs := cli(t, "key", "create", "--kdf", "pbkdf2", "--hint", "the usual", withHint); code != 0 {
+		t.Fatalf("key create: %d %s %s", code, out, errs)
+	}
+	// A key file as written by a client that recorded no fingerprint
+	// (crypto.md §5.1's vector without its fingerprint).
+	bare := filepath.Join(dir, "bare.json")
+	os.WriteFile(bare, []byte(`{"kdf":null,"created":"2024-06-10T06:13:20+00:00","modified":"2024-06-10T07:13:20+00:00","data":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}`), 0o600)
+
+	var file struct{ Created, Modified time.Time }
+	raw, _ := os.ReadFile(withHint)
+	if err := json.Unmarshal(raw, &file); err != nil {
+		t.Fatal(err)
+	}
+	_, text, _ := cli(t, "key", "show", withHint)
+	for _, tc := range []struct {
+		args []string
+		want map[string]any
+	}{
+		{[]string{"key", "show", "--output", "json", withHint}, map[string]any{
+			"path": withHint, "kdf": "pbkdf2", "created": float64(file.Created.Unix()), "modified": float64(file.Modified.Unix()),
+			"fingerprint": strings.TrimSpace(strings.SplitN(text[strings.Index(text, "fingerprint: ")+len("fingerprint: "):], "\n", 2)[0]),
+			"hint":        "the usual"}},
+		{[]string{"key", "show", "--output-format=json", bare}, map[string]any{
+			"path": bare, "kdf": "none", "created": float64(1718000000), "modified": float64(1718003600)}},
+	} {
+		code, out, errs := cli(t, tc.args...)
+		if code != 0 {
+			t.Fatalf("%v: %d %s", tc.args, code, errs)
+		}
+		var got map[string]any
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatalf("%v: not JSON: %v\n%s", tc.args, err, out)
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%v:\n got %v\nwant %v", tc.args, got, tc.want)
+		}
+	}
+	if fp, _ := regexp.MatchString(`^([0-9a-f]{2}:){31}[0-9a-f]{2}$`, fmt.Sprint(mustShowJSON(t, withHint)["fingerprint"])); !fp {
+		t.Errorf("fingerprint not in the full colon-hex form: %v", mustShowJSON(t, withHint)["fingerprint"])
+	}
+}
+
+func mustShowJSON(t *testing.T, path string) map[string]any {
+	t.Helper()
+	_, out, _ := cli(t, "key", "show", "--output", "json", path)
+	var got map[string]any
+	json.Unmarshal([]byte(out), &got)
+	return got
 }
