@@ -157,6 +157,11 @@ func (m *mount) archivePerm(snapDir string, dir bool, files ...string) perm {
 	} else {
 		p.mode &= 0o700
 	}
+	for _, f := range files {
+		for _, q := range m.chunkDirPerms(snapDir, f) {
+			p = p.gate(q, 1)
+		}
+	}
 	if dir {
 		p.mode |= (p.mode & 0o444) >> 2
 	}
@@ -164,6 +169,59 @@ func (m *mount) archivePerm(snapDir string, dir bool, files ...string) perm {
 		p.uid, p.gid = m.owner.uid, m.owner.gid
 	}
 	return p
+}
+
+// chunkDirPerms returns the distinct perms of the chunk prefix
+// directories (.chunks/XXXX) holding the chunks of index file f of
+// snapshot directory snapDir: on disk a user without search permission
+// on one of them cannot read those chunks, so the archive is closed to
+// it as for .chunks itself. Each index's list is made once, and each
+// prefix directory looked at once, per mount; a prefix directory that
+// does not exist (its chunks missing) closes nothing.
+func (m *mount) chunkDirPerms(snapDir, f string) []perm {
+	key := path.Join(snapDir, f)
+	m.mu.Lock()
+	ps, ok := m.chunkGates[key]
+	m.mu.Unlock()
+	if ok {
+		return ps
+	}
+	var prefixes map[uint16]bool
+	if idx, err := store.OpenIndex(m.s.Path(key)); err == nil {
+		prefixes = make(map[uint16]bool)
+		for i := range idx.Len() {
+			d, _, _ := idx.Chunk(i)
+			prefixes[uint16(d[0])<<8|uint16(d[1])] = true
+		}
+	}
+	seen := make(map[perm]bool)
+	for pfx := range prefixes {
+		m.mu.Lock()
+		q, ok := m.prefixPerms[pfx]
+		m.mu.Unlock()
+		if !ok {
+			q.p, q.ok = m.diskPerm(fmt.Sprintf(".chunks/%04x", pfx))
+			m.mu.Lock()
+			m.prefixPerms[pfx] = q
+			m.mu.Unlock()
+		}
+		if q.ok && !seen[q.p] {
+			seen[q.p] = true
+			ps = append(ps, q.p)
+		}
+	}
+	if prefixes != nil {
+		m.mu.Lock()
+		m.chunkGates[key] = ps
+		m.mu.Unlock()
+	}
+	return ps
+}
+
+// prefixPerm is the perm of a chunk prefix directory, if it exists.
+type prefixPerm struct {
+	p  perm
+	ok bool
 }
 
 // keyGate narrows p to the mount's user when dec decrypts the archive

@@ -6,6 +6,9 @@ import (
 	"path"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/pbsfs/pbsfs/store"
 )
 
 func TestGate(t *testing.T) {
@@ -81,5 +84,65 @@ func TestDiskPerms(t *testing.T) {
 	// A removed snapshot: the mount's user alone.
 	if p := m.hierPerm(ref.Dir()+"x", true); p.mode != 0o700 || p.uid != uint32(os.Getuid()) {
 		t.Errorf("gone: %+v", p)
+	}
+}
+
+// TestChunkPrefixGate: an archive one of whose chunks lies in a prefix
+// directory (.chunks/XXXX) that others cannot search on disk is closed to
+// them like one behind .chunks itself; an archive whose chunks all lie in
+// open prefix directories keeps its index's mode. The prefix directory is
+// looked at once per mount.
+func TestChunkPrefixGate(t *testing.T) {
+	s := newStore(t, nil)
+	a := backup(t, s, snap{g: vm, t: t0, image: randomBytes(11, 1<<20)})
+	b := backup(t, s, snap{g: vm, t: t0.Add(time.Hour), image: randomBytes(12, 1<<20)})
+	prefixOf := func(ref store.SnapshotRef) string {
+		idx, err := s.OpenIndex(ref, "drive-scsi0.img.fidx")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, _, _ := idx.Chunk(0)
+		return d.String()[:4]
+	}
+	pa, pb := prefixOf(a), prefixOf(b)
+	if pa == pb {
+		t.Skip("both images' chunks share a prefix directory")
+	}
+	chunks := s.Path(".chunks")
+	if err := os.Chmod(chunks, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{pa, pb} {
+		os.Chmod(filepath.Join(chunks, p), 0o755)
+	}
+	os.Chmod(s.Path(a.Dir()+"/drive-scsi0.img.fidx"), 0o644)
+	os.Chmod(s.Path(b.Dir()+"/drive-scsi0.img.fidx"), 0o644)
+	m := NewRoot(context.Background(), s, Options{}).(*nsNode).m
+	if p := m.archivePerm(a.Dir(), false, "drive-scsi0.img.fidx"); p.mode != 0o644 {
+		t.Errorf("image, its prefix directory 0755: %o", p.mode)
+	}
+	m = NewRoot(context.Background(), s, Options{}).(*nsNode).m
+	if err := os.Chmod(filepath.Join(chunks, pa), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if p := m.archivePerm(a.Dir(), false, "drive-scsi0.img.fidx"); p.mode != 0o600 {
+			t.Errorf("image, its prefix directory 0700: %o", p.mode)
+		}
+		if p := m.archivePerm(a.Dir(), true, "drive-scsi0.img.fidx"); p.mode != 0o700 {
+			t.Errorf("archive directory, its prefix directory 0700: %o", p.mode)
+		}
+		if p := m.archivePerm(b.Dir(), false, "drive-scsi0.img.fidx"); p.mode != 0o644 {
+			t.Errorf("other image, its prefix directory 0755: %o", p.mode)
+		}
+	}
+	// Looked at once: a change after the first look is not seen by this
+	// mount (a new mount sees it).
+	os.Chmod(filepath.Join(chunks, pa), 0o755)
+	if p := m.archivePerm(a.Dir(), false, "drive-scsi0.img.fidx"); p.mode != 0o600 {
+		t.Errorf("prefix directory looked at again: %o", p.mode)
+	}
+	if n := len(m.prefixPerms); n != 2 {
+		t.Errorf("%d prefix directories looked at, want 2", n)
 	}
 }

@@ -95,6 +95,11 @@ type mount struct {
 	// ghostPerms: the perms of paths removed through the mount, by
 	// path relative to the store (see keepPerms).
 	ghostPerms map[string]ghostPerm
+	// chunkGates: the distinct perms of the chunk prefix directories of
+	// each index file, by its path; prefixPerms: each prefix directory's
+	// (see chunkDirPerms).
+	chunkGates  map[string][]perm
+	prefixPerms map[uint16]prefixPerm
 
 	// archiveOps counts lookups and directory opens inside archives;
 	// tests check that rm -r of a snapshot makes none.
@@ -114,6 +119,8 @@ func NewRoot(ctx context.Context, s *store.Store, opts Options) fusefs.InodeEmbe
 		manifests:     make(map[string]manifestEntry),
 		removedGroups: make(map[store.GroupRef]time.Time),
 		ghostPerms:    make(map[string]ghostPerm),
+		chunkGates:    make(map[string][]perm),
+		prefixPerms:   make(map[uint16]prefixPerm),
 	}
 	if m.log == nil {
 		m.log = s.Logger()

@@ -90,7 +90,7 @@ func TestMetadataModeEndToEnd(t *testing.T) {
 	snap := t0.Add(time.Hour).UTC().Format("2006-01-02T15:04:05Z")
 	restored := filepath.Join(t.TempDir(), "restored")
 	e.pbsfs(t, "restore", "host/m/"+snap, "root.pxar", restored)
-	os.Chmod(filepath.Join(e.store, ".chunks"), 0o755)
+	openChunks(t, e.store)
 	mnt, _ := e.mount(t)
 	wantStat := statLines(t, src)
 	for what, root := range map[string]string{"mount": filepath.Join(mnt, "host/m", snap, "root.pxar"), "restore": restored} {

@@ -144,7 +144,7 @@ func TestEncryptedRoundTrip(t *testing.T) {
 	t.Run("mount with the key", func(t *testing.T) {
 		// The archive root takes its mode from the index file, less what
 		// .chunks denies (see TestEndToEnd): open it so it equals src's.
-		os.Chmod(filepath.Join(e.store, ".chunks"), 0o755)
+		openChunks(t, e.store)
 		mnt := mountEnv(t, pw, "--keyfile", keyB, "--keyfile", keyA)
 		root := filepath.Join(mnt, "ct/100", snapTime, "root.pxar")
 		args := []string{"-r", "--no-dereference"}

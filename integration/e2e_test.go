@@ -125,9 +125,10 @@ func TestEndToEnd(t *testing.T) {
 	vm1 := e.backup(t, "vm", "200", t0, "drive-scsi0.img:"+img, "qemu-server.conf:"+conf)
 	vm2 := e.backup(t, "vm", "200", t0.Add(time.Hour), "drive-scsi0.img:"+img, "qemu-server.conf:"+conf)
 	// An archive's root directory takes the owner and mode of its index
-	// file (root 0644 -> 0755), less what .chunks on disk (0750) denies
-	// (fs/gate.go); with .chunks open to all it equals the source's root.
-	os.Chmod(filepath.Join(e.store, ".chunks"), 0o755)
+	// file (root 0644 -> 0755), less what .chunks and its prefix
+	// directories on disk (0750) deny (fs/gate.go); with them open to all
+	// it equals the source's root.
+	openChunks(t, e.store)
 	mnt, _ := e.mount(t)
 
 	wantStat, wantX := statLines(t, src), xattrs(t, src)

@@ -209,3 +209,17 @@ func randomFile(t testing.TB, p string, n int64, seed uint64) {
 		t.Fatal(err)
 	}
 }
+
+// openChunks lets every user read the chunks of the store on disk:
+// .chunks and each of its prefix directories 0755 (the mount closes an
+// archive to whoever cannot search them, fs/gate.go).
+func openChunks(t testing.TB, store string) {
+	t.Helper()
+	chunks := filepath.Join(store, ".chunks")
+	dirs, _ := filepath.Glob(filepath.Join(chunks, "[0-9a-f][0-9a-f][0-9a-f][0-9a-f]"))
+	for _, d := range append(dirs, chunks) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -49,7 +49,7 @@ func TestAllowOther(t *testing.T) {
 	os.WriteFile(filepath.Join(src, "secret"), []byte("secret"), 0o600)
 	snap := e.backup(t, "ct", "1", t0, "root.pxar:"+src)
 	openToAll(t, e.store)
-	os.Chmod(filepath.Join(e.store, ".chunks"), 0o755)
+	openChunks(t, e.store)
 	mnt, _ := e.mount(t, "--allow-other")
 	os.Chmod(filepath.Dir(mnt), 0o755) // let nobody reach the mount point
 	asNobody := func(args ...string) (string, error) { return as(65534, 65534, args...) }
