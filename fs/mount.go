@@ -102,6 +102,9 @@ type mount struct {
 	// (see chunkDirPerms).
 	chunkGates  map[string][]perm
 	prefixPerms map[uint16]prefixPerm
+	// dirErrs: archive directories whose goodbye table failed to read
+	// (see dirFailed).
+	dirErrs map[dirKey]dirErr
 
 	// archiveOps counts lookups and directory opens inside archives;
 	// tests check that rm -r of a snapshot makes none.
@@ -123,6 +126,7 @@ func NewRoot(ctx context.Context, s *store.Store, opts Options) fusefs.InodeEmbe
 		ghostPerms:    make(map[string]ghostPerm),
 		chunkGates:    make(map[string][]perm),
 		prefixPerms:   make(map[uint16]prefixPerm),
+		dirErrs:       make(map[dirKey]dirErr),
 	}
 	if m.log == nil {
 		m.log = s.Logger()

@@ -189,9 +189,14 @@ func (st *archiveState) child(c *pxar.Entry) (child, error) {
 // lookup finds name in directory dir through its goodbye table.
 func (st *archiveState) lookup(ctx context.Context, parent *fusefs.Inode, dir *pxar.Entry, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	st.m.archiveOps.Add(1)
+	if errno := st.m.dirFailed(st.ino, dir); errno != 0 {
+		return nil, errno
+	}
 	e, err := st.a.LookupChild(dir, name)
 	if err != nil {
-		return nil, st.errno(err, "lookup", dir)
+		errno := st.errno(err, "lookup", dir)
+		st.m.noteDirErr(st.ino, dir, err, errno)
+		return nil, errno
 	}
 	c, err := st.child(e)
 	if err != nil {
@@ -238,9 +243,14 @@ var (
 
 func (st *archiveState) openDir(parent *fusefs.Inode, dir *pxar.Entry) (fusefs.FileHandle, uint32, syscall.Errno) {
 	st.m.archiveOps.Add(1)
+	if errno := st.m.dirFailed(st.ino, dir); errno != 0 {
+		return nil, 0, errno
+	}
 	r, err := st.a.OpenDir(dir)
 	if err != nil {
-		return nil, 0, st.errno(err, "opendir", dir)
+		errno := st.errno(err, "opendir", dir)
+		st.m.noteDirErr(st.ino, dir, err, errno)
+		return nil, 0, errno
 	}
 	return &dirHandle{st: st, parent: parent, dir: dir, r: r}, fuse.FOPEN_KEEP_CACHE, 0
 }

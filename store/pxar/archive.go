@@ -224,6 +224,17 @@ func (a *Archive) childEntry(w *window, t dirTable, it gbItem, fpos int64, fh he
 	return e, nil
 }
 
+// A TableError reports a directory whose goodbye table cannot be read
+// (its bytes missing or corrupt): no child of it can be found or listed.
+// It wraps the cause.
+type TableError struct {
+	Dir string // path of the directory
+	Err error
+}
+
+func (e *TableError) Error() string { return e.Err.Error() }
+func (e *TableError) Unwrap() error { return e.Err }
+
 // A ChildError reports a child of a directory that cannot be decoded:
 // its bytes are missing or corrupt. DirReader.Next returns it for that
 // child alone and goes on with the next child when called again, since
@@ -271,7 +282,7 @@ func (a *Archive) LookupChild(dir *Entry, name string) (*Entry, error) {
 	w := a.window()
 	t, err := a.table(w, dir)
 	if err != nil {
-		return nil, err
+		return nil, &TableError{Dir: dir.Path, Err: err}
 	}
 	e, err := a.search(w, dir, t, hashName(name), name, 0, 0)
 	if err != nil {
@@ -459,7 +470,7 @@ func (a *Archive) OpenDir(dir *Entry) (*DirReader, error) {
 	w := a.window()
 	t, err := a.table(w, dir)
 	if err != nil {
-		return nil, err
+		return nil, &TableError{Dir: dir.Path, Err: err}
 	}
 	return &DirReader{a: a, dir: dir, w: w, t: t}, nil
 }

@@ -1,0 +1,64 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"time"
+
+	"github.com/pbsfs/pbsfs/store/pxar"
+)
+
+// dirErrTTL is how long a directory of an archive whose goodbye table
+// could not be read answers lookups and opens with that error without
+// reading again. ls or find in it then cost one failed chunk read, not
+// one per name; after dirErrTTL (a chunk put back, a store repaired) it
+// is read again.
+const dirErrTTL = time.Minute
+
+// dirKey names a directory of an archive: the archive directory's inode
+// and the directory's entry offset.
+type dirKey struct {
+	ino uint64
+	off int64
+}
+
+// dirErr is the cached errno of an unreadable directory.
+type dirErr struct {
+	errno syscall.Errno
+	at    time.Time
+}
+
+// dirFailed returns the errno of directory dir of the archive whose
+// directory has inode ino if its goodbye table failed to read less than
+// dirErrTTL ago (the failure was logged then), else 0.
+func (m *mount) dirFailed(ino uint64, dir *pxar.Entry) syscall.Errno {
+	k := dirKey{ino, dir.Offset}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.dirErrs[k]
+	if ok && time.Since(e.at) >= dirErrTTL {
+		delete(m.dirErrs, k)
+		return 0
+	}
+	return e.errno
+}
+
+// noteDirErr remembers errno, what err gave, for directory dir when err
+// says the directory's goodbye table cannot be read (not a canceled
+// read, nor a child's damage).
+func (m *mount) noteDirErr(ino uint64, dir *pxar.Entry, err error, errno syscall.Errno) {
+	var te *pxar.TableError
+	if !errors.As(err, &te) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	for k, e := range m.dirErrs {
+		if now.Sub(e.at) >= dirErrTTL {
+			delete(m.dirErrs, k)
+		}
+	}
+	m.dirErrs[dirKey{ino, dir.Offset}] = dirErr{errno, now}
+}
