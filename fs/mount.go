@@ -105,6 +105,9 @@ type mount struct {
 	// dirErrs: archive directories whose goodbye table failed to read
 	// (see dirFailed).
 	dirErrs map[dirKey]dirErr
+	// catalogs: the catalog lookups of plain archives, by index path
+	// (see lostNames).
+	catalogs map[string]catalogEntry
 
 	// archiveOps counts lookups and directory opens inside archives;
 	// tests check that rm -r of a snapshot makes none.
@@ -127,6 +130,7 @@ func NewRoot(ctx context.Context, s *store.Store, opts Options) fusefs.InodeEmbe
 		chunkGates:    make(map[string][]perm),
 		prefixPerms:   make(map[uint16]prefixPerm),
 		dirErrs:       make(map[dirKey]dirErr),
+		catalogs:      make(map[string]catalogEntry),
 	}
 	if m.log == nil {
 		m.log = s.Logger()

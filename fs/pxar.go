@@ -233,6 +233,14 @@ type dirHandle struct {
 	off    uint64
 	last   child // the entry Readdirent returned last, for READDIRPLUS
 	lost   error // a child whose name could not be read was skipped
+	// For naming lost children from the catalog (lostnames.go): the
+	// names listed, how many children were lost unnamed, and the
+	// catalog's names still to list (once looked up, named is set).
+	named     map[string]bool
+	lostCount int64
+	extra     []string
+	extraDone bool
+	given     int64
 }
 
 var (
@@ -258,13 +266,33 @@ func (st *archiveState) openDir(parent *fusefs.Inode, dir *pxar.Entry) (fusefs.F
 // Readdirent returns the next child. A damaged child does not end the
 // listing (the goodbye table locates every child): one whose name could
 // be read is listed without a type, and looking it up gives EIO; one
-// whose name is lost is skipped, and the listing ends with EIO after the
-// intact children, so that ls shows them and still reports the damage.
+// whose name is lost is skipped, then named from the catalog after the
+// intact children when the snapshot has one (lostnames.go). If some lost
+// children stay unnamed, the listing ends with EIO, so that ls shows the
+// rest and still reports the damage.
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if h.named == nil {
+		h.named = make(map[string]bool)
+	}
 	for {
 		e, err := h.r.Next()
 		if errors.Is(err, io.EOF) {
-			if h.lost != nil {
+			if h.lost == nil {
+				return nil, 0
+			}
+			if !h.extraDone {
+				h.extraDone = true
+				h.extra = h.st.lostNames(h.dir, h.named)
+			}
+			if len(h.extra) > 0 {
+				name := h.extra[0]
+				h.extra = h.extra[1:]
+				h.given++
+				h.off++
+				h.last = child{}
+				return &fuse.DirEntry{Name: name, Ino: childIno(entryIno(h.st.ino, h.dir.Offset), name), Off: h.off}, 0
+			}
+			if h.given < h.lostCount {
 				return nil, h.st.errno(h.lost, "readdir", h.dir)
 			}
 			return nil, 0
@@ -273,9 +301,11 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		if errors.As(err, &ce) {
 			if ce.Name == "" {
 				h.lost = err
+				h.lostCount += max(ce.Items, 1)
 				h.st.errno(err, "readdir", h.dir) // logs it
 				continue
 			}
+			h.named[ce.Name] = true
 			h.off++
 			h.last = child{}
 			return &fuse.DirEntry{Name: ce.Name, Ino: entryIno(h.st.ino, ce.FilenameOffset), Off: h.off}, 0
@@ -287,10 +317,12 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		if err != nil {
 			// A hardlink whose target is unreadable: listed, EIO on use.
 			h.st.errno(err, "readdir", e)
+			h.named[e.Name()] = true
 			h.off++
 			h.last = child{}
 			return &fuse.DirEntry{Name: e.Name(), Ino: entryIno(h.st.ino, e.Offset), Off: h.off}, 0
 		}
+		h.named[c.name] = true
 		h.off++
 		h.last = c
 		return &fuse.DirEntry{Name: c.name, Mode: c.mode, Ino: c.ino, Off: h.off}, 0
@@ -304,6 +336,7 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 		return h.st.errno(err, "seekdir", h.dir)
 	}
 	h.r, h.off, h.last, h.lost = r, 0, child{}, nil
+	h.named, h.lostCount, h.extra, h.extraDone, h.given = nil, 0, nil, false, 0
 	for h.off < off {
 		e, errno := h.Readdirent(ctx)
 		if errno != 0 {

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 
 	"github.com/pbsfs/pbsfs/store"
-	"github.com/pbsfs/pbsfs/store/catalog"
 	"github.com/pbsfs/pbsfs/store/pxar"
 	"github.com/spf13/pflag"
 )
@@ -139,7 +138,7 @@ func (c *restoreCmd) restorePxar(ctx context.Context, e *env, s *store.Store, si
 			fmt.Fprintf(e.stderr, "damaged, not restored: %s: %v\n", path, err)
 			return nil
 		},
-		Names: catalogNames(ctx, s, si, name),
+		Names: s.CatalogNames(ctx, si, name),
 		OnExtracted: func(path string, x *pxar.Entry) {
 			entries.Add(1)
 			if x.Kind == pxar.KindFile {
@@ -168,40 +167,4 @@ func (c *restoreCmd) restorePxar(ctx context.Context, e *env, s *store.Store, si
 		return fmt.Errorf("restored with %d metadata errors", failed)
 	}
 	return nil
-}
-
-// catalogNames returns a lookup of directory names in the snapshot's
-// catalog for a plain pxar archive, so that a restore can name entries
-// whose names were lost with damaged chunks; nil when there is no
-// catalog. The catalog is opened on first use.
-func catalogNames(ctx context.Context, s *store.Store, si store.SnapshotInfo, name string) func(string) ([]string, error) {
-	meta, payload, err := store.PxarFiles(si, name)
-	if err != nil || payload != "" || !si.HasFile(store.CatalogName) {
-		return nil
-	}
-	var r *catalog.Reader
-	return func(dir string) ([]string, error) {
-		if r == nil {
-			a, err := s.OpenArchive(ctx, si.Ref, store.CatalogName)
-			if err != nil {
-				return nil, err
-			}
-			if r, err = catalog.NewReader(a, a.Size()); err != nil {
-				return nil, err
-			}
-		}
-		d, err := r.Lookup("/" + meta + dir)
-		if err != nil {
-			return nil, err
-		}
-		list, err := r.ReadDir(d)
-		if err != nil {
-			return nil, err
-		}
-		names := make([]string, len(list))
-		for i, x := range list {
-			names[i] = x.Name
-		}
-		return names, nil
-	}
 }
