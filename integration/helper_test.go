@@ -223,3 +223,61 @@ func openChunks(t testing.TB, store string) {
 		}
 	}
 }
+
+// daemon is a pbsfs mount process that a test stops itself (a signal,
+// the last file closed), unlike startMount's: its exit status arrives on
+// done, its output in logs unless the test redirects it before start.
+type daemon struct {
+	cmd  *exec.Cmd
+	done chan error
+	logs testutil.SyncBuffer
+}
+
+// newDaemon prepares pbsfs with args, the runtime directory of e and env
+// in its environment; start runs it.
+func (e *env) newDaemon(env []string, args ...string) *daemon {
+	d := &daemon{cmd: exec.Command(bin, args...), done: make(chan error, 1)}
+	d.cmd.Env = append(append(os.Environ(), "PBSFS_RUNTIME_DIR="+e.run), env...)
+	d.cmd.Stdout, d.cmd.Stderr = &d.logs, &d.logs
+	return d
+}
+
+// start runs d; cleanup kills it and detaches mnt if still mounted.
+func (d *daemon) start(t testing.TB, mnt string) *daemon {
+	t.Helper()
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		if testutil.Mounted(mnt) {
+			unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+	})
+	return d
+}
+
+// waitMounted waits up to 10 s for mnt to be mounted (or, with mounted
+// false, to be gone); failing, it names what was awaited.
+func (d *daemon) waitMounted(t testing.TB, mnt string, mounted bool, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); testutil.Mounted(mnt) != mounted; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s\n%s", what, d.logs.String())
+		}
+	}
+}
+
+// exit waits up to timeout for d to exit and returns its status;
+// failing, it names what was awaited.
+func (d *daemon) exit(t testing.TB, timeout time.Duration, what string) error {
+	t.Helper()
+	select {
+	case err := <-d.done:
+		return err
+	case <-time.After(timeout):
+		t.Fatalf("%s\n%s", what, d.logs.String())
+		return nil
+	}
+}

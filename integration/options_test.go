@@ -37,10 +37,7 @@ func TestReadOnly(t *testing.T) {
 // on disk, nobody reads a 0644 file of an archive but not a 0600 one, and
 // cannot prune.
 func TestAllowOther(t *testing.T) {
-	testutil.RequireFUSE(t)
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skip("setpriv not installed")
-	}
+	requireSetpriv(t)
 	e := newEnv(t)
 	src := filepath.Join(t.TempDir(), "src")
 	os.MkdirAll(src, 0o755)
@@ -65,6 +62,16 @@ func TestAllowOther(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(e.store, "ct/1", snap)); err != nil {
 		t.Errorf("snapshot after nobody's rm: %v", err)
+	}
+}
+
+// requireSetpriv skips a test that runs commands as other users when
+// setpriv is not installed; it needs FUSE too.
+func requireSetpriv(t *testing.T) {
+	t.Helper()
+	testutil.RequireFUSE(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv not installed")
 	}
 }
 
@@ -94,10 +101,7 @@ func openToAll(t *testing.T, dir string) {
 // group reads both, and inside the archive the archived modes apply; a
 // snapshot directory made 0700 on disk is closed to both.
 func TestAllowOtherDiskModes(t *testing.T) {
-	testutil.RequireFUSE(t)
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skip("setpriv not installed")
-	}
+	requireSetpriv(t)
 	e := newEnv(t)
 	src := filepath.Join(t.TempDir(), "src")
 	os.MkdirAll(src, 0o755)
@@ -183,47 +187,20 @@ func TestSignalWhileBusy(t *testing.T) {
 	os.WriteFile(conf, []byte("a"), 0o644)
 	snap := e.backup(t, "host", "h", t0, "a.conf:"+conf)
 	mnt := t.TempDir()
-	cmd := exec.Command(bin, "mount", e.store, mnt)
-	cmd.Env = append(os.Environ(), "PBSFS_RUNTIME_DIR="+e.run)
-	var logs testutil.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		if testutil.Mounted(mnt) {
-			syscall.Unmount(mnt, syscall.MNT_DETACH)
-		}
-	})
-	for deadline := time.Now().Add(10 * time.Second); !testutil.Mounted(mnt); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("mount did not come up\n%s", logs.String())
-		}
-	}
+	d := e.newDaemon(nil, "mount", e.store, mnt).start(t, mnt)
+	d.waitMounted(t, mnt, true, "mount did not come up")
 	f, err := os.Open(filepath.Join(mnt, "host/h", snap, "a.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Process.Signal(os.Interrupt)
-	for deadline := time.Now().Add(10 * time.Second); testutil.Mounted(mnt); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("still mounted after SIGINT\n%s", logs.String())
-		}
-	}
+	d.cmd.Process.Signal(os.Interrupt)
+	d.waitMounted(t, mnt, false, "still mounted after SIGINT")
 	buf := make([]byte, 1)
 	if _, err := f.ReadAt(buf, 0); err != nil || buf[0] != 'a' {
 		t.Errorf("open file after the detach: %q, %v", buf, err)
 	}
 	f.Close()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("pbsfs mount: %v\n%s", err, logs.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("pbsfs mount did not exit after the last file closed\n%s", logs.String())
+	if err := d.exit(t, 10*time.Second, "pbsfs mount did not exit after the last file closed"); err != nil {
+		t.Errorf("pbsfs mount: %v\n%s", err, d.logs.String())
 	}
 }

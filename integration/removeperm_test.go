@@ -3,13 +3,10 @@ package integration
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-
-	"github.com/pbsfs/pbsfs/internal/testutil"
 )
 
 // TestAllowOtherRemoveDiskModes: with --allow-other, removing a snapshot
@@ -21,10 +18,7 @@ import (
 // through the real binary's mount, and the same removal (rm -r of the
 // directory) on a copy of the store on disk, which must agree.
 func TestAllowOtherRemoveDiskModes(t *testing.T) {
-	testutil.RequireFUSE(t)
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skip("setpriv not installed")
-	}
+	requireSetpriv(t)
 	e := newEnv(t)
 	conf := filepath.Join(t.TempDir(), "a.conf")
 	os.WriteFile(conf, []byte("a"), 0o644)

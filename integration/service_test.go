@@ -33,39 +33,16 @@ func TestSIGTERMOpenFile(t *testing.T) {
 	os.WriteFile(conf, []byte("abc"), 0o644)
 	snap := e.backup(t, "host", "h", t0, "a.conf:"+conf)
 	mnt := t.TempDir()
-	cmd := exec.Command(bin, "mount", "--shutdown-wait", "300ms", e.store, mnt)
-	cmd.Env = append(os.Environ(), "PBSFS_RUNTIME_DIR="+e.run)
-	var logs testutil.SyncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		if testutil.Mounted(mnt) {
-			syscall.Unmount(mnt, syscall.MNT_DETACH)
-		}
-	})
-	for deadline := time.Now().Add(10 * time.Second); !testutil.Mounted(mnt); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("mount did not come up\n%s", logs.String())
-		}
-	}
+	d := e.newDaemon(nil, "mount", "--shutdown-wait", "300ms", e.store, mnt).start(t, mnt)
+	d.waitMounted(t, mnt, true, "mount did not come up")
 	f, err := os.Open(filepath.Join(mnt, "host/h", snap, "a.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("pbsfs mount after SIGTERM with an open file: %v\n%s", err, logs.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("pbsfs mount did not exit\n%s", logs.String())
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if err := d.exit(t, 10*time.Second, "pbsfs mount did not exit"); err != nil {
+		t.Fatalf("pbsfs mount after SIGTERM with an open file: %v\n%s", err, d.logs.String())
 	}
 	if testutil.Mounted(mnt) {
 		t.Errorf("still mounted")
@@ -419,21 +396,10 @@ func TestSystemdNotify(t *testing.T) {
 	var st unix.Stat_t
 	unix.Fstat(int(logf.Fd()), &st)
 	mnt := t.TempDir()
-	cmd := exec.Command(bin, "mount", "--log-format=json", e.store, mnt)
-	cmd.Env = append(os.Environ(), "PBSFS_RUNTIME_DIR="+e.run, "NOTIFY_SOCKET="+sock,
-		fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		if testutil.Mounted(mnt) {
-			unix.Unmount(mnt, unix.MNT_DETACH)
-		}
-	})
+	d := e.newDaemon([]string{"NOTIFY_SOCKET=" + sock, fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino)},
+		"mount", "--log-format=json", e.store, mnt)
+	d.cmd.Stdout, d.cmd.Stderr = nil, logf
+	cmd := d.start(t, mnt).cmd
 	buf := make([]byte, 4096)
 	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
 	n, err := conn.Read(buf)
@@ -451,13 +417,8 @@ func TestSystemdNotify(t *testing.T) {
 	if n, err := conn.Read(buf); err != nil || !strings.Contains(string(buf[:n]), "STOPPING=1") {
 		t.Errorf("stop notification: %q %v", buf[:n], err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("exit after SIGTERM: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("no exit after SIGTERM")
+	if err := d.exit(t, 15*time.Second, "no exit after SIGTERM"); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
 	}
 	if testutil.Mounted(mnt) {
 		t.Error("still mounted")
