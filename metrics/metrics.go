@@ -53,28 +53,16 @@ type Metrics struct {
 func New() *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.gcRuns = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "pbsfs_gc_runs_total",
-		Help: "Garbage collections started in the background, by result: success, failed, skipped (another collection held the store), stopped (shutdown).",
-	}, []string{"result"})
-	for _, r := range []string{"success", "failed", "skipped", "stopped"} {
-		m.gcRuns.WithLabelValues(r)
-	}
-	m.gcDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "pbsfs_gc_duration_seconds",
-		Help:    "Duration of the phases of successful garbage collections: mark (phase 1) and sweep (phase 2).",
-		Buckets: prometheus.ExponentialBuckets(0.1, 4, 10), // 0.1 s .. 7.3 h
-	}, []string{"phase"})
-	m.gcRemoved = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "pbsfs_gc_removed_chunks_total",
-		Help: "Chunk files removed by garbage collection, by kind: chunk, or bad (a .bad copy).",
-	}, []string{"kind"})
-	m.gcRemoved.WithLabelValues("chunk")
-	m.gcRemoved.WithLabelValues("bad")
-	m.gcRemovedB = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "pbsfs_gc_removed_bytes_total",
-		Help: "Bytes of the chunk files removed by garbage collection.",
-	})
+	m.gcRuns = m.counterVec("pbsfs_gc_runs_total",
+		"Garbage collections started in the background, by result: success, failed, skipped (another collection held the store), stopped (shutdown).",
+		"result", "success", "failed", "skipped", "stopped")
+	m.gcDuration = m.histogramVec("pbsfs_gc_duration_seconds",
+		"Duration of the phases of successful garbage collections: mark (phase 1) and sweep (phase 2).",
+		prometheus.ExponentialBuckets(0.1, 4, 10), "phase") // 0.1 s .. 7.3 h
+	m.gcRemoved = m.counterVec("pbsfs_gc_removed_chunks_total",
+		"Chunk files removed by garbage collection, by kind: chunk, or bad (a .bad copy).",
+		"kind", "chunk", "bad")
+	m.gcRemovedB = m.counter("pbsfs_gc_removed_bytes_total", "Bytes of the chunk files removed by garbage collection.")
 	m.gcLast = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "pbsfs_gc_last_run",
 		Help: "Figures of the last successful garbage collection (its .gc-status), by name: index_files, index_data_bytes, marked_chunks, disk_chunks, disk_bytes, pending_chunks, pending_bytes, removed_chunks, removed_bytes, missing_chunks, still_bad.",
@@ -83,31 +71,49 @@ func New() *Metrics {
 		Name: "pbsfs_gc_last_success_timestamp_seconds",
 		Help: "When the last successful garbage collection started, in seconds since the epoch (0: none yet).",
 	})
-	m.reads = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "pbsfs_read_requests_total",
-		Help: "FUSE read requests served.",
-	})
-	m.readBytes = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "pbsfs_read_bytes_total",
-		Help: "Bytes returned by FUSE read requests.",
-	})
-	m.readErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "pbsfs_read_errors_total",
-		Help: "FUSE read requests that failed, by errno name (EIO: bad or missing data).",
-	}, []string{"errno"})
+	m.reg.MustRegister(m.gcLast, m.gcLastSuccess)
+	m.reads = m.counter("pbsfs_read_requests_total", "FUSE read requests served.")
+	m.readBytes = m.counter("pbsfs_read_bytes_total", "Bytes returned by FUSE read requests.")
+	m.readErrors = m.counterVec("pbsfs_read_errors_total",
+		"FUSE read requests that failed, by errno name (EIO: bad or missing data).", "errno")
 	m.readDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "pbsfs_read_duration_seconds",
 		Help:    "Time to serve a FUSE read request.",
 		Buckets: prometheus.ExponentialBuckets(10e-6, 4, 10), // 10 µs .. 2.6 s
 	})
+	m.reg.MustRegister(m.readDuration)
 	m.removals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pbsfs_snapshot_removals_total",
 		Help: "Snapshot removals through the mount (rm -r), by result (accepted, refused) and reason of a refusal (protected, locked, read_only, permission, error).",
 	}, []string{"result", "reason"})
 	m.removals.WithLabelValues("accepted", "")
-	m.reg.MustRegister(m.gcRuns, m.gcDuration, m.gcRemoved, m.gcRemovedB, m.gcLast, m.gcLastSuccess,
-		m.reads, m.readBytes, m.readErrors, m.readDuration, m.removals)
+	m.reg.MustRegister(m.removals)
 	return m
+}
+
+// counter registers and returns a counter.
+func (m *Metrics) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	m.reg.MustRegister(c)
+	return c
+}
+
+// counterVec registers and returns a counter with one label, exported at
+// zero for each of values from the start.
+func (m *Metrics) counterVec(name, help, label string, values ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+	for _, v := range values {
+		c.WithLabelValues(v)
+	}
+	m.reg.MustRegister(c)
+	return c
+}
+
+// histogramVec registers and returns a histogram with one label.
+func (m *Metrics) histogramVec(name, help string, buckets []float64, label string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, []string{label})
+	m.reg.MustRegister(h)
+	return h
 }
 
 // Registry returns the registry the metrics are in.
@@ -242,16 +248,22 @@ func (m *Metrics) WatchCache(stats func() CacheStats) {
 			return float64(f(stats()))
 		}
 	}
-	m.reg.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pbsfs_chunk_cache_hits_total", Help: "Decoded-chunk cache lookups that found the chunk."},
-			read(func(s CacheStats) int64 { return s.Hits })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pbsfs_chunk_cache_misses_total", Help: "Decoded-chunk cache lookups that loaded and decoded the chunk."},
-			read(func(s CacheStats) int64 { return s.Misses })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pbsfs_chunk_cache_evictions_total", Help: "Chunks evicted from the decoded-chunk cache."},
-			read(func(s CacheStats) int64 { return s.Evictions })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pbsfs_chunk_cache_bytes", Help: "Bytes of decoded chunks the cache holds."},
-			read(func(s CacheStats) int64 { return s.Bytes })),
-	)
+	for _, c := range []struct {
+		name, help string
+		counter    bool
+		f          func(CacheStats) int64
+	}{
+		{"pbsfs_chunk_cache_hits_total", "Decoded-chunk cache lookups that found the chunk.", true, func(s CacheStats) int64 { return s.Hits }},
+		{"pbsfs_chunk_cache_misses_total", "Decoded-chunk cache lookups that loaded and decoded the chunk.", true, func(s CacheStats) int64 { return s.Misses }},
+		{"pbsfs_chunk_cache_evictions_total", "Chunks evicted from the decoded-chunk cache.", true, func(s CacheStats) int64 { return s.Evictions }},
+		{"pbsfs_chunk_cache_bytes", "Bytes of decoded chunks the cache holds.", false, func(s CacheStats) int64 { return s.Bytes }},
+	} {
+		if c.counter {
+			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help}, read(c.f)))
+		} else {
+			m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: c.name, Help: c.help}, read(c.f)))
+		}
+	}
 }
 
 // WatchReadAhead exports the count of chunks decoded ahead of readers,
