@@ -1,11 +1,6 @@
 package gc
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -29,28 +24,13 @@ func scheduleStatePath(s *store.Store) string {
 // the zero state.
 func LoadScheduleState(s *store.Store) (ScheduleState, error) {
 	var st ScheduleState
-	b, err := os.ReadFile(scheduleStatePath(s))
-	if errors.Is(err, fs.ErrNotExist) {
-		return st, nil
-	}
-	if err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return ScheduleState{}, fmt.Errorf("%s: %w", scheduleStatePath(s), err)
+	if _, err := readJSON(scheduleStatePath(s), &st); err != nil {
+		return ScheduleState{}, err
 	}
 	return st, nil
 }
 
 // SaveScheduleState writes the schedule state of s atomically.
 func SaveScheduleState(s *store.Store, st ScheduleState) error {
-	p := scheduleStatePath(s)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	b, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	return store.WriteFileAtomic(p, b, 0o644)
+	return writeJSON(scheduleStatePath(s), st)
 }
