@@ -9,23 +9,7 @@ import (
 	"time"
 
 	"github.com/pbsfs/pbsfs/internal/testutil"
-	"golang.org/x/sys/unix"
 )
-
-// dropFilePages drops the page cache of one file (of the mount): "warm"
-// then means the store is in the page cache but the FUSE file is not, so
-// every read goes through the daemon.
-func dropFilePages(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // bestOf returns the smallest of n timings of f.
 func bestOf(n int, f func() time.Duration) time.Duration {
@@ -130,7 +114,7 @@ func TestBenchCrypt(t *testing.T) {
 						}
 					} else {
 						timeCmd(t, "cat", p) // store pages in the OS cache
-						dropFilePages(t, p)
+						fadviseDontNeed(t, p)
 					}
 					return timeCmd(t, "cat", p)
 				})
