@@ -23,8 +23,9 @@ import (
 // its .blob file. A file or directory that stands for an archive read
 // through chunks (an image, a pxar archive) takes those of its index
 // file, less the read (and search) permission of every class of users
-// that could not read the chunks on disk (search permission on .chunks)
-// or, for a split archive, its payload index. The mount's root is also
+// that could not read the chunks on disk (search permission on .chunks
+// and on the prefix directories .chunks/XXXX its chunks lie in) or, for
+// a split archive, its payload index. The mount's root is also
 // closed to those who cannot search every directory above the datastore.
 // An encrypted archive or blob, which the mount decrypts with its key,
 // goes to the mount's user alone (mode at most 0700): the store on disk
