@@ -285,6 +285,9 @@ func (n *snapshotNode) forget(ctx context.Context, known bool) (errno syscall.Er
 	if errno := n.m.mayRemove(ctx, n.ref.Dir()); errno != 0 {
 		n.m.log.Warn("snapshot removal refused: no permission on disk", snapAttr(n.ref), "uid", callerUID(ctx))
 		n.refuseLocked(ctx, errno)
+		if n.m.metrics != nil {
+			n.m.metrics.Removal(errno)
+		}
 		return errno
 	}
 	if n.m.allowOther {
