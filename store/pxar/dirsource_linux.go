@@ -38,7 +38,7 @@ type DirSource struct {
 	// pending is the regular file Lstat opened to read its attributes,
 	// handed out by the next Open of the same path, so a file is opened
 	// once.
-	pending     *os.File
+	pending     *fdFile
 	pendingPath string
 }
 
@@ -204,7 +204,7 @@ func (s *DirSource) Lstat(p string) (*SourceInfo, error) {
 		info.Flags, info.QuotaProjID = readFileAttrs(fd)
 	}
 	if info.Kind == KindFile {
-		s.pending, s.pendingPath = os.NewFile(uintptr(fd), full), p
+		s.pending, s.pendingPath = &fdFile{fd: fd, path: full}, p
 	} else {
 		unix.Close(fd)
 	}
@@ -362,5 +362,42 @@ func (s *DirSource) Open(p string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: s.full(p), Err: err}
 	}
-	return os.NewFile(uintptr(fd), s.full(p)), nil
+	return &fdFile{fd: fd, path: s.full(p)}, nil
+}
+
+// fdFile reads a regular file through its descriptor with plain read(2)
+// calls: an os.File would first try to register it with the runtime's
+// poller (two more system calls per file, which a metadata-mode backup of
+// many unchanged files pays for every one).
+type fdFile struct {
+	fd   int
+	path string
+}
+
+func (f *fdFile) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		n, err := unix.Read(f.fd, p)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, &os.PathError{Op: "read", Path: f.path, Err: err}
+		}
+		if n == 0 {
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+func (f *fdFile) Close() error {
+	if f.fd < 0 {
+		return nil
+	}
+	err := unix.Close(f.fd)
+	f.fd = -1
+	return err
 }
