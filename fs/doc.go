@@ -127,8 +127,7 @@
 // it), the manifest lock, refusal of protected snapshots (EPERM), the
 // RemovalObserver told before any file goes, then the directory, and the
 // group too when it held the last snapshot. Nothing else writes: other
-// operations get EROFS, and --read-only refuses removal as well (the
-// kernel first: the mount is "ro"; then the daemon).
+// operations get EROFS, and --read-only refuses removal as well.
 //
 //   - rmdir SNAPSHOT forgets the snapshot, although it is not empty.
 //   - unlink of SNAPSHOT/index.json forgets the whole snapshot: without its

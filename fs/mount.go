@@ -50,8 +50,7 @@ type Options struct {
 	// never change (default 1 h).
 	ArchiveTimeout time.Duration
 	// ReadOnly mounts read-only: removal through rm and protection or
-	// notes changes are refused with EROFS, by the kernel (the mount is
-	// "ro") and by the daemon too.
+	// notes changes are refused with EROFS (by the daemon: see mount).
 	ReadOnly bool
 	// AllowOther lets other users in; the kernel then checks
 	// permissions against the stored modes (default_permissions).
@@ -79,11 +78,10 @@ type mount struct {
 	archTTL  time.Duration
 	started  time.Time
 	// readOnly refuses removals and xattr changes with EROFS. The
-	// kernel refuses them first (the mount is "ro": findmnt, statvfs
-	// and every tool see it); the daemon's check stays as a second
-	// line. The kernel's refusal never reaches the daemon, so rm -r of
-	// a snapshot on a read-only mount walks its archives and reports
-	// every file, as on any read-only file system.
+	// daemon refuses them, not the kernel (no "ro" mount option): rm -r
+	// of a snapshot then gets one refusal at index.json and stops at the
+	// archives' doors, as for a protected snapshot, instead of the
+	// kernel refusing every file of every archive.
 	readOnly bool
 	// allowOther: other users reach the mount, and removals are
 	// checked against their credentials (mayRemove).
@@ -165,12 +163,6 @@ func mountRoot(dir string, s *store.Store, root fusefs.InodeEmbedder, opts Optio
 		MaxWrite:     1 << 20, // also the largest READ the kernel sends
 		Debug:        opts.Debug,
 		PanicHandler: opts.PanicHandler,
-	}
-	if opts.ReadOnly {
-		// MS_RDONLY for a direct mount (the mount and its superblock),
-		// "ro" for fusermount.
-		mo.DirectMountFlags = syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY
-		mo.Options = append(mo.Options, "ro")
 	}
 	if opts.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")

@@ -172,19 +172,17 @@ func diff(a, b uint64) uint64 {
 	return b - a
 }
 
-// TestReadOnlyKernel: a --read-only mount is read-only to the kernel
-// (the "ro" of /proc/self/mountinfo, which findmnt shows), so removals
-// are refused before the daemon hears of them: rm -r of a snapshot, of a
-// group, rmdir and setxattr get EROFS and nothing goes from the store. A
-// mount without --read-only is "rw".
-func TestReadOnlyKernel(t *testing.T) {
+// TestReadOnlyRemoveOnce: rm -r of a snapshot on a --read-only mount is
+// refused at its manifest, as for a protected snapshot: a couple of
+// "Read-only file system" lines, not one per file of its archive.
+func TestReadOnlyRemoveOnce(t *testing.T) {
 	testutil.RequireFUSE(t)
 	e := newEnv(t)
 	src := filepath.Join(t.TempDir(), "src")
-	for d := range 3 {
+	for d := range 10 {
 		dir := filepath.Join(src, fmt.Sprintf("d%d", d))
 		os.MkdirAll(dir, 0o755)
-		for f := range 10 {
+		for f := range 100 {
 			os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%d", f)), []byte("x"), 0o644)
 		}
 	}
@@ -192,26 +190,16 @@ func TestReadOnlyKernel(t *testing.T) {
 	os.WriteFile(conf, []byte("a"), 0o644)
 	snap := e.backup(t, "ct", "1", t0, "a.conf:"+conf, "root.pxar:"+src)
 	mnt, _ := e.mount(t, "--read-only")
-	rw, _ := e.mount(t)
-	for _, tc := range []struct {
-		mnt, want string
-	}{{mnt, "ro"}, {rw, "rw"}} {
-		opts, err := mountOptions(tc.mnt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if opts[0] != tc.want {
-			t.Errorf("%s: mount options %v, want %s first", tc.mnt, opts, tc.want)
-		}
-	}
 	out, err := run("rm", "-r", filepath.Join(mnt, "ct/1", snap))
+	lines := strings.Count(out, "\n")
+	t.Logf("rm -r on a read-only mount: %d lines\n%s", lines, out)
 	if err == nil || !strings.Contains(out, "index.json': Read-only file system") {
 		t.Errorf("rm -r: %v\n%s", err, out)
 	}
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if !strings.HasSuffix(l, ": Read-only file system") {
-			t.Errorf("rm -r: %q, want only Read-only file system", l)
-		}
+	// index.json, a.conf, root.pxar: one line per entry of the snapshot
+	// directory at most, none from inside the archive (1,000 files).
+	if lines > 3 || strings.Contains(out, "root.pxar/") {
+		t.Errorf("rm -r printed %d lines, or walked the archive:\n%s", lines, out)
 	}
 	if _, err := os.Stat(filepath.Join(e.store, "ct/1", snap, "index.json.blob")); err != nil {
 		t.Errorf("snapshot lost files: %v", err)
@@ -228,24 +216,4 @@ func TestReadOnlyKernel(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.store, "ct/1", snap, "root.pxar.didx")); err != nil {
 		t.Errorf("group rm -r removed files: %v", err)
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(mnt, &st); err != nil || st.Flags&unix.ST_RDONLY == 0 {
-		t.Errorf("statfs flags %#x, %v: want ST_RDONLY", st.Flags, err)
-	}
-}
-
-// mountOptions returns the per-mount options of the mount at mnt, as
-// /proc/self/mountinfo lists them (field 6).
-func mountOptions(mnt string) ([]string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 5 && f[4] == mnt {
-			return strings.Split(f[5], ","), nil
-		}
-	}
-	return nil, fmt.Errorf("%s not in /proc/self/mountinfo", mnt)
 }
