@@ -11,7 +11,7 @@ import (
 
 // Extended attributes of a snapshot directory. protected and notes can be
 // set (setfattr), taking the same locks as pbsfs protect and pbsfs notes;
-// the others are read-only. On a read-only mount the kernel refuses every
+// the others are read-only. On a read-only mount the daemon refuses every
 // set with EROFS.
 const (
 	xattrProtected = "user.pbs.protected"    // "0" or "1"
