@@ -334,6 +334,9 @@ func (b *Backup) AddImage(ctx context.Context, name string, r io.Reader, size ui
 		}
 	}
 	csum, err := w.Close()
+	if err == nil {
+		err = b.s.mirrorFile(p)
+	}
 	if err != nil {
 		return err
 	}
@@ -466,7 +469,7 @@ func (sw *StreamWriter) Inject(chunks []pxar.PayloadChunk) error {
 // pxar.ErrChunkUnavailable if one is missing.
 func (sw *StreamWriter) Check(chunks []pxar.PayloadChunk) error {
 	for _, c := range chunks {
-		ok, err := sw.b.s.chunks.TouchIfPresent(sw.up.ctx, Digest(c.Digest))
+		ok, err := sw.b.s.reuseChunk(sw.up.ctx, Digest(c.Digest))
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", sw.name, err)
 		}
@@ -502,6 +505,9 @@ func (sw *StreamWriter) Close() (uint64, error) {
 		return 0, fmt.Errorf("stream %s: %w", sw.name, err)
 	}
 	csum, err := sw.w.Close()
+	if err == nil {
+		err = sw.b.s.mirrorFile(sw.b.s.Path(path.Join(sw.b.ref.Dir(), sw.file)))
+	}
 	if err != nil {
 		sw.b.dropFile(sw.file)
 		return 0, err
@@ -625,6 +631,9 @@ func (b *Backup) Abort() {
 }
 
 func (b *Backup) abortFiles() {
+	if err := b.s.mirrorRemoveSnapshot(context.Background(), b.ref); err != nil {
+		b.s.log.Warn("remove aborted snapshot", "snapshot", b.ref.String(), "err", err)
+	}
 	if err := os.RemoveAll(b.s.Path(b.ref.Dir())); err != nil {
 		b.s.log.Warn("remove aborted snapshot", "snapshot", b.ref.String(), "err", err)
 	}
@@ -808,7 +817,7 @@ func (u *uploader) store(job upJob) error {
 	}
 	d := u.b.dec.Digest(job.data)
 	ref := chunkRef{end: job.end, length: uint64(len(job.data)), digest: d}
-	reused, err := s.chunks.TouchIfPresent(u.ctx, d)
+	reused, err := s.reuseChunk(u.ctx, d)
 	if err == nil && !reused {
 		var blob []byte
 		buf := s.getChunkBuf(int(job.blob))[:0]
@@ -821,7 +830,7 @@ func (u *uploader) store(job upJob) error {
 		freeData()
 		if err == nil {
 			var dup bool
-			dup, err = s.chunks.Insert(u.ctx, d, blob)
+			dup, err = s.insertChunk(u.ctx, d, blob)
 			reused = dup
 			if !dup {
 				u.b.Stats.NewChunks.Add(1)

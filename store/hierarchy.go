@@ -264,5 +264,16 @@ func (s *Store) CreateNamespace(ns Namespace) error {
 	if err := s.mkdirAll(ns.Dir(), 0o755); err != nil {
 		return fmt.Errorf("namespace %q: %w", ns, err)
 	}
+	if s.mirror != nil {
+		// Namespaces exist in a bucket only as .namespace objects
+		// (pbs4.md §A.2), one per level.
+		var cur Namespace
+		for _, c := range ns.Components() {
+			cur = cur.Child(c)
+			if err := s.mirrorPut(s.Path(path.Join(cur.Dir(), ".namespace")), nil); err != nil {
+				return fmt.Errorf("namespace %q: %w", ns, err)
+			}
+		}
+	}
 	return nil
 }

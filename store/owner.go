@@ -80,8 +80,13 @@ func (s *Store) mkdirAll(rel string, perm os.FileMode) error {
 	return nil
 }
 
-// writeFile is WriteFileAtomic giving the file to the store's owner.
+// writeFile is WriteFileAtomic giving the file to the store's owner;
+// with a mirror, the mirror's copy is written first (PBS 4's order for
+// blobs, owner, notes and manifests).
 func (s *Store) writeFile(p string, data []byte) error {
+	if err := s.mirrorPut(p, data); err != nil {
+		return err
+	}
 	return writeFileAtomic(p, data, 0o644, s.owner)
 }
 

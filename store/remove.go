@@ -61,6 +61,9 @@ func (s *Store) destroySnapshot(ctx context.Context, ref SnapshotRef, hook Remov
 			return fmt.Errorf("snapshot %s: %w", ref, err)
 		}
 	}
+	if err := s.mirrorRemoveSnapshot(ctx, ref); err != nil {
+		return err
+	}
 	if err := s.removeSnapshotDir(dir); err != nil {
 		return fmt.Errorf("remove snapshot %s: %w", ref, err)
 	}
@@ -165,6 +168,9 @@ func (s *Store) removeEmptyGroup(g GroupRef) error {
 		}
 	}
 	for _, name := range []string{NotesName, OwnerName} {
+		if err := s.mirrorRemove(s.Path(path.Join(g.Dir(), name))); err != nil {
+			return err
+		}
 		if err := os.Remove(s.Path(path.Join(g.Dir(), name))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
@@ -233,7 +239,14 @@ func (s *Store) SetProtected(ref SnapshotRef, protected bool) error {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		return syncDir(s.Path(ref.Dir()))
+		if err := syncDir(s.Path(ref.Dir())); err != nil {
+			return err
+		}
+		// The bucket's marker goes last: a failure leaves it protected there.
+		return s.mirrorRemove(p)
+	}
+	if err := s.mirrorPut(p, nil); err != nil {
+		return err
 	}
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {

@@ -55,6 +55,9 @@ type Options struct {
 	// datastore's local cache, see store/s3). Chunks whose file in that
 	// directory is missing or empty are then loaded through it.
 	Backend func(local *FileChunkStore) (ChunkStore, error)
+	// Mirror, if set, receives every metadata write and removal (the
+	// `.cnt/` objects of an S3 datastore, see store/s3).
+	Mirror Mirror
 	// ReadAheadSlots bounds the chunks loaded in the background ahead of
 	// sequential readers; one per CPU if 0. Backends with network latency
 	// want more.
@@ -73,6 +76,7 @@ type Store struct {
 	// chunks is the local cache of (remote is then true).
 	backend ChunkStore
 	remote  bool
+	mirror  Mirror
 	codec   *Codec
 	cache   *chunkCache
 	mem     *chunkMem // buffers of the read engine (mem.go)
@@ -207,6 +211,7 @@ func Open(root string, opts Options) (*Store, error) {
 		chunks:     chunks,
 		backend:    backend,
 		remote:     opts.Backend != nil,
+		mirror:     opts.Mirror,
 		codec:      codec,
 		cache:      newChunkCache(opts.CacheBytes, mem),
 		mem:        mem,

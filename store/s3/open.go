@@ -66,6 +66,7 @@ func withBackend(c *Client, opts store.Options) store.Options {
 	opts.Backend = func(local *store.FileChunkStore) (store.ChunkStore, error) {
 		return NewChunks(c, local), nil
 	}
+	opts.Mirror = mirror{c}
 	if opts.ReadAheadSlots == 0 {
 		opts.ReadAheadSlots = c.cfg.Parallel
 	}
@@ -111,4 +112,22 @@ func (c *Client) InUse(ctx context.Context) (string, error) {
 		return "an unknown host (unreadable .in-use)", nil
 	}
 	return v.Hostname, nil
+}
+
+// mirror keeps a datastore's metadata as the bucket's `.cnt/` objects
+// (store.Mirror).
+type mirror struct{ c *Client }
+
+func (m mirror) PutFile(ctx context.Context, rel string, data []byte) error {
+	_, err := m.c.Put(ctx, ".cnt/"+rel, data, false)
+	return err
+}
+
+func (m mirror) RemoveFile(ctx context.Context, rel string) error {
+	return m.c.Remove(ctx, []string{".cnt/" + rel})
+}
+
+func (m mirror) RemoveDir(ctx context.Context, rel string) error {
+	_, err := m.c.RemovePrefix(ctx, ".cnt/"+rel+"/")
+	return err
 }
