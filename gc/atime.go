@@ -35,7 +35,9 @@ func (c *Collector) checkAtime(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("atime check: %w", err)
 	}
-	if _, err := c.s.Chunks().Insert(ctx, d, blob); err != nil {
+	// Through the chunk store: on S3 the object is put (if missing) and
+	// the marker made, as PBS's self-test does.
+	if _, err := c.s.ChunkStore().Insert(ctx, d, blob); err != nil {
 		return fmt.Errorf("atime check: %w", err)
 	}
 	path := c.s.Chunks().Path(d)

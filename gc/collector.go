@@ -214,6 +214,15 @@ func (c *Collector) Run(ctx context.Context) (st Status, err error) {
 			return Status{}, err
 		}
 	}
+	rc := c.remote()
+	if c.s.Remote() && rc == nil {
+		return Status{}, fmt.Errorf("datastore %s: its chunk store cannot be collected", c.s.Name())
+	}
+	if rc != nil {
+		if err := c.checkInUse(ctx, rc); err != nil {
+			return Status{}, err
+		}
+	}
 
 	if h := o.Hooks.AfterLock; h != nil {
 		h(ctx)
@@ -270,9 +279,22 @@ func (c *Collector) Run(ctx context.Context) (st Status, err error) {
 			return Status{}, fmt.Errorf("before sweep: %w", err)
 		}
 	}
+	if rc != nil {
+		if err := c.checkInUse(ctx, rc); err != nil {
+			return Status{}, fmt.Errorf("before sweep: %w", err)
+		}
+	}
 	c.setPhase(PhaseSweep, nil)
 	sweepStart := time.Now()
-	if err := c.sweep(ctx, r, &st); err != nil {
+	if rc != nil {
+		if err := c.sweepS3(ctx, r, rc, &st); err != nil {
+			return Status{}, fmt.Errorf("phase 2 (sweep %s): %w", rc.Location(), err)
+		}
+		if err := c.s3Phase3(ctx, r, &st); err != nil {
+			return Status{}, fmt.Errorf("phase 3 (sweep the markers): %w", err)
+		}
+		st.S3Requests = rc.Requests()
+	} else if err := c.sweep(ctx, r, &st); err != nil {
 		return Status{}, fmt.Errorf("phase 2 (sweep): %w", err)
 	}
 	st.SweepTime = time.Since(sweepStart)

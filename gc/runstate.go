@@ -38,10 +38,15 @@ type runState struct {
 	err         error               // first failure found outside phase 1's own loop
 	files       uint64
 	bytes       uint64
+	// remote is set on an S3 datastore: a referenced chunk without a
+	// local file gets a .using marker; using names them ("<digest>").
+	remote bool
+	using  map[string]struct{}
 }
 
 func newRunState(c *Collector) *runState {
-	r := &runState{c: c, processed: make(map[string]struct{}), unprocessed: make(map[string]struct{})}
+	r := &runState{c: c, processed: make(map[string]struct{}), unprocessed: make(map[string]struct{}),
+		remote: c.s.Remote(), using: make(map[string]struct{})}
 	perShard := 0
 	if c.opts.CacheCapacity > 0 {
 		perShard = (c.opts.CacheCapacity + len(r.touched) - 1) / len(r.touched)
@@ -187,6 +192,7 @@ func (r *runState) markRange(ctx context.Context, idx Index, name string, from, 
 		if !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("touch chunk %s: %w", d, err)
 		}
+		anyBad := false
 		for j := 0; j <= 9; j++ {
 			bad := fmt.Sprintf("%s.%d.bad", rel, j)
 			err := touch(bad)
@@ -194,6 +200,15 @@ func (r *runState) markRange(ctx context.Context, idx Index, name string, from, 
 			if err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("touch %s: %w", filepath.Join(chunks.Dir(), bad), err)
 			}
+			anyBad = anyBad || err == nil
+		}
+		if r.remote && !anyBad {
+			// No marker: the object may well be in the bucket; phase 2
+			// makes the marker if it is (pbs4.md §A.5).
+			if err := r.markUsing(rel); err != nil {
+				return err
+			}
+			continue
 		}
 		r.missing.Add(1)
 		r.c.log.Warn("unable to access non-existent chunk", "chunk", d.String(), "required_by", name)

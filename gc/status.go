@@ -51,6 +51,12 @@ type Status struct {
 	DryRun bool `json:"-"`
 	// MissingChunks counts the referenced chunks that were not found.
 	MissingChunks uint64 `json:"-"`
+	// S3Objects counts the chunk objects an S3 datastore's phase 2
+	// listed, S3DeleteCalls its DeleteObjects requests, and S3Requests
+	// sums up the requests of the run.
+	S3Objects     uint64 `json:"-"`
+	S3DeleteCalls uint64 `json:"-"`
+	S3Requests    string `json:"-"`
 	// RemovedTemp counts stale temporary chunk files (<digest>.tmp_*)
 	// removed; PBS leaves them, pbsfs cleans those older than MinAtime.
 	RemovedTemp uint64 `json:"-"`

@@ -108,6 +108,11 @@ func printGCJSON(w io.Writer, st gc.Status) error {
 	obj["pending-before"] = st.OldestWriter.Unix()
 	obj["mark-seconds"] = st.MarkTime.Seconds()
 	obj["sweep-seconds"] = st.SweepTime.Seconds()
+	if st.S3Requests != "" {
+		obj["s3-objects"] = st.S3Objects
+		obj["s3-delete-requests"] = st.S3DeleteCalls
+		obj["s3-requests"] = st.S3Requests
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(obj)
@@ -121,6 +126,9 @@ func printGCSummary(w io.Writer, st gc.Status) {
 		fmt.Fprintln(w, "Dry run: nothing was removed.")
 	}
 	fmt.Fprintf(w, "Index files marked: %d\n", st.IndexFileCount)
+	if st.S3Requests != "" {
+		fmt.Fprintf(w, "Chunk objects listed: %d; DeleteObjects requests: %d; %s\n", st.S3Objects, st.S3DeleteCalls, st.S3Requests)
+	}
 	if st.MissingChunks > 0 {
 		fmt.Fprintf(w, "Missing chunks: %d (see warnings)\n", st.MissingChunks)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+	"time"
 
 	"github.com/pbsfs/pbsfs/store"
 )
@@ -157,8 +158,45 @@ func ChunkName(rel string) string {
 		return ""
 	}
 	name := rest[5:]
-	if !store.IsChunkName(name) || !strings.EqualFold(name[:4], rest[:4]) {
+	if !store.IsChunkName(name) || name[:4] != rest[:4] || strings.ToLower(name) != name {
 		return ""
 	}
 	return name
 }
+
+// InUse returns the host the bucket's `.in-use` marker names.
+func (s *Chunks) InUse(ctx context.Context) (string, error) { return s.c.InUse(ctx) }
+
+// ListObjects calls fn for every chunk object of the datastore in key
+// order, with its chunk file name; other keys below `.chunks/` are
+// skipped.
+func (s *Chunks) ListObjects(ctx context.Context, fn func(name string, size int64, mtime time.Time) error) error {
+	return s.c.List(ctx, ".chunks/", func(o ObjectInfo) error {
+		name := ChunkName(o.Rel)
+		if name == "" {
+			return nil
+		}
+		return fn(name, o.Size, o.LastModified)
+	})
+}
+
+// RemoveObjects deletes the objects of the chunk file names given, in
+// one DeleteObjects request per 1000.
+func (s *Chunks) RemoveObjects(ctx context.Context, names []string) error {
+	rels := make([]string, len(names))
+	for i, n := range names {
+		rels[i] = ObjectRel(n)
+	}
+	for i := 0; i < len(rels); i += 1000 {
+		if err := s.c.Remove(ctx, rels[i:min(i+1000, len(rels))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Location names the bucket and datastore.
+func (s *Chunks) Location() string { return s.c.cfg.URL() }
+
+// Requests summarises the requests the client sent.
+func (s *Chunks) Requests() string { return s.c.counts.String() }
