@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pbsfs/pbsfs/internal/testutil"
 	"github.com/pbsfs/pbsfs/store"
@@ -300,4 +301,176 @@ func countChunkFiles(t *testing.T, root string) (all, full, empty int) {
 		return nil
 	})
 	return
+}
+
+// chunkObjects lists the chunk objects of c's datastore.
+func chunkObjects(t *testing.T, c *s3.Client) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	err := c.List(context.Background(), ".chunks/", func(o s3.ObjectInfo) error {
+		if n := s3.ChunkName(o.Rel); n != "" {
+			out[n] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// objectCount counts the objects below rel ("" or ending in '/').
+func objectCount(t *testing.T, c *s3.Client, rel string) int {
+	t.Helper()
+	n := 0
+	if err := c.List(context.Background(), rel, func(s3.ObjectInfo) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// referencedChunks returns the digests every index file below root
+// refers to.
+func referencedDigests(t *testing.T, root string) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && d.Name() == ".chunks" {
+			return filepath.SkipDir
+		}
+		if ext := filepath.Ext(p); ext != ".fidx" && ext != ".didx" {
+			return nil
+		}
+		idx, err := store.OpenIndex(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range idx.Len() {
+			dg, _, _ := idx.Chunk(i)
+			out[dg.String()] = true
+		}
+		return nil
+	})
+	return out
+}
+
+// TestS3BackupRemoveGC backs up into a bucket, removes snapshots with
+// rm -r through the mount and with forget (a protected one is refused),
+// and collects with aged markers: every remaining snapshot verifies, the
+// bucket holds exactly the referenced chunks (and the self-test's zero
+// chunk), and a collection is refused while .in-use names a PBS host.
+func TestS3BackupRemoveGC(t *testing.T) {
+	srv := s3srv.Get(t)
+	e := &s3Env{env: newEnv(t), srv: srv}
+	name := "backup-gc"
+	e.c = s3Client(t, srv, name)
+	e.url = "s3+http://" + srv.Endpoint + "/" + srv.Bucket + "/" + name
+	cache := filepath.Join(e.run, "s3cache", strings.ReplaceAll(srv.Endpoint, ":", "_"), srv.Bucket, name)
+	ok := func(args ...string) string {
+		t.Helper()
+		code, out, errs := e.s3(t, args...)
+		if code != 0 {
+			t.Fatalf("pbsfs %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errs)
+		}
+		return out
+	}
+	src := filepath.Join(t.TempDir(), "src")
+	genTree(t, src, 200)
+	imgA, imgB := filepath.Join(t.TempDir(), "a.img"), filepath.Join(t.TempDir(), "b.img")
+	randomFile(t, imgA, 9<<20, 1)
+	randomFile(t, imgB, 9<<20, 2)
+	ts := func(i int) string { return t0.Add(time.Duration(i) * time.Hour).UTC().Format(time.RFC3339) }
+	snap := func(i int) string { return t0.Add(time.Duration(i) * time.Hour).UTC().Format("2006-01-02T15:04:05Z") }
+	ok("backup", "--no-progress", "--type", "vm", "--id", "200", "--time", ts(0), "drive-scsi0.img:"+imgA)
+	ok("backup", "--no-progress", "--type", "vm", "--id", "200", "--time", ts(1), "drive-scsi0.img:"+imgB)
+	ok("backup", "--no-progress", "--type", "ct", "--id", "100", "--time", ts(0), "root.pxar:"+src)
+	randomFile(t, filepath.Join(src, "new.bin"), 3<<20, 3)
+	ok("backup", "--no-progress", "--type", "ct", "--id", "100", "--time", ts(1), "root.pxar:"+src)
+	ok("backup", "--no-progress", "--type", "ct", "--id", "100", "--time", ts(2), "root.pxar:"+src)
+	before := chunkObjects(t, e.c)
+	if n := objectCount(t, e.c, ".cnt/vm/200/"+snap(0)+"/"); n < 2 {
+		t.Fatalf("%d objects of vm/200/%s in the bucket, want its index and manifest", n, snap(0))
+	}
+	if n := objectCount(t, e.c, ".cnt/"); n < 10 {
+		t.Fatalf("%d metadata objects in the bucket", n)
+	}
+	ok("verify")
+	// Written where PBS writes: a chunk marker per uploaded chunk.
+	if all, full, empty := countChunkFiles(t, cache); all != len(before) || full != 0 {
+		t.Errorf("cache: %d chunk files (%d with content, %d empty) for %d chunk objects; want a 0-byte marker each", all, full, empty, len(before))
+	}
+
+	t.Run("rm -r through the mount", func(t *testing.T) {
+		mnt := e.mountS3(t)
+		if out, err := run("rm", "-r", filepath.Join(mnt, "vm/200", snap(0))); err != nil {
+			t.Fatalf("rm -r: %v\n%s", err, out)
+		}
+		if n := objectCount(t, e.c, ".cnt/vm/200/"+snap(0)+"/"); n != 0 {
+			t.Errorf("%d objects of the removed snapshot left in the bucket", n)
+		}
+		if _, err := os.Stat(filepath.Join(cache, "vm/200", snap(0))); !os.IsNotExist(err) {
+			t.Errorf("removed snapshot still in the cache directory: %v", err)
+		}
+	})
+	ok("protect", "ct/100/"+snap(1))
+	if _, err := e.c.Stat(context.Background(), ".cnt/ct/100/"+snap(1)+"/.protected"); err != nil {
+		t.Errorf(".protected object: %v", err)
+	}
+	if code, _, errs := e.s3(t, "forget", "ct/100/"+snap(1)); code != 1 || !strings.Contains(errs, "protected") {
+		t.Errorf("forget of a protected snapshot: exit %d, %s", code, errs)
+	}
+	ok("unprotect", "ct/100/"+snap(1))
+	ok("forget", "ct/100/"+snap(0))
+	ok("forget", "ct/100/"+snap(1))
+	if n := objectCount(t, e.c, ".cnt/ct/100/"+snap(1)+"/"); n != 0 {
+		t.Errorf("%d objects of a forgotten snapshot left in the bucket", n)
+	}
+
+	// Nothing is old yet: a collection removes nothing.
+	out := ok("gc")
+	fresh := chunkObjects(t, e.c)
+	if len(fresh) < len(before) {
+		t.Fatalf("a collection with fresh markers removed %d chunk objects\n%s", len(before)-len(fresh), out)
+	}
+	if _, err := e.c.Put(context.Background(), ".in-use", []byte(`{"hostname":"pbs-node1"}`), false); err != nil {
+		t.Fatal(err)
+	}
+	testutil.AgeChunks(cache, time.Now().Add(-72*time.Hour))
+	code, _, errs := e.s3(t, "gc")
+	if code != 1 || !strings.Contains(errs, `.in-use names PBS host "pbs-node1"`) {
+		t.Fatalf("gc beside a PBS host: exit %d, want 1 and the .in-use refusal\n%s", code, errs)
+	}
+	t.Logf("refusal: %s", strings.TrimSpace(errs))
+	if after := chunkObjects(t, e.c); len(after) != len(fresh) {
+		t.Fatalf("the refused collection removed %d objects", len(fresh)-len(after))
+	}
+	if err := e.c.Remove(context.Background(), []string{".in-use"}); err != nil {
+		t.Fatal(err)
+	}
+	out = ok("gc")
+	t.Logf("gc:\n%s", out)
+	after := chunkObjects(t, e.c)
+	want := referencedDigests(t, cache)
+	want["bb9f8df61474d25e71fa00722318cd387396ca1736605e1248821cc0de3d3af8"] = true // the atime self-test's zero chunk
+	for d := range want {
+		if !after[d] {
+			t.Errorf("referenced chunk %s lost", d)
+		}
+	}
+	for d := range after {
+		if !want[d] {
+			t.Errorf("unreferenced chunk %s left", d)
+		}
+	}
+	t.Logf("chunk objects: %d before, %d after the collection, %d referenced", len(before), len(after), len(want)-1)
+	if len(after) >= len(before) {
+		t.Errorf("nothing collected")
+	}
+	ok("verify")
+	if out := ok("snapshots"); strings.Count(out, "\n") < 2 {
+		t.Errorf("snapshots after the collection:\n%s", out)
+	}
 }
