@@ -26,7 +26,9 @@ func TestMain(m *testing.M) {
 	if role := os.Getenv("GC_TEST_HELPER"); role != "" {
 		os.Exit(helperMain(role))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	s3shared.Close()
+	os.Exit(code)
 }
 
 // helperMain runs a helper role:

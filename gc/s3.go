@@ -129,7 +129,9 @@ type s3Batch struct {
 // sweepS3 is phase 2 on S3: it lists the chunk objects and deletes those
 // no index needs, in batches.
 func (c *Collector) sweepS3(ctx context.Context, r *runState, rc RemoteChunks, st *Status) error {
-	minAtime, oldest := st.MinAtime, st.OldestWriter
+	// Whole seconds, as the local sweep and PBS compare (file times come
+	// from a coarser clock than time.Now).
+	minAtime, oldest := st.MinAtime.Unix(), st.OldestWriter.Unix()
 	b := &s3Batch{locks: map[uint16]*os.File{}}
 	var (
 		cur    = -1 // prefix whose lock is held for the current object
@@ -210,10 +212,10 @@ func (c *Collector) sweepS3(ctx context.Context, r *runState, rc RemoteChunks, s
 		remove := false
 		switch {
 		case err == nil:
-			switch atime := time.Unix(sst.Atim.Unix()); {
-			case atime.Before(minAtime):
+			switch atime := sst.Atim.Sec; {
+			case atime < minAtime:
 				remove = true
-			case atime.Before(oldest):
+			case atime < oldest:
 				st.pending(bad, size)
 			default:
 				st.inUse(bad, size)
@@ -229,7 +231,7 @@ func (c *Collector) sweepS3(ctx context.Context, r *runState, rc RemoteChunks, s
 				unix.Unlinkat(r.chunksFd, usingName(rel), 0)
 			}
 			st.inUse(bad, size)
-		case mtime.Before(minAtime):
+		case mtime.Unix() < minAtime:
 			remove = true
 		default:
 			st.pending(bad, size)

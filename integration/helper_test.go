@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	s3srv.Close()
+	if s3Base.dir != "" {
+		os.RemoveAll(s3Base.dir)
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

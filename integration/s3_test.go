@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -105,18 +106,43 @@ type s3Env struct {
 	chunks int
 }
 
+// s3Base is the datastore the S3 tests copy into the bucket, written
+// once per test binary (a tree of every entry kind and an image).
+var s3Base struct {
+	once            sync.Once
+	err             error
+	dir, store, src string
+	img, tree, vm   string
+	info            treeInfo
+}
+
 func newS3Env(t *testing.T) *s3Env {
 	t.Helper()
 	srv := s3srv.Get(t)
-	e := &s3Env{env: newEnv(t), srv: srv}
-	e.src = filepath.Join(t.TempDir(), "src")
-	e.info = genTree(t, e.src, 400)
-	e.img = filepath.Join(t.TempDir(), "disk.img")
-	randomFile(t, e.img, 21<<20+4321, 5)
-	conf := filepath.Join(t.TempDir(), "qemu-server.conf")
-	os.WriteFile(conf, []byte("memory: 2048\n"), 0o644)
-	e.tree = e.backup(t, "ct", "100", t0, "root.pxar:"+e.src)
-	e.vm = e.backup(t, "vm", "200", t0, "drive-scsi0.img:"+e.img, "qemu-server.conf:"+conf)
+	b := &s3Base
+	b.once.Do(func() {
+		if b.dir, b.err = os.MkdirTemp("", "pbsfs-s3base-"); b.err != nil {
+			return
+		}
+		base := &env{store: filepath.Join(b.dir, "store"), run: filepath.Join(b.dir, "run")}
+		s, err := store.Create(base.store, store.Options{RuntimeDir: base.run, LazyChunkDirs: true})
+		if err != nil {
+			b.err = err
+			return
+		}
+		s.Close()
+		b.store, b.src, b.img = base.store, filepath.Join(b.dir, "src"), filepath.Join(b.dir, "disk.img")
+		b.info = genTree(t, b.src, 300)
+		randomFile(t, b.img, 13<<20+4321, 5)
+		conf := filepath.Join(b.dir, "qemu-server.conf")
+		os.WriteFile(conf, []byte("memory: 2048\n"), 0o644)
+		b.tree = base.backup(t, "ct", "100", t0, "root.pxar:"+b.src)
+		b.vm = base.backup(t, "vm", "200", t0, "drive-scsi0.img:"+b.img, "qemu-server.conf:"+conf)
+	})
+	if b.err != nil || b.store == "" {
+		t.Fatalf("base datastore: %v", b.err)
+	}
+	e := &s3Env{env: &env{store: b.store, run: t.TempDir()}, srv: srv, src: b.src, info: b.info, img: b.img, tree: b.tree, vm: b.vm}
 	name := strings.ReplaceAll(strings.ToLower(t.Name()), "/", "-")
 	e.c = s3Client(t, srv, name)
 	e.chunks = uploadPBS4(t, e.c, e.store)

@@ -11,6 +11,10 @@ import (
 	"github.com/pbsfs/pbsfs/store"
 )
 
+// ErrUnavailable reports a chunk object that could not be fetched (the
+// server did not answer, or kept failing after the retries).
+var ErrUnavailable = errors.New("s3: chunk object unavailable")
+
 // maxChunkObject is the largest chunk object accepted: the blob payload
 // limit plus the largest header.
 const maxChunkObject = store.MaxBlobSize + 64
@@ -64,8 +68,12 @@ func (s *Chunks) Fetch(ctx context.Context, d store.Digest) ([]byte, error) {
 		return nil, fmt.Errorf("chunk %s: not in bucket %s: %w", d, s.c.cfg.Bucket, store.ErrChunkMissing)
 	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrSizeMismatch):
 		return nil, fmt.Errorf("chunk %s: %v: %w", d, err, store.ErrCorrupt)
+	case err != nil && ctx.Err() != nil:
+		return nil, ctx.Err()
 	case err != nil:
-		return nil, fmt.Errorf("chunk %s: %w", d, err)
+		// Not %w: a transport errno (ECONNREFUSED) must not reach the
+		// mount as the file's errno; the chunk is unavailable (EIO).
+		return nil, fmt.Errorf("chunk %s: %v: %w", d, err, ErrUnavailable)
 	case len(b) == 0:
 		return nil, fmt.Errorf("chunk %s: empty object: %w", d, store.ErrCorrupt)
 	}
