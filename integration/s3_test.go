@@ -441,6 +441,15 @@ func TestS3BackupRemoveGC(t *testing.T) {
 			t.Errorf("removed snapshot still in the cache directory: %v", err)
 		}
 	})
+	// prune: a third image backup, keep the newest: vm/200's second goes.
+	ok("backup", "--no-progress", "--type", "vm", "--id", "200", "--time", ts(2), "drive-scsi0.img:"+imgA)
+	ok("prune", "--keep-last", "1", "vm/200")
+	if n := objectCount(t, e.c, ".cnt/vm/200/"+snap(1)+"/"); n != 0 {
+		t.Errorf("%d objects of a pruned snapshot left in the bucket", n)
+	}
+	if n := objectCount(t, e.c, ".cnt/vm/200/"+snap(2)+"/"); n < 2 {
+		t.Errorf("the kept snapshot has %d objects", n)
+	}
 	ok("protect", "ct/100/"+snap(1))
 	if _, err := e.c.Stat(context.Background(), ".cnt/ct/100/"+snap(1)+"/.protected"); err != nil {
 		t.Errorf(".protected object: %v", err)

@@ -39,6 +39,9 @@ func (c *statusCmd) run(ctx context.Context, e *env, args []string) error {
 		return enc.Encode(st)
 	}
 	printStatus(e.stdout, st)
+	if cs, ok := s.ChunkStore().(interface{ Location() string }); ok && s.Remote() {
+		fmt.Fprintf(e.stdout, "\nChunks in bucket: %s (metadata in %s)\n", cs.Location(), s.Root())
+	}
 	return nil
 }
 

@@ -1,0 +1,177 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pbsfs/pbsfs/internal/testutil"
+	"github.com/pbsfs/pbsfs/store"
+	"github.com/pbsfs/pbsfs/store/s3"
+)
+
+// downloadAll GETs the chunk objects of the digests ds with c, par at a
+// time, and returns the time and the bytes: the baseline of a read from
+// the bucket (the same client library and settings pbsfs uses).
+func downloadAll(t *testing.T, c *s3.Client, ds []store.Digest, par int) (time.Duration, int64) {
+	t.Helper()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		bytes int64
+	)
+	jobs := make(chan store.Digest)
+	start := time.Now()
+	for range par {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range jobs {
+				b, _, err := c.Get(context.Background(), s3.ObjectRel(d.String()), 32<<20)
+				if err != nil {
+					t.Error(err)
+					continue
+				}
+				mu.Lock()
+				bytes += int64(len(b))
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, d := range ds {
+		jobs <- d
+	}
+	close(jobs)
+	wg.Wait()
+	return time.Since(start), bytes
+}
+
+// indexDigests returns the distinct digests of an index file, in order.
+func indexDigests(t *testing.T, p string) []store.Digest {
+	t.Helper()
+	idx, err := store.OpenIndex(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[store.Digest]bool{}
+	var out []store.Digest
+	for i := range idx.Len() {
+		d, _, _ := idx.Chunk(i)
+		if !seen[d] {
+			seen[d] = true
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// TestBenchS3 measures reads from a bucket beside a baseline in the same
+// run: cat of an image and of a file in a pxar archive (with pbsfs cat and
+// through a fresh mount) against downloading the same chunk objects with
+// the same client, 16 at a time; random 4 KiB reads through the mount
+// against whole-object GETs of random chunks one at a time. Size:
+// $PBSFS_BENCH_S3_MIB (default 256). Runs with PBSFS_BENCH=1.
+func TestBenchS3(t *testing.T) {
+	if os.Getenv("PBSFS_BENCH") != "1" {
+		t.Skip("benchmarks run with PBSFS_BENCH=1")
+	}
+	testutil.RequireFUSE(t)
+	mib := envInt("PBSFS_BENCH_S3_MIB", 256)
+	srv := s3srv.Get(t)
+	e := &s3Env{env: newEnv(t), srv: srv}
+	dir := t.TempDir()
+	e.img = filepath.Join(dir, "disk.img")
+	pureRandom(t, e.img, int64(mib)<<20)
+	tree := filepath.Join(dir, "tree")
+	os.MkdirAll(tree, 0o755)
+	pureRandom(t, filepath.Join(tree, "big.bin"), int64(mib)<<20)
+	e.vm = e.backup(t, "vm", "300", t0, "drive-scsi0.img:"+e.img)
+	e.tree = e.backup(t, "host", "bench", t0, "root.pxar:"+tree)
+	name := fmt.Sprintf("bench-%d", time.Now().UnixNano())
+	e.c = s3Client(t, srv, name)
+	start := time.Now()
+	e.chunks = uploadPBS4(t, e.c, e.store)
+	e.url = "s3+http://" + srv.Endpoint + "/" + srv.Bucket + "/" + name
+	t.Logf("%d MiB image and a %d MiB file in a pxar archive; %d chunk objects uploaded in %v (load: %s)",
+		mib, mib, e.chunks, time.Since(start).Round(time.Millisecond), loadavg())
+
+	imgDs := indexDigests(t, filepath.Join(e.store, "vm/300", e.vm, "drive-scsi0.img.fidx"))
+	pxDs := indexDigests(t, filepath.Join(e.store, "host/bench", e.tree, "root.pxar.didx"))
+	mbps := func(d time.Duration) float64 { return float64(mib) / d.Seconds() }
+	row := func(what string, base, got time.Duration) {
+		t.Logf("%-44s baseline %7.1f MiB/s  pbsfs %7.1f MiB/s  ratio %.2f", what, mbps(base), mbps(got), base.Seconds()/got.Seconds())
+	}
+	cache := "PBSFS_S3_CACHE_DIR=" + filepath.Join(e.run, "s3cache")
+	envs := append([]string{"PBSFS_STORE=" + e.url, cache, "PBSFS_RUNTIME_DIR=" + e.run}, s3Creds...)
+
+	base, _ := downloadAll(t, e.c, imgDs, 16)
+	start = time.Now()
+	if code, _, errs := e.tryEnvDiscard(envs, "cat", "vm/300/"+e.vm, "drive-scsi0.img"); code != 0 {
+		t.Fatalf("pbsfs cat: exit %d\n%s", code, errs)
+	}
+	row("image: pbsfs cat", base, time.Since(start))
+
+	mnt, cmd := e.mountS3Cmd(t)
+	got := timeCmd(t, "cat", filepath.Join(mnt, "vm/300", e.vm, "drive-scsi0.img"))
+	base, _ = downloadAll(t, e.c, imgDs, 16)
+	row("image: cat through the mount (cold)", base, got)
+
+	base, _ = downloadAll(t, e.c, pxDs, 16)
+	got = timeCmd(t, "cat", filepath.Join(mnt, "host/bench", e.tree, "root.pxar/big.bin"))
+	row("file in a pxar archive: cat through the mount", base, got)
+	t.Logf("mount peak RSS after the cats: %d MiB", peakRSS(cmd.Process.Pid)>>20)
+
+	mnt2, cmd2 := e.mountS3Cmd(t)
+	const n = 200
+	rate := randomReads(t, filepath.Join(mnt2, "vm/300", e.vm, "drive-scsi0.img"), n, 7)
+	r := rand.New(rand.NewPCG(7, 7))
+	start = time.Now()
+	for range n {
+		d := imgDs[r.IntN(len(imgDs))]
+		if _, _, err := e.c.Get(context.Background(), s3.ObjectRel(d.String()), 32<<20); err != nil {
+			t.Fatal(err)
+		}
+	}
+	baseRate := float64(n) / time.Since(start).Seconds()
+	t.Logf("random 4 KiB reads (%d, one at a time): baseline %.0f whole-chunk GETs/s, mount %.0f reads/s, ratio %.2f (mount peak RSS %d MiB)",
+		n, baseRate, rate, rate/baseRate, peakRSS(cmd2.Process.Pid)>>20)
+}
+
+// tryEnvDiscard runs the binary with extra environment variables, its
+// stdout thrown away, and returns the exit code and stderr.
+func (e *env) tryEnvDiscard(extra []string, args ...string) (int, string, string) {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(append(os.Environ(), "PBSFS_RUNTIME_DIR="+e.run, "PBSFS_STORE="+e.store), extra...)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb // stdout: /dev/null
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		code = -1
+	}
+	return code, "", errb.String()
+}
+
+// mountS3Cmd mounts the bucket and returns the mount point and process.
+func (e *s3Env) mountS3Cmd(t *testing.T) (string, *exec.Cmd) {
+	t.Helper()
+	mnt := t.TempDir()
+	env := append([]string{"PBSFS_RUNTIME_DIR=" + e.run, "PBSFS_S3_CACHE_DIR=" + filepath.Join(e.run, "s3cache")}, s3Creds...)
+	return mnt, startMount(t, mnt, env, bin, "mount", e.url, mnt)
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return string(b[:min(len(b), 14)])
+}
