@@ -410,7 +410,11 @@ func TestS3BackupRemoveGC(t *testing.T) {
 	randomFile(t, imgB, 9<<20, 2)
 	ts := func(i int) string { return t0.Add(time.Duration(i) * time.Hour).UTC().Format(time.RFC3339) }
 	snap := func(i int) string { return t0.Add(time.Duration(i) * time.Hour).UTC().Format("2006-01-02T15:04:05Z") }
+	ok("init")
 	ok("backup", "--no-progress", "--type", "vm", "--id", "200", "--time", ts(0), "drive-scsi0.img:"+imgA)
+	if code, _, errs := e.s3(t, "init"); code != 1 || !strings.Contains(errs, "already") {
+		t.Errorf("init of a datastore in the bucket: exit %d, %s", code, errs)
+	}
 	ok("backup", "--no-progress", "--type", "vm", "--id", "200", "--time", ts(1), "drive-scsi0.img:"+imgB)
 	ok("backup", "--no-progress", "--type", "ct", "--id", "100", "--time", ts(0), "root.pxar:"+src)
 	randomFile(t, filepath.Join(src, "new.bin"), 3<<20, 3)

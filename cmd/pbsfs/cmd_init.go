@@ -22,6 +22,9 @@ func (c *initCmd) run(ctx context.Context, e *env, args []string) error {
 	case len(args) > 1 || e.storePath == "":
 		return usagef("want one STORE directory, e.g. pbsfs init /srv/ds")
 	}
+	if e.isS3() {
+		return e.initS3(ctx)
+	}
 	s, err := store.Create(e.storePath, e.storeOptions())
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/pbsfs/pbsfs/store"
@@ -98,4 +99,38 @@ func (e *env) openS3(ctx context.Context, opts store.Options) (*store.Store, err
 		return nil, fmt.Errorf("%s with bucket %s: %w", e.storePath, cfg.URL(), err)
 	}
 	return s, nil
+}
+
+// initS3 makes a datastore in a bucket: there is nothing to create but
+// the cache directory, so it checks that the bucket answers and that no
+// datastore of that name is in it yet.
+func (e *env) initS3(ctx context.Context) error {
+	if !s3.IsURL(e.storePath) {
+		return usagef("a PBS S3 datastore is made by PBS; pbsfs init takes s3://HOST/BUCKET/STORE")
+	}
+	cfg, err := e.s3Config("")
+	if err != nil {
+		return err
+	}
+	c, err := s3.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := c.CheckBucket(ctx); err != nil {
+		return err
+	}
+	found := errors.New("found")
+	switch err := c.List(ctx, "", func(s3.ObjectInfo) error { return found }); {
+	case errors.Is(err, found):
+		return fmt.Errorf("%s: a datastore of that name is in the bucket already: %w", cfg.URL(), store.ErrExists)
+	case err != nil:
+		return err
+	}
+	s, _, err := s3.Open(ctx, cfg, e.s3.cacheDir, e.storeOptions())
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	fmt.Fprintf(e.stdout, "created datastore %s (metadata cache %s)\n", cfg.URL(), s.Root())
+	return nil
 }
