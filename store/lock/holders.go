@@ -1,7 +1,6 @@
 package lock
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -127,25 +126,54 @@ type procLockEntry struct {
 	start, end int64 // end is -1 for EOF
 }
 
+// Passes over /proc/locks that readProcLocks makes.
+const (
+	minProcLocksPasses = 3
+	maxProcLocksPasses = 10
+)
+
+// readProcLocks returns every held lock of /proc/locks, read in several
+// passes: the union of what the passes saw, each lock once.
+//
+// Why several: /proc/locks is a seq_file. The kernel fills one read() with
+// at most a page of lines and resumes the next read() by line number, so
+// a lock taken or dropped before the resume point between two read()s
+// shifts the lines, and one line is skipped or shown twice. A single pass
+// over a table longer than a page can therefore miss a lock that was held
+// the whole time (TestProcLocksResumed makes it happen), and a missed
+// holder is the one thing the collector must never conclude. A lock held throughout is in the union unless every pass
+// skipped it; the passes go on until one adds nothing new (at least
+// minProcLocksPasses). The union may also hold a lock that was released
+// meanwhile; that makes a caller more careful, never less.
 func readProcLocks() ([]procLockEntry, error) {
-	f, err := os.Open(procLocks)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(io.LimitReader(f, maxProcLocksSize))
-	sc.Buffer(make([]byte, 0, 512), maxProcLocksLine)
+	return readProcLocksFrom(func() (io.ReadCloser, error) { return os.Open(procLocks) })
+}
+
+// readProcLocksFrom is readProcLocks with the table opened by open.
+func readProcLocksFrom(open func() (io.ReadCloser, error)) ([]procLockEntry, error) {
+	seen := map[procLockEntry]bool{}
 	var out []procLockEntry
-	for sc.Scan() {
-		if e, ok := parseProcLockEntry(sc.Text()); ok {
-			out = append(out, e)
+	for pass := 0; pass < maxProcLocksPasses; pass++ {
+		f, err := open()
+		if err != nil {
+			return nil, err
 		}
-	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, fmt.Errorf("%w: line over %d bytes", errProcLocks, maxProcLocksLine)
+		entries, err := parseProcLocks(io.LimitReader(f, maxProcLocksSize))
+		f.Close()
+		if err != nil {
+			return nil, err
 		}
-		return nil, err
+		added := false
+		for _, e := range entries {
+			if !seen[e] {
+				seen[e] = true
+				out = append(out, e)
+				added = true
+			}
+		}
+		if pass+1 >= minProcLocksPasses && !added {
+			break
+		}
 	}
 	return out, nil
 }

@@ -42,7 +42,8 @@ type Holder struct {
 }
 
 // LockHolders returns every lock held on the file at path, in the order
-// of /proc/locks; waiting (blocked) requests are left out. The file is
+// of /proc/locks, each once (read in passes, see readProcLocks); waiting
+// (blocked) requests are left out. The file is
 // matched by device (major:minor) and inode, and it is only stat'ed, never
 // opened, so path may be a process-lock file. A collector uses this to
 // find a foreign PBS process holding the fcntl lock on <root>/.lock.
@@ -56,39 +57,31 @@ func LockHolders(path string) ([]Holder, error) {
 	if err := statNoEINTR(path, &st); err != nil {
 		return nil, fmt.Errorf("lock holders: %w", &os.PathError{Op: "stat", Path: path, Err: err})
 	}
-	f, err := os.Open(procLocks)
+	entries, err := readProcLocks()
 	if err != nil {
 		return nil, fmt.Errorf("lock holders of %s: %w", path, err)
 	}
-	defer f.Close()
-	hs, err := parseProcLocks(io.LimitReader(f, maxProcLocksSize), unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)), st.Ino)
-	if err != nil {
-		return nil, fmt.Errorf("lock holders of %s: %w", path, err)
-	}
-	return hs, nil
+	return holdersOfFile(entries, procFileID{unix.Major(uint64(st.Dev)), unix.Minor(uint64(st.Dev)), st.Ino}), nil
 }
 
 // errProcLocks reports a /proc/locks line too long to be one.
 var errProcLocks = errors.New("lock: malformed /proc/locks")
 
-// parseProcLocks returns the holders listed in r for the file
-// major:minor:ino. A line looks like
+// parseProcLocks returns the held locks listed in r. A line looks like
 //
 //	3: POSIX  ADVISORY  WRITE 5256 fe:00:9979882 0 EOF
 //	3: -> POSIX  ADVISORY  WRITE 5300 fe:00:9979882 0 EOF   (a waiter)
 //
-// with major and minor in hex and the inode in decimal. Lines that do not
-// parse are skipped; a line over maxProcLocksLine is an error.
-func parseProcLocks(r io.Reader, major, minor uint32, ino uint64) ([]Holder, error) {
+// with major and minor in hex and the inode in decimal. Waiters and lines
+// that do not parse are skipped; a line over maxProcLocksLine is an error.
+func parseProcLocks(r io.Reader) ([]procLockEntry, error) {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 512), maxProcLocksLine)
-	var out []Holder
+	sc.Buffer(make([]byte, 0, 4096), maxProcLocksLine)
+	var out []procLockEntry
 	for sc.Scan() {
-		h, fileID, ok := parseProcLocksLine(sc.Bytes())
-		if !ok || fileID != (procFileID{major, minor, ino}) {
-			continue
+		if e, ok := parseProcLockEntry(sc.Text()); ok {
+			out = append(out, e)
 		}
-		out = append(out, h)
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
@@ -97,6 +90,17 @@ func parseProcLocks(r io.Reader, major, minor uint32, ino uint64) ([]Holder, err
 		return nil, err
 	}
 	return out, nil
+}
+
+// holdersOfFile returns the holders of the locks in entries on file id.
+func holdersOfFile(entries []procLockEntry, id procFileID) []Holder {
+	var hs []Holder
+	for _, e := range entries {
+		if e.id == id {
+			hs = append(hs, e.Holder)
+		}
+	}
+	return hs
 }
 
 type procFileID struct {

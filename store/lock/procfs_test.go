@@ -39,10 +39,11 @@ garbage
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseProcLocks(strings.NewReader(table), tc.major, tc.minor, tc.ino)
+			entries, err := parseProcLocks(strings.NewReader(table))
 			if err != nil {
 				t.Fatal(err)
 			}
+			got := holdersOfFile(entries, procFileID{tc.major, tc.minor, tc.ino})
 			if len(got) != len(tc.want) {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}
@@ -54,7 +55,7 @@ garbage
 		})
 	}
 	long := strings.Repeat("x", maxProcLocksLine+1)
-	if _, err := parseProcLocks(strings.NewReader(long), 0, 0, 0); !errors.Is(err, errProcLocks) {
+	if _, err := parseProcLocks(strings.NewReader(long)); !errors.Is(err, errProcLocks) {
 		t.Errorf("over-long line: %v, want errProcLocks", err)
 	}
 }
@@ -64,7 +65,8 @@ func FuzzParseProcLocks(f *testing.F) {
 	f.Add([]byte("3: -> FLOCK  ADVISORY  WRITE 5300 fe:00:1 0 EOF\n1: OFDLCK ADVISORY  READ -1 fe:00:1 0 EOF"), uint64(1))
 	f.Add([]byte("1:\n: : :\n1: a b c d e:f:g h"), uint64(0))
 	f.Fuzz(func(t *testing.T, data []byte, ino uint64) {
-		hs, err := parseProcLocks(strings.NewReader(string(data)), 0xfe, 0, ino)
+		entries, err := parseProcLocks(strings.NewReader(string(data)))
+		hs := holdersOfFile(entries, procFileID{0xfe, 0, ino})
 		if err == nil && len(hs) > strings.Count(string(data), "\n")+1 {
 			t.Fatalf("%d holders from %d lines", len(hs), strings.Count(string(data), "\n")+1)
 		}
