@@ -74,6 +74,8 @@ type PxarOptions struct {
 	OnWarning func(path string, err error)
 	// Stats, if not nil, receives the counts of files read and reused.
 	Stats *pxar.ReuseStats
+	// MaxPadding is pxar.Previous.MaxPadding (0: the PBS client's 10 %).
+	MaxPadding float64
 	// Exclude are the --exclude patterns (pxar.CreateOptions.Exclude);
 	// a split archive records them in its prelude.
 	Exclude exclude.List
@@ -176,6 +178,7 @@ func (b *Backup) AddPxar(ctx context.Context, name, dir string, opts PxarOptions
 		prev, err := b.previousPxar(ctx, name, payloadW)
 		switch {
 		case prev != nil:
+			prev.MaxPadding = opts.MaxPadding
 			copts.Previous = prev
 		case opts.OnWarning != nil:
 			opts.OnWarning(name, fmt.Errorf("every file is read: %w", err))

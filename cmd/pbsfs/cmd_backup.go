@@ -19,6 +19,10 @@ import (
 	"github.com/spf13/pflag"
 )
 
+// maxPaddingEnv names the environment variable holding the default
+// --max-padding.
+const maxPaddingEnv = "PBSFS_MAX_PADDING"
+
 // changeDetectionEnv names the environment variable holding the default
 // --change-detection-mode.
 const changeDetectionEnv = "PBSFS_CHANGE_DETECTION_MODE"
@@ -63,6 +67,7 @@ type backupCmd struct {
 	split      bool
 	detect     string
 	excludes   []string
+	maxPadding float64
 	patterns   exclude.List
 	reuse      pxar.ReuseStats
 	pxars      int
@@ -82,6 +87,7 @@ func (c *backupCmd) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.owner, "owner", store.DefaultOwner, "owner recorded for a new group")
 	fs.BoolVar(&c.split, "split", false, "write pxar archives split into .mpxar and .ppxar (same as --change-detection-mode data)")
 	fs.StringVar(&c.detect, "change-detection-mode", "", "legacy (one .pxar), data (split .mpxar/.ppxar, every file read) or metadata (split; files whose metadata is unchanged since the previous snapshot are not read) (env "+changeDetectionEnv+"; default legacy)")
+	fs.Float64Var(&c.maxPadding, "max-padding", 0, "metadata mode: the most percent of reused old chunks' bytes that no unchanged file needs before those files are read again instead (env "+maxPaddingEnv+"; default 10, the PBS client's rule; 100 never reads an unchanged file)")
 	fs.StringArrayVar(&c.excludes, "exclude", nil, "leave out paths matching a pattern (repeatable; the PBS client's syntax, as in .pxarexclude files, which are read too)")
 	fs.BoolVar(&c.allFS, "all-file-systems", false, "cross mount points in pxar archives")
 	fs.BoolVar(&c.noProgress, "no-progress", false, "never show progress")
@@ -169,6 +175,19 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 	}
 	if c.detect, err = c.changeDetection(); err != nil {
 		return err
+	}
+	if c.maxPadding == 0 {
+		c.maxPadding = 10
+		if v := os.Getenv(maxPaddingEnv); v != "" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return usagef("%s %q: want a percentage", maxPaddingEnv, v)
+			}
+			c.maxPadding = f
+		}
+	}
+	if c.maxPadding <= 0 || c.maxPadding > 100 {
+		return usagef("--max-padding %g: want a percentage above 0, at most 100", c.maxPadding)
 	}
 	for _, x := range c.excludes {
 		p, err := exclude.Parse(x)
@@ -297,7 +316,7 @@ func (c *backupCmd) addArchives(ctx context.Context, b *store.Backup, specs []ar
 			var rs pxar.ReuseStats
 			c.pxars++
 			n, err := b.AddPxar(ctx, spec.name, spec.path, store.PxarOptions{Split: c.detect == "data", Metadata: c.detect == "metadata",
-				AllFileSystems: c.allFS, Stats: &rs, Exclude: c.patterns,
+				AllFileSystems: c.allFS, Stats: &rs, Exclude: c.patterns, MaxPadding: c.maxPadding / 100,
 				OnError:   func(path string, err error) { c.warnf("skipped %s: %v", path, err) },
 				OnWarning: func(path string, err error) { c.warnf("%s: %v", path, err) }})
 			c.reuse.FilesRead += rs.FilesRead

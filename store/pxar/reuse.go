@@ -56,6 +56,12 @@ type Previous struct {
 	// Check makes sure chunks are available (and stay so: a chunk store
 	// touches them), or fails with ErrChunkUnavailable.
 	Check func(chunks []PayloadChunk) error
+	// MaxPadding is the largest share (0 to 1) of a reused run's chunk
+	// bytes that no reused file needs; 0 means ReusePaddingThreshold, the
+	// PBS client's. 1 reuses every unchanged file whatever its chunks
+	// hold besides: no unchanged file is read, at the price of payload
+	// streams that keep more old bytes alive.
+	MaxPadding float64
 }
 
 // ReuseStats counts the work of a metadata-mode backup.
@@ -354,7 +360,11 @@ func (c *creator) flush(keepLast bool) error {
 		padding -= min(padding, oldHeld.used)
 	}
 	st := c.opts.Stats
-	if float64(padding) > ReusePaddingThreshold*float64(total) {
+	limit := r.prev.MaxPadding
+	if limit <= 0 {
+		limit = ReusePaddingThreshold
+	}
+	if float64(padding) > limit*float64(total) {
 		st.RunsReencoded++
 		st.FilesReencoded += int64(files)
 		return c.writeAll(entries, 0, false)

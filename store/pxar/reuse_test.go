@@ -281,6 +281,52 @@ func TestMetadataEqualFields(t *testing.T) {
 	}
 }
 
+// TestReusePadding: the files of a tree lie in one chunk of the previous
+// payload, and one of them changed. With the PBS client's 10 % rule the
+// unchanged ones around it are read again (their chunk would be mostly
+// padding); with MaxPadding 1 only the changed file is read, the chunk
+// is reused twice (before and after it), and the archive still decodes
+// sequentially with the right contents.
+func TestReusePadding(t *testing.T) {
+	base := reuseTree()
+	meta1, payload1, _ := createSplit(t, base, nil, CreateOptions{})
+	tree := base.clone()
+	tree["c"].content[0] ^= 1
+	tree["c"].info.Mtime.Secs++
+	for _, tc := range []struct {
+		max        float64
+		read, used int64
+	}{{0, 7, 0}, {1, 1, 6}} {
+		t.Run(fmt.Sprint(tc.max), func(t *testing.T) {
+			src := &openLog{Source: tree}
+			mc := memChunks{}
+			meta, payload, st := createSplit(t, src, func(out *bytes.Buffer) *Previous {
+				p := mc.previous(t, meta1, payload1, out, nil)
+				// One chunk for all files: [16, tail).
+				all := p.Chunks[1 : len(p.Chunks)-1]
+				var b []byte
+				for _, c := range all {
+					b = append(b, mc[c.Digest]...)
+				}
+				d := sha256.Sum256(b)
+				mc[d] = b
+				p.Chunks = []PayloadChunk{p.Chunks[0], {Start: all[0].Start, End: all[len(all)-1].End, Digest: d}, p.Chunks[len(p.Chunks)-1]}
+				p.MaxPadding = tc.max
+				return p
+			}, CreateOptions{})
+			if st.FilesRead != tc.read || st.FilesReused != tc.used {
+				t.Errorf("read %d (%q), reused %d; want %d and %d", st.FilesRead, src.opened, st.FilesReused, tc.read, tc.used)
+			}
+			got := contents(t, meta, payload)
+			for p, n := range tree {
+				if n.info.Kind == KindFile && got[p] != string(n.content) {
+					t.Errorf("%s archived wrong", p)
+				}
+			}
+		})
+	}
+}
+
 // TestReuseUnavailableChunk: a previous chunk that is gone makes its
 // files be read, and the archive stays complete.
 func TestReuseUnavailableChunk(t *testing.T) {
