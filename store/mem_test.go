@@ -75,3 +75,19 @@ func TestScanReusesMemory(t *testing.T) {
 		t.Errorf("cache holds %d bytes, bound %d", st.Bytes, 9*mib)
 	}
 }
+
+// TestPrewarmMemory: after PrewarmMemory the first chunk loads of a
+// fresh store map no new memory.
+func TestPrewarmMemory(t *testing.T) {
+	s, a, img, _ := engineStore(t, Options{})
+	s.PrewarmMemory()
+	faults := s.mem.faults.Load()
+	for _, off := range []int64{0, 5 * mib, int64(len(img)) - 10} { // random, text, the short tail
+		if got, err := readCopy(a.NewReader(), context.Background(), make([]byte, 10), off); err != nil || !bytes.Equal(got, img[off:off+10]) {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+	}
+	if n := s.mem.faults.Load() - faults; n != 0 {
+		t.Errorf("%d buffers mapped after PrewarmMemory, want 0", n)
+	}
+}

@@ -187,6 +187,7 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer s.Close()
+	go s.PrewarmMemory() // while the kernel mounts and the first requests come
 
 	safety := gc.PBSSafety()
 	safety.Cutoff = c.gcCutoff
