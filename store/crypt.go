@@ -22,12 +22,6 @@ import (
 // decompressed (crypto.md §4). Without a key an encrypted blob is an
 // ErrEncrypted error; a tag failure is an ErrCorrupt one.
 func (c *Codec) AppendDecodeWith(dst, b []byte, key *crypto.Key) ([]byte, error) {
-	return c.appendDecodeWith(dst, b, key, nil)
-}
-
-// appendDecodeWith is AppendDecodeWith with scratch space for the zstd
-// frame of an ENCR_COMPR blob (appended to scratch, grown if needed).
-func (c *Codec) appendDecodeWith(dst, b []byte, key *crypto.Key, scratch []byte) ([]byte, error) {
 	kind, err := BlobKindOf(b)
 	if err != nil {
 		return nil, err
@@ -47,7 +41,7 @@ func (c *Codec) appendDecodeWith(dst, b []byte, key *crypto.Key, scratch []byte)
 	}
 	// ENCR_COMPR: the plaintext is zstd data; decrypt it into scratch
 	// space, then decompress into dst.
-	frame, _, err := key.OpenBlob(scratch, b)
+	frame, _, err := key.OpenBlob(nil, b)
 	if err != nil {
 		return nil, cryptErr(err, key)
 	}
@@ -120,11 +114,6 @@ func (d *ChunkDecoder) Digest(data []byte) Digest {
 // Decode appends the verified plaintext of chunk digest, stored as blob,
 // to dst.
 func (d *ChunkDecoder) Decode(dst, blob []byte, digest Digest) ([]byte, error) {
-	return d.decode(dst, blob, digest, nil)
-}
-
-// decode is Decode with scratch space (see Codec.appendDecodeWith).
-func (d *ChunkDecoder) decode(dst, blob []byte, digest Digest, scratch []byte) ([]byte, error) {
 	kind, err := BlobKindOf(blob)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", digest, err)
@@ -137,7 +126,7 @@ func (d *ChunkDecoder) decode(dst, blob []byte, digest Digest, scratch []byte) (
 		return nil, fmt.Errorf("chunk %s: %s blob in an archive of crypt mode %s: %w", digest, kind, mode, ErrCorrupt)
 	}
 	start := len(dst)
-	data, err := d.codec.appendDecodeWith(dst, blob, d.key, scratch)
+	data, err := d.codec.AppendDecodeWith(dst, blob, d.key)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", digest, err)
 	}

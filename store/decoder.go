@@ -14,6 +14,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/pbsfs/pbsfs/store/crypto"
 	"golang.org/x/sys/unix"
 )
 
@@ -266,38 +267,56 @@ func (p *plainDecoder) DecodeEncrypted(ctx context.Context, d Digest, size uint6
 	}
 	defer f.Close()
 	mem := p.s.mem
-	raw := mem.get(int(n))
-	defer mem.put(raw)
-	blob := raw.mem[:n]
-	if err := readFull(d, f, blob); err != nil {
+	if n < encryptedBlobHeaderSize || size == ^uint64(0) || size > MaxBlobSize {
+		// Too short for an encrypted blob, or of unknown size: the
+		// decoder reads it whole and names what is wrong.
+		blob := make([]byte, n)
+		if err := readFull(d, f, blob); err != nil {
+			return nil, nil, err
+		}
+		data, err := dec.Decode(nil, blob, d)
+		if err == nil && size != ^uint64(0) && uint64(len(data)) != size {
+			err = fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), size, ErrCorrupt)
+		}
+		return data, nil, err
+	}
+	// The header apart, the ciphertext into a buffer with room for the
+	// tag behind it: it is authenticated and decrypted in place.
+	var hdr [encryptedBlobHeaderSize]byte
+	ctLen := int(n - encryptedBlobHeaderSize)
+	raw := mem.get(ctLen + crypto.TagSize)
+	if err := readFull(d, f, hdr[:], raw.mem[:ctLen]); err != nil {
+		mem.put(raw)
 		return nil, nil, err
 	}
-	var dst []byte
-	if size != ^uint64(0) && size <= MaxBlobSize {
-		// Room for the tag: the ciphertext is opened in place in dst.
-		buf = mem.get(int(size) + encryptedBlobHeaderSize)
-		dst = buf.mem[:0]
+	if m := [8]byte(hdr[:8]); m != magicEncrypted && m != magicEncrCompr {
+		// Not an encrypted blob: the decoder names the mismatch.
+		blob := append(hdr[:], raw.mem[:ctLen]...)
+		mem.put(raw)
+		data, err := dec.Decode(nil, blob, d)
+		return data, nil, err
 	}
-	// An ENCR_COMPR frame is opened in scratch space, then decompressed
-	// into dst.
-	var scratch *memBuf
-	if [8]byte(blob[:min(8, len(blob))]) == magicEncrCompr {
-		scratch = mem.get(len(blob))
-		defer mem.put(scratch)
+	plain, compressed, err := dec.key.OpenInPlace(hdr[:], raw.mem[:ctLen])
+	if err != nil {
+		mem.put(raw)
+		return nil, nil, fmt.Errorf("chunk %s: %w", d, cryptErr(err, dec.key))
 	}
-	var sc []byte
-	if scratch != nil {
-		sc = scratch.mem[:0]
+	data, buf = plain, raw
+	if compressed {
+		// An authenticated zstd frame: decompress it.
+		data, buf, err = p.decompress(d, plain, size)
+		mem.put(raw)
+		if err != nil {
+			return nil, nil, err
+		}
 	}
-	data, err = dec.decode(dst, blob, d, sc)
-	if err == nil && size != ^uint64(0) && uint64(len(data)) != size {
+	if uint64(len(data)) != size {
 		err = fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), size, ErrCorrupt)
-	}
-	if err != nil || (buf != nil && (len(data) == 0 || &data[0] != &buf.mem[0])) {
-		mem.put(buf)
-		buf = nil
+	} else if got := dec.Digest(data); got != d {
+		err = fmt.Errorf("chunk %s: content digest differs (%s): %w", d, got, ErrCorrupt)
 	}
 	if err != nil {
+		mem.put(buf)
 		return nil, nil, err
 	}
 	return data, buf, nil

@@ -264,3 +264,46 @@ func TestSealBlobInPlace(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenInPlace: a blob read as header and ciphertext opens in place to
+// what OpenBlob gives; damage, another key, a plain magic or no room for
+// the tag are errors, and nothing is returned.
+func TestOpenInPlace(t *testing.T) {
+	k := testKey()
+	plain := bytes.Repeat([]byte("in place "), 1000)
+	blob := k.SealBlob(nil, plain, true)
+	split := func(b []byte) ([]byte, []byte) {
+		ct := make([]byte, len(b)-HeaderSize, len(b)-HeaderSize+TagSize)
+		copy(ct, b[HeaderSize:])
+		return b[:HeaderSize], ct
+	}
+	hdr, ct := split(blob)
+	got, compressed, err := k.OpenInPlace(hdr, ct)
+	if err != nil || !compressed || !bytes.Equal(got, plain) || &got[0] != &ct[0] {
+		t.Fatalf("OpenInPlace = %d bytes, %v, %v; want the plaintext in ct's memory", len(got), compressed, err)
+	}
+	bad := bytes.Clone(blob)
+	bad[HeaderSize+5] ^= 1 // ciphertext changed, CRC fixed up
+	binary.LittleEndian.PutUint32(bad[8:], crc32.ChecksumIEEE(bad[HeaderSize:]))
+	plainMagic := bytes.Clone(blob)
+	copy(plainMagic, []byte{66, 171, 56, 7, 190, 131, 112, 161})
+	crc := bytes.Clone(blob)
+	crc[HeaderSize] ^= 1
+	for name, c := range map[string]struct {
+		k    *Key
+		blob []byte
+		want error
+	}{
+		"tampered": {k, bad, ErrAuth}, "other key": {NewKey([32]byte(seq(1, 32))), blob, ErrAuth},
+		"plain magic": {k, plainMagic, ErrFormat}, "crc": {k, crc, ErrFormat},
+	} {
+		h, ct := split(c.blob)
+		if got, _, err := c.k.OpenInPlace(h, ct); !errors.Is(err, c.want) || got != nil {
+			t.Errorf("%s: %d bytes, %v; want %v", name, len(got), err, c.want)
+		}
+	}
+	h, ct := split(blob)
+	if _, _, err := k.OpenInPlace(h, ct[:len(ct):len(ct)]); !errors.Is(err, ErrFormat) {
+		t.Errorf("no room for the tag: %v", err)
+	}
+}

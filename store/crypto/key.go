@@ -186,6 +186,38 @@ func (k *Key) OpenBlob(dst, b []byte) (plain []byte, compressed bool, err error)
 	return dst[:start+len(out)], compressed, nil
 }
 
+// TagSize is the room OpenInPlace needs after the ciphertext.
+const TagSize = tagSize
+
+// OpenInPlace is OpenBlob for a blob read in two parts: its header hdr
+// (HeaderSize bytes) and its ciphertext ct, which must have room for the
+// tag after it (cap(ct) >= len(ct)+TagSize). It checks the magic and the
+// CRC of ct, authenticates and decrypts ct in place, and returns the
+// plaintext (ct's memory), nothing unless the tag verifies.
+func (k *Key) OpenInPlace(hdr, ct []byte) (plain []byte, compressed bool, err error) {
+	if len(hdr) != HeaderSize || cap(ct)-len(ct) < tagSize {
+		return nil, false, fmt.Errorf("encrypted blob: header of %d bytes, %d bytes of room: %w", len(hdr), cap(ct)-len(ct), ErrFormat)
+	}
+	switch [8]byte(hdr[:8]) {
+	case MagicEncrypted:
+	case MagicEncryptedCompressed:
+		compressed = true
+	default:
+		return nil, false, fmt.Errorf("blob magic %x is not an encrypted one: %w", hdr[:8], ErrFormat)
+	}
+	want := binary.LittleEndian.Uint32(hdr[8:12])
+	if got := crc32.ChecksumIEEE(ct); got != want {
+		return nil, false, fmt.Errorf("encrypted blob crc %08x, header says %08x: %w", got, want, ErrFormat)
+	}
+	sealed := append(ct, hdr[28:HeaderSize]...) // ciphertext||tag, in place
+	out, err := k.aead.Open(ct[:0], hdr[12:28], sealed, nil)
+	if err != nil {
+		clear(sealed)
+		return nil, false, fmt.Errorf("encrypted blob: %w", ErrAuth)
+	}
+	return out, compressed, nil
+}
+
 // CheckBlob checks what can be checked of an encrypted blob without the
 // key: its length, magic and the CRC of its ciphertext. It reports whether
 // the plaintext is compressed.
