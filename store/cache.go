@@ -81,6 +81,8 @@ type cacheEntry struct {
 	refs int
 	gone bool // not (or no longer) in the cache: freed at the last release
 	seg  int
+	// rereadable: kept in the scan segment (see get).
+	rereadable bool
 }
 
 // Data returns the decoded chunk.
@@ -156,7 +158,7 @@ func (c *chunkCache) move(e *list.Element, seg int) *list.Element {
 func (c *chunkCache) touch(e *list.Element, scan bool) {
 	ce := e.Value.(*cacheEntry)
 	switch {
-	case scan || ce.seg == segProtected:
+	case scan || ce.seg == segProtected || ce.rereadable:
 		c.move(e, ce.seg)
 	case ce.seg == segScan:
 		// First access outside a scan.
@@ -173,7 +175,13 @@ func (c *chunkCache) touch(e *list.Element, scan bool) {
 // get returns the cached chunk d, referenced, or loads it with load,
 // which returns the data and the buffer holding it (nil if not from
 // c.mem). scan tells whether the access is part of a sequential scan.
-func (c *chunkCache) get(d cacheKey, scan bool, load func() ([]byte, *memBuf, error)) (*cacheEntry, error) {
+//
+// load also reports whether the chunk is cheap to read again without
+// the cache (a verified uncompressed chunk, whose small random reads are
+// served by pread): such a chunk stays in the scan segment whatever its
+// accesses, so that random reads of disk images do not fill the cache
+// with chunks they never read from it.
+func (c *chunkCache) get(d cacheKey, scan bool, load func() ([]byte, *memBuf, bool, error)) (*cacheEntry, error) {
 	c.mu.Lock()
 	if e, ok := c.items[d]; ok {
 		c.touch(e, scan)
@@ -194,7 +202,7 @@ func (c *chunkCache) get(d cacheKey, scan bool, load func() ([]byte, *memBuf, er
 	c.loading[d] = l
 	c.mu.Unlock()
 
-	data, buf, err := load()
+	data, buf, rereadable, err := load()
 
 	c.mu.Lock()
 	delete(c.loading, d)
@@ -203,8 +211,8 @@ func (c *chunkCache) get(d cacheKey, scan bool, load func() ([]byte, *memBuf, er
 		if buf != nil {
 			size = int64(len(buf.mem))
 		}
-		l.e = &cacheEntry{d: d, data: data, buf: buf, size: size, refs: 1 + l.waiters}
-		c.add(l.e, scan)
+		l.e = &cacheEntry{d: d, data: data, buf: buf, size: size, refs: 1 + l.waiters, rereadable: rereadable}
+		c.add(l.e, scan || rereadable)
 	}
 	l.err = err
 	c.mu.Unlock()

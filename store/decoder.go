@@ -390,6 +390,14 @@ func (t *fileTable) remove(e *list.Element) {
 	}
 }
 
+// has reports whether d's verified file is open.
+func (t *fileTable) has(d Digest) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.items[d]
+	return ok
+}
+
 func (t *fileTable) drop(d Digest) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

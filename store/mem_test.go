@@ -91,3 +91,36 @@ func TestPrewarmMemory(t *testing.T) {
 		t.Errorf("%d buffers mapped after PrewarmMemory, want 0", n)
 	}
 }
+
+// TestRandomReadsKeepRereadableOut: random reads of a verified
+// uncompressed chunk (served by pread afterwards) leave it in the scan
+// segment, evicted first; a compressed chunk read at random is promoted
+// to the protected segment as before.
+func TestRandomReadsKeepRereadableOut(t *testing.T) {
+	s, a, img, _ := engineStore(t, Options{})
+	ctx := context.Background()
+	for range 3 {
+		for _, off := range []int64{100, 5*mib + 100} { // chunk 0: random, chunk 1: text
+			r := a.NewReader()
+			if got, err := readCopy(r, ctx, make([]byte, 4096), off); err != nil || !bytes.Equal(got, img[off:off+4096]) {
+				t.Fatalf("read at %d: %v", off, err)
+			}
+		}
+	}
+	seg := func(i int) int {
+		d, _, _ := a.Index().Chunk(i)
+		s.cache.mu.Lock()
+		defer s.cache.mu.Unlock()
+		e, ok := s.cache.items[cacheKey{d: d}]
+		if !ok {
+			return -1
+		}
+		return e.Value.(*cacheEntry).seg
+	}
+	if got := seg(0); got != segScan {
+		t.Errorf("random chunk read at random in segment %d, want the scan segment %d", got, segScan)
+	}
+	if got := seg(1); got != segProtected {
+		t.Errorf("text chunk read at random in segment %d, want protected %d", got, segProtected)
+	}
+}

@@ -194,11 +194,13 @@ func (d Data) slice(from, to uint64) Data { return Data{b: d.b[from:to], e: d.e,
 // store's file loader (which keeps verified uncompressed chunk files
 // open for range reads), others through dec with its key.
 func (s *Store) loadChunk(ctx context.Context, d Digest, size uint64, dec *ChunkDecoder, scan bool) (Data, error) {
-	e, err := s.cache.get(cacheKey{d, dec.key}, scan, func() ([]byte, *memBuf, error) {
+	e, err := s.cache.get(cacheKey{d, dec.key}, scan, func() ([]byte, *memBuf, bool, error) {
 		if !dec.encrypted {
-			return s.files.DecodeChunk(ctx, d, size)
+			data, buf, err := s.files.DecodeChunk(ctx, d, size)
+			return data, buf, err == nil && s.files.verified.has(d), err
 		}
-		return s.files.DecodeEncrypted(ctx, d, size, dec)
+		data, buf, err := s.files.DecodeEncrypted(ctx, d, size, dec)
+		return data, buf, false, err
 	})
 	if err != nil {
 		return Data{}, err

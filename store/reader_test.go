@@ -281,8 +281,8 @@ func TestRangeReads(t *testing.T) {
 func TestCacheScanResistance(t *testing.T) {
 	c := newChunkCache(100, newChunkMem())
 	dig := func(i int) cacheKey { return cacheKey{d: Digest{byte(i), byte(i >> 8)}} }
-	load := func(i int) func() ([]byte, *memBuf, error) {
-		return func() ([]byte, *memBuf, error) { return make([]byte, 10), nil, nil }
+	load := func(i int) func() ([]byte, *memBuf, bool, error) {
+		return func() ([]byte, *memBuf, bool, error) { return make([]byte, 10), nil, false, nil }
 	}
 	for round := range 2 {
 		for i := range 5 { // 50 bytes of working set
