@@ -90,23 +90,43 @@ func readFull(d Digest, f *os.File, bufs ...[]byte) error {
 	return nil
 }
 
+// open starts a load of chunk d: the chunk file and its size, or remote
+// true when the chunk is to be fetched from the store's backend instead
+// (not in an S3 datastore's cache, or evicted from it to 0 bytes).
+func (p *plainDecoder) open(ctx context.Context, d Digest) (f *os.File, n int64, remote bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, false, err
+	}
+	if p.onLoad != nil {
+		p.onLoad(d)
+	}
+	f, n, err = p.openChunk(d)
+	if p.s.remote && (errors.Is(err, ErrChunkMissing) || err == nil && n == 0) {
+		if f != nil {
+			f.Close()
+		}
+		return nil, 0, true, nil
+	}
+	return f, n, false, err
+}
+
+// decodeWhole has dec decode the whole encoded chunk blob and checks its
+// length against size (^0: not checked).
+func decodeWhole(dec *ChunkDecoder, blob []byte, d Digest, size uint64) ([]byte, *memBuf, error) {
+	data, err := dec.Decode(nil, blob, d)
+	if err == nil && size != ^uint64(0) && uint64(len(data)) != size {
+		err = fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), size, ErrCorrupt)
+	}
+	return data, nil, err
+}
+
 // DecodeChunk reads chunk d, checks its CRC, decompresses it and checks
 // that its SHA-256 is d and its length size (size ^0: not checked). It
 // returns the data and the buffer of p.s.mem holding it (nil if the data
 // is in Go memory).
 func (p *plainDecoder) DecodeChunk(ctx context.Context, d Digest, size uint64) (data []byte, buf *memBuf, err error) {
-	if err := ctx.Err(); err != nil {
-		return nil, nil, err
-	}
-	if p.onLoad != nil {
-		p.onLoad(d)
-	}
-	f, n, err := p.openChunk(d)
-	if p.s.remote && (errors.Is(err, ErrChunkMissing) || err == nil && n == 0) {
-		// Not in an S3 datastore's cache, or evicted from it: fetch it.
-		if f != nil {
-			f.Close()
-		}
+	f, n, remote, err := p.open(ctx, d)
+	if remote {
 		return p.decodeRemote(ctx, d, size)
 	}
 	if err != nil {
@@ -241,26 +261,13 @@ func (p *plainDecoder) decompress(d Digest, payload []byte, size uint64) ([]byte
 // DecodeEncrypted reads chunk d of an encrypted archive and has dec
 // authenticate, decrypt, decompress and check it (size as DecodeChunk).
 func (p *plainDecoder) DecodeEncrypted(ctx context.Context, d Digest, size uint64, dec *ChunkDecoder) (data []byte, buf *memBuf, err error) {
-	if err := ctx.Err(); err != nil {
-		return nil, nil, err
-	}
-	if p.onLoad != nil {
-		p.onLoad(d)
-	}
-	f, n, err := p.openChunk(d)
-	if p.s.remote && (errors.Is(err, ErrChunkMissing) || err == nil && n == 0) {
-		if f != nil {
-			f.Close()
-		}
+	f, n, remote, err := p.open(ctx, d)
+	if remote {
 		blob, err := p.s.backend.Get(ctx, d)
 		if err != nil {
 			return nil, nil, err
 		}
-		data, err := dec.Decode(nil, blob, d)
-		if err == nil && size != ^uint64(0) && uint64(len(data)) != size {
-			err = fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), size, ErrCorrupt)
-		}
-		return data, nil, err
+		return decodeWhole(dec, blob, d, size)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -274,11 +281,7 @@ func (p *plainDecoder) DecodeEncrypted(ctx context.Context, d Digest, size uint6
 		if err := readFull(d, f, blob); err != nil {
 			return nil, nil, err
 		}
-		data, err := dec.Decode(nil, blob, d)
-		if err == nil && size != ^uint64(0) && uint64(len(data)) != size {
-			err = fmt.Errorf("chunk %s: %d bytes, index says %d: %w", d, len(data), size, ErrCorrupt)
-		}
-		return data, nil, err
+		return decodeWhole(dec, blob, d, size)
 	}
 	// The header apart, the ciphertext into a buffer with room for the
 	// tag behind it: it is authenticated and decrypted in place.
