@@ -43,7 +43,8 @@ func (ts *testStore) collector(opts Options) *Collector {
 	return New(ts.Store, opts)
 }
 
-// chunks inserts n chunks of random content and returns their digests.
+// chunks inserts n chunks of random content through the store's chunk
+// store (on S3: object, then marker) and returns their digests.
 func (ts *testStore) chunks(n int) []store.Digest {
 	ts.t.Helper()
 	out := make([]store.Digest, n)
@@ -55,7 +56,7 @@ func (ts *testStore) chunks(n int) []store.Digest {
 		if err != nil {
 			ts.t.Fatal(err)
 		}
-		if _, err := ts.Chunks().Insert(context.Background(), d, blob); err != nil {
+		if _, err := ts.ChunkStore().Insert(context.Background(), d, blob); err != nil {
 			ts.t.Fatal(err)
 		}
 		out[i] = d

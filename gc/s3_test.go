@@ -2,7 +2,6 @@ package gc
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -44,27 +43,6 @@ func newS3TestStore(t *testing.T) (*testStore, *s3.Client) {
 	return &testStore{Store: s, t: t, log: buf}, c
 }
 
-// s3Chunks uploads n chunks of random content through the store's chunk
-// store (object, then marker) and returns their digests.
-func (ts *testStore) s3Chunks(n int) []store.Digest {
-	ts.t.Helper()
-	out := make([]store.Digest, n)
-	for i := range out {
-		data := make([]byte, 512)
-		rand.Read(data)
-		d := store.DigestOf(data)
-		blob, err := ts.Codec().Encode(data, false)
-		if err != nil {
-			ts.t.Fatal(err)
-		}
-		if _, err := ts.ChunkStore().Insert(context.Background(), d, blob); err != nil {
-			ts.t.Fatal(err)
-		}
-		out[i] = d
-	}
-	return out
-}
-
 func objectExists(t *testing.T, c *s3.Client, d store.Digest) bool {
 	t.Helper()
 	_, err := c.Stat(context.Background(), s3.ObjectRel(d.String()))
@@ -79,7 +57,7 @@ func objectExists(t *testing.T, c *s3.Client, d store.Digest) bool {
 // DeleteObjects request; fresh ones are pending.
 func TestS3GC(t *testing.T) {
 	ts, c := newS3TestStore(t)
-	ds := ts.s3Chunks(6)
+	ds := ts.chunks(6)
 	used, old, young := ds[:2], ds[2:5], ds[5]
 	ts.snapshot(snapRef(group("a"), 100), used)
 	ts.age(3*days, ds...)
@@ -123,7 +101,7 @@ func TestS3SweepHoldsPrefixLock(t *testing.T) {
 	for _, lockOn := range []bool{true, false} {
 		t.Run(fmt.Sprintf("prefix lock %v", lockOn), func(t *testing.T) {
 			ts, c := newS3TestStore(t)
-			ds := ts.s3Chunks(1)
+			ds := ts.chunks(1)
 			target := ds[0]
 			ts.age(3*days, target)
 			reuser := ts.ChunkStore().(interface {
@@ -172,7 +150,7 @@ func TestS3SweepHoldsPrefixLock(t *testing.T) {
 // TestS3GCInUse: a bucket whose .in-use names a PBS host is not collected.
 func TestS3GCInUse(t *testing.T) {
 	ts, c := newS3TestStore(t)
-	ds := ts.s3Chunks(2)
+	ds := ts.chunks(2)
 	ts.age(3*days, ds...)
 	if _, err := c.Put(context.Background(), ".in-use", []byte(`{"hostname":"pve-backup"}`), false); err != nil {
 		t.Fatal(err)
