@@ -33,12 +33,16 @@ type dirErr struct {
 // directory has inode ino if its goodbye table failed to read less than
 // dirErrTTL ago (the failure was logged then), else 0.
 func (m *mount) dirFailed(ino uint64, dir *pxar.Entry) syscall.Errno {
+	if m.nDirErrs.Load() == 0 {
+		return 0 // the common case: no lookup takes the mount's lock
+	}
 	k := dirKey{ino, dir.Offset}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e, ok := m.dirErrs[k]
 	if ok && time.Since(e.at) >= dirErrTTL {
 		delete(m.dirErrs, k)
+		m.nDirErrs.Store(int64(len(m.dirErrs)))
 		return 0
 	}
 	return e.errno
@@ -61,4 +65,5 @@ func (m *mount) noteDirErr(ino uint64, dir *pxar.Entry, err error, errno syscall
 		}
 	}
 	m.dirErrs[dirKey{ino, dir.Offset}] = dirErr{errno, now}
+	m.nDirErrs.Store(int64(len(m.dirErrs)))
 }

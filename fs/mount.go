@@ -102,7 +102,8 @@ type mount struct {
 	prefixPerms map[uint16]prefixPerm
 	// dirErrs: archive directories whose goodbye table failed to read
 	// (see dirFailed).
-	dirErrs map[dirKey]dirErr
+	dirErrs  map[dirKey]dirErr
+	nDirErrs atomic.Int64 // len(dirErrs), read without mu
 	// catalogs: the catalog lookups of plain archives, by index path
 	// (see lostNames).
 	catalogs map[string]catalogEntry
