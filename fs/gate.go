@@ -32,6 +32,11 @@ import (
 // gives others only its ciphertext.
 // Archive contents keep their archived metadata behind these gates. With
 // --allow-other the kernel checks these modes (default_permissions).
+// Without it only the mount's user reaches the mount, and the modes
+// decide nothing: the prefix directories, which cost a read of the
+// archive's index and a stat of each prefix directory its chunks use
+// (thousands for a large image, each a disk read when cold), are then not
+// looked at, so a first ls -l or stat costs what its lookups cost.
 
 // perm is the owner, group and permission bits of a path.
 type perm struct {
@@ -139,7 +144,8 @@ func (m *mount) hierPerm(rel string, dir bool) perm {
 // archivePerm returns the perm of the node standing for the archive whose
 // index files are files (metadata first) in snapshot directory snapDir:
 // the first index file's owner and mode, gated by the others and by the
-// chunk store. A directory gets search permission with read.
+// chunk store (its prefix directories with --allow-other only). A
+// directory gets search permission with read.
 func (m *mount) archivePerm(snapDir string, dir bool, files ...string) perm {
 	p, ok := m.diskPerm(path.Join(snapDir, files[0]))
 	if !ok {
@@ -158,9 +164,11 @@ func (m *mount) archivePerm(snapDir string, dir bool, files ...string) perm {
 	} else {
 		p.mode &= 0o700
 	}
-	for _, f := range files {
-		for _, q := range m.chunkDirPerms(snapDir, f) {
-			p = p.gate(q, 1)
+	if m.allowOther {
+		for _, f := range files {
+			for _, q := range m.chunkDirPerms(snapDir, f) {
+				p = p.gate(q, 1)
+			}
 		}
 	}
 	if dir {

@@ -91,7 +91,8 @@ func TestDiskPerms(t *testing.T) {
 // directory (.chunks/XXXX) that others cannot search on disk is closed to
 // them like one behind .chunks itself; an archive whose chunks all lie in
 // open prefix directories keeps its index's mode. The prefix directory is
-// looked at once per mount.
+// looked at once per mount, and only with --allow-other: without it no
+// prefix directory (nor the index) is looked at.
 func TestChunkPrefixGate(t *testing.T) {
 	s := newStore(t, nil)
 	a := backup(t, s, snap{g: vm, t: t0, image: randomBytes(11, 1<<20)})
@@ -117,14 +118,21 @@ func TestChunkPrefixGate(t *testing.T) {
 	}
 	os.Chmod(s.Path(a.Dir()+"/drive-scsi0.img.fidx"), 0o644)
 	os.Chmod(s.Path(b.Dir()+"/drive-scsi0.img.fidx"), 0o644)
-	m := NewRoot(context.Background(), s, Options{}).(*nsNode).m
+	m := NewRoot(context.Background(), s, Options{AllowOther: true}).(*nsNode).m
 	if p := m.archivePerm(a.Dir(), false, "drive-scsi0.img.fidx"); p.mode != 0o644 {
 		t.Errorf("image, its prefix directory 0755: %o", p.mode)
 	}
-	m = NewRoot(context.Background(), s, Options{}).(*nsNode).m
 	if err := os.Chmod(filepath.Join(chunks, pa), 0o700); err != nil {
 		t.Fatal(err)
 	}
+	own := NewRoot(context.Background(), s, Options{}).(*nsNode).m
+	if p := own.archivePerm(a.Dir(), false, "drive-scsi0.img.fidx"); p.mode != 0o644 {
+		t.Errorf("image without --allow-other, its prefix directory 0700: %o", p.mode)
+	}
+	if n := len(own.prefixPerms) + len(own.chunkGates); n != 0 {
+		t.Errorf("without --allow-other %d prefix directories or indexes looked at", n)
+	}
+	m = NewRoot(context.Background(), s, Options{AllowOther: true}).(*nsNode).m
 	for range 2 {
 		if p := m.archivePerm(a.Dir(), false, "drive-scsi0.img.fidx"); p.mode != 0o600 {
 			t.Errorf("image, its prefix directory 0700: %o", p.mode)
