@@ -93,6 +93,16 @@
 //     its length against the index. Only then are its bytes served or
 //     cached; a failure is EIO for the byte ranges of that chunk alone
 //     (and is not cached: the next read tries again).
+//   - A chunk of an encrypted archive is authenticated first (its
+//     AES-256-GCM tag, over the IV and every ciphertext byte), then
+//     decompressed if so marked, then its plaintext's keyed digest
+//     (SHA-256 of the plaintext and the key's id key) is checked against
+//     the index, and its length. Its CRC is not computed on this path:
+//     the tag covers every byte the CRC does, with a key; only when the
+//     tag fails is the file read again and its CRC checked, to name the
+//     failure (damage or another key). Nothing of a chunk whose tag
+//     fails is served: the decryption happens in place and the buffer
+//     goes back unused.
 //   - A chunk stored uncompressed (random data, much of a disk image)
 //     that passed that check keeps the descriptor it was read through
 //     open (up to 4096 of them). Later small random reads of it (up to

@@ -127,6 +127,16 @@ func (c *chunkCache) peek(d cacheKey, scan bool) (*cacheEntry, bool) {
 	return ce, true
 }
 
+// has reports whether chunk d is cached or being loaded, without
+// counting an access.
+func (c *chunkCache) has(d cacheKey) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.items[d]
+	_, loading := c.loading[d]
+	return ok || loading
+}
+
 // release drops a reference from get or peek.
 func (c *chunkCache) release(e *cacheEntry) {
 	c.mu.Lock()

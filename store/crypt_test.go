@@ -523,3 +523,42 @@ func BenchmarkChunkCodec(b *testing.B) {
 		}
 	}
 }
+
+// TestEncryptedChunkDamageNamed: the read engine opens encrypted chunks
+// without a CRC pass (the tag authenticates), yet a damaged chunk is
+// still named as such: a ciphertext flip that breaks the CRC reads as a
+// CRC error, one with its CRC fixed up as a failed decryption; both are
+// ErrCorrupt, and the other chunks read fine.
+func TestEncryptedChunkDamageNamed(t *testing.T) {
+	s := newTestStore(t)
+	k := vectorKey()
+	image := xorshiftBytes(12, 12<<20)
+	ref := backupEncrypted(t, s, GroupRef{Type: TypeVM, ID: "1"}, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), BackupOptions{Key: k}, image, []byte("s"))
+	idx, _ := s.OpenIndex(ref, "drive-scsi0.img.fidx")
+	d0, _, _ := idx.Chunk(0)
+	d1, _, _ := idx.Chunk(1)
+	p0 := s.chunks.Path(d0)
+	raw0, _ := os.ReadFile(p0)
+	raw0[1000] ^= 1 // the CRC no longer matches
+	os.WriteFile(p0, raw0, 0o644)
+	p1 := s.chunks.Path(d1)
+	raw1, _ := os.ReadFile(p1)
+	raw1[1000] ^= 1
+	fixEncryptedCRC(raw1)
+	os.WriteFile(p1, raw1, 0o644)
+
+	a, err := reopen(t, s, k).OpenArchive(context.Background(), ref, "drive-scsi0.img.fidx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	if _, err := a.ReadAt(buf, 0); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "crc") || !strings.Contains(err.Error(), d0.String()) {
+		t.Errorf("chunk with a bad CRC: %v", err)
+	}
+	if _, err := a.ReadAt(buf, 4<<20); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "decryption with key") || !strings.Contains(err.Error(), d1.String()) {
+		t.Errorf("chunk with a flipped bit and a fixed CRC: %v", err)
+	}
+	if n, err := a.ReadAt(buf, 8<<20); err != nil || !bytes.Equal(buf[:n], image[8<<20:8<<20+4096]) {
+		t.Errorf("good chunk: %d bytes, %v", n, err)
+	}
+}

@@ -299,9 +299,20 @@ func (p *plainDecoder) DecodeEncrypted(ctx context.Context, d Digest, size uint6
 		data, err := dec.Decode(nil, blob, d)
 		return data, nil, err
 	}
-	plain, compressed, err := dec.key.OpenInPlace(hdr[:], raw.mem[:ctLen])
+	// Authenticated without the CRC pass (the tag covers what it covers);
+	// a failure reads the blob again to tell damage (a bad CRC) from
+	// another key.
+	plain, compressed, err := dec.key.OpenInPlaceAuth(hdr[:], raw.mem[:ctLen])
 	if err != nil {
 		mem.put(raw)
+		if errors.Is(err, crypto.ErrAuth) {
+			blob := make([]byte, n)
+			if rerr := readFull(d, f, blob); rerr == nil {
+				if _, cerr := crypto.CheckBlob(blob); cerr != nil {
+					err = cerr
+				}
+			}
+		}
 		return nil, nil, fmt.Errorf("chunk %s: %w", d, cryptErr(err, dec.key))
 	}
 	data, buf = plain, raw
@@ -323,6 +334,19 @@ func (p *plainDecoder) DecodeEncrypted(ctx context.Context, d Digest, size uint6
 		return nil, nil, err
 	}
 	return data, buf, nil
+}
+
+// willNeed asks the kernel to start reading the file of chunk d into the
+// page cache (read-ahead of a sequential reader), without waiting. A
+// chunk that is not on disk (remote, missing) is left alone: its load
+// reports it.
+func (p *plainDecoder) willNeed(d Digest) {
+	fd, err := unix.Open(p.s.chunks.Path(d), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	unix.Fadvise(fd, 0, 0, unix.FADV_WILLNEED)
+	unix.Close(fd)
 }
 
 // ReadChunkRange serves p from offset off of chunk d when d is stored

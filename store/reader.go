@@ -267,10 +267,12 @@ func (s *Store) zeroChunk(n uint64) []byte {
 type Reader struct {
 	a *Archive
 
-	mu    sync.Mutex
-	next  int64 // where the last read ended
-	seq   bool
-	ahead int64 // read-ahead was started up to this offset
+	mu   sync.Mutex
+	next int64 // where the last read ended
+	seq  bool
+	// aheadChunk: read-ahead was started for the chunks before it (since
+	// the last jump).
+	aheadChunk int
 }
 
 // NewReader returns a Reader of the archive.
@@ -295,6 +297,9 @@ func (r *Reader) note(off, n int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.seq = r.next >= 0 && off >= r.next-seqWindow && off <= r.next+seqWindow
+	if !r.seq {
+		r.aheadChunk = 0 // a jump: read ahead from the new place
+	}
 	if end := off + n; end > r.next || !r.seq {
 		r.next = end
 	}
@@ -302,32 +307,47 @@ func (r *Reader) note(off, n int64) bool {
 }
 
 // prefetch starts background decodes of the chunks after [off, off+n)
-// up to readAheadBytes ahead.
+// up to readAheadBytes ahead, each chunk once: a chunk already cached or
+// being loaded is left alone.
 func (r *Reader) prefetch(off, n int64) {
 	a := r.a
-	r.mu.Lock()
-	from := max(off+n, r.ahead)
-	to := min(off+n+readAheadBytes, a.Size())
-	if from >= to {
-		r.mu.Unlock()
+	end := off + n
+	if end >= a.Size() {
 		return
 	}
-	r.ahead = to
-	r.mu.Unlock()
-	i, _, err := a.idx.Locate(uint64(from))
+	i, _, err := a.idx.Locate(uint64(end))
 	if err != nil {
 		return
 	}
+	to := min(end+readAheadBytes, a.Size())
+	r.mu.Lock()
+	i = max(i, r.aheadChunk)
+	var jobs []int
 	for ; i < a.idx.Len(); i++ {
 		_, start, _ := a.idx.Chunk(i)
 		if int64(start) >= to {
 			break
 		}
-		if a.IsHole(i) {
+		jobs = append(jobs, i)
+	}
+	r.aheadChunk = max(r.aheadChunk, i)
+	r.mu.Unlock()
+	for _, j := range jobs {
+		if a.IsHole(j) {
 			continue
 		}
-		j := i
-		a.s.prefetch(a.ctx, func(ctx context.Context) {
+		d, _, _ := a.idx.Chunk(j)
+		key := cacheKey{d, a.dec.key}
+		a.s.prefetch(a.ctx, func() bool {
+			if a.s.cache.has(key) {
+				return false
+			}
+			a.s.files.willNeed(d)
+			return true
+		}, func(ctx context.Context) {
+			if a.s.cache.has(key) {
+				return
+			}
 			if d, err := a.chunk(ctx, j, true); err == nil {
 				d.Release()
 			} // errors show on the real read
@@ -336,9 +356,15 @@ func (r *Reader) prefetch(off, n int64) {
 }
 
 // prefetch runs fn in the background, at most one per core at a time;
-// jobs wait their turn in order.
-func (s *Store) prefetch(ctx context.Context, fn func(context.Context)) {
+// jobs wait their turn in order. start runs first, before the wait for a
+// turn (it starts the chunk file's disk reads, so that the disk works
+// while the cores decode the chunks before), and may cancel the job.
+func (s *Store) prefetch(ctx context.Context, start func() bool, fn func(context.Context)) {
+	s.prefetchJobs.Add(1)
 	go func() {
+		if !start() {
+			return
+		}
 		select {
 		case s.decodeSlots <- struct{}{}:
 		case <-ctx.Done():

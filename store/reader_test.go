@@ -338,3 +338,34 @@ func readCopy(r *Reader, ctx context.Context, dest []byte, off int64) ([]byte, e
 	d.Release()
 	return b, err
 }
+
+// TestReadAheadOncePerChunk: a sequential reader in kernel-sized requests
+// queues one read-ahead job per chunk, not one per request (each job
+// holds a decode slot, and duplicates waiting on a chunk being loaded
+// held both cores' slots idle); after a jump, read-ahead starts again
+// from the new place.
+func TestReadAheadOncePerChunk(t *testing.T) {
+	s, a, img, _ := engineStore(t, Options{})
+	ctx := context.Background()
+	r := a.NewReader()
+	buf := make([]byte, 128<<10)
+	read := func(from, to int) {
+		for off := from; off < to; off += len(buf) {
+			got, err := readCopy(r, ctx, buf, int64(off))
+			if err != nil || !bytes.Equal(got, img[off:min(off+len(buf), len(img))]) {
+				t.Fatalf("at %d: %d bytes, %v", off, len(got), err)
+			}
+		}
+	}
+	read(0, len(img))
+	chunks := int64(a.Index().Len())
+	if n := s.prefetchJobs.Load(); n == 0 || n > chunks {
+		t.Errorf("%d read-ahead jobs for a sequential read of %d chunks", n, chunks)
+	}
+	// Back to the start: a jump, then sequential again.
+	before := s.prefetchJobs.Load()
+	read(0, 2*mib)
+	if s.prefetchJobs.Load() == before {
+		t.Error("no read-ahead after a jump back")
+	}
+}

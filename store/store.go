@@ -88,13 +88,16 @@ type Store struct {
 	decodeSlots chan struct{}
 	// readAhead counts the background decodes run (ReadAheadChunks).
 	readAhead atomic.Int64
-	zeroMu    sync.Mutex
-	zeroBuf   []byte
-	plock     *lock.ProcessLocker
-	locks     *lock.Locks
-	log       *slog.Logger
-	bufs      sync.Pool // chunk buffers of writers, see getChunkBuf
-	owner     fileOwner // owner of what pbsfs creates, see ownerOf
+	// prefetchJobs counts the read-ahead jobs queued (tests).
+	prefetchJobs atomic.Int64
+
+	zeroMu  sync.Mutex
+	zeroBuf []byte
+	plock   *lock.ProcessLocker
+	locks   *lock.Locks
+	log     *slog.Logger
+	bufs    sync.Pool // chunk buffers of writers, see getChunkBuf
+	owner   fileOwner // owner of what pbsfs creates, see ownerOf
 
 	// removeStep, when set (tests), is called after each step of a
 	// snapshot removal (remove.go), so that a test can kill the process

@@ -195,19 +195,30 @@ const TagSize = tagSize
 // CRC of ct, authenticates and decrypts ct in place, and returns the
 // plaintext (ct's memory), nothing unless the tag verifies.
 func (k *Key) OpenInPlace(hdr, ct []byte) (plain []byte, compressed bool, err error) {
+	if len(hdr) == HeaderSize {
+		want := binary.LittleEndian.Uint32(hdr[8:12])
+		if got := crc32.ChecksumIEEE(ct); got != want {
+			if _, err := magicKind(hdr); err != nil {
+				return nil, false, err
+			}
+			return nil, false, fmt.Errorf("encrypted blob crc %08x, header says %08x: %w", got, want, ErrFormat)
+		}
+	}
+	return k.OpenInPlaceAuth(hdr, ct)
+}
+
+// OpenInPlaceAuth is OpenInPlace without the CRC check: the tag
+// authenticates every byte the CRC covers, so a reader with the key
+// loses no check (the CRC is for those without one, see CheckBlob) and
+// saves a pass over the chunk. A damaged blob fails with ErrAuth, as
+// with another key; the caller tells the two apart with CheckBlob on a
+// fresh copy of the blob (the failed open cleared ct).
+func (k *Key) OpenInPlaceAuth(hdr, ct []byte) (plain []byte, compressed bool, err error) {
 	if len(hdr) != HeaderSize || cap(ct)-len(ct) < tagSize {
 		return nil, false, fmt.Errorf("encrypted blob: header of %d bytes, %d bytes of room: %w", len(hdr), cap(ct)-len(ct), ErrFormat)
 	}
-	switch [8]byte(hdr[:8]) {
-	case MagicEncrypted:
-	case MagicEncryptedCompressed:
-		compressed = true
-	default:
-		return nil, false, fmt.Errorf("blob magic %x is not an encrypted one: %w", hdr[:8], ErrFormat)
-	}
-	want := binary.LittleEndian.Uint32(hdr[8:12])
-	if got := crc32.ChecksumIEEE(ct); got != want {
-		return nil, false, fmt.Errorf("encrypted blob crc %08x, header says %08x: %w", got, want, ErrFormat)
+	if compressed, err = magicKind(hdr); err != nil {
+		return nil, false, err
 	}
 	sealed := append(ct, hdr[28:HeaderSize]...) // ciphertext||tag, in place
 	out, err := k.aead.Open(ct[:0], hdr[12:28], sealed, nil)
@@ -216,6 +227,18 @@ func (k *Key) OpenInPlace(hdr, ct []byte) (plain []byte, compressed bool, err er
 		return nil, false, fmt.Errorf("encrypted blob: %w", ErrAuth)
 	}
 	return out, compressed, nil
+}
+
+// magicKind checks the magic of an encrypted blob's header and reports
+// whether its plaintext is compressed.
+func magicKind(hdr []byte) (compressed bool, err error) {
+	switch [8]byte(hdr[:8]) {
+	case MagicEncrypted:
+		return false, nil
+	case MagicEncryptedCompressed:
+		return true, nil
+	}
+	return false, fmt.Errorf("blob magic %x is not an encrypted one: %w", hdr[:8], ErrFormat)
 }
 
 // CheckBlob checks what can be checked of an encrypted blob without the
