@@ -23,12 +23,6 @@ type dirKey struct {
 	off int64
 }
 
-// dirErr is the cached errno of an unreadable directory.
-type dirErr struct {
-	errno syscall.Errno
-	at    time.Time
-}
-
 // dirFailed returns the errno of directory dir of the archive whose
 // directory has inode ino if its goodbye table failed to read less than
 // dirErrTTL ago (the failure was logged then), else 0.
@@ -36,16 +30,11 @@ func (m *mount) dirFailed(ino uint64, dir *pxar.Entry) syscall.Errno {
 	if m.nDirErrs.Load() == 0 {
 		return 0 // the common case: no lookup takes the mount's lock
 	}
-	k := dirKey{ino, dir.Offset}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e, ok := m.dirErrs[k]
-	if ok && time.Since(e.at) >= dirErrTTL {
-		delete(m.dirErrs, k)
-		m.nDirErrs.Store(int64(len(m.dirErrs)))
-		return 0
-	}
-	return e.errno
+	errno, _ := m.dirErrs.get(dirKey{ino, dir.Offset}, time.Now())
+	m.nDirErrs.Store(int64(m.dirErrs.len()))
+	return errno
 }
 
 // noteDirErr remembers errno, what err gave, for directory dir when err
@@ -58,12 +47,6 @@ func (m *mount) noteDirErr(ino uint64, dir *pxar.Entry, err error, errno syscall
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := time.Now()
-	for k, e := range m.dirErrs {
-		if now.Sub(e.at) >= dirErrTTL {
-			delete(m.dirErrs, k)
-		}
-	}
-	m.dirErrs[dirKey{ino, dir.Offset}] = dirErr{errno, now}
-	m.nDirErrs.Store(int64(len(m.dirErrs)))
+	m.dirErrs.put(dirKey{ino, dir.Offset}, errno, time.Now())
+	m.nDirErrs.Store(int64(m.dirErrs.len()))
 }

@@ -101,9 +101,9 @@ func TestUnreadableDirCostsOneRead(t *testing.T) {
 	}
 	// After dirErrTTL the directory is read again.
 	m.mu.Lock()
-	for k, e := range m.dirErrs {
+	for k, e := range m.dirErrs.m {
 		e.at = e.at.Add(-dirErrTTL)
-		m.dirErrs[k] = e
+		m.dirErrs.m[k] = e
 	}
 	m.mu.Unlock()
 	before = failed()

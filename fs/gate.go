@@ -52,16 +52,9 @@ func (m *mount) diskPerm(rel string) (perm, bool) {
 	if err := syscall.Lstat(m.s.Path(rel), &st); err != nil {
 		m.mu.Lock()
 		defer m.mu.Unlock()
-		g, ok := m.ghostPerms[rel]
-		return g.p, ok && time.Since(g.at) < ghostTTL
+		return m.ghostPerms.get(rel, time.Now())
 	}
 	return perm{uid: st.Uid, gid: st.Gid, mode: st.Mode & 0o7777}, true
-}
-
-// ghostPerm is the perm of a path removed through the mount.
-type ghostPerm struct {
-	p  perm
-	at time.Time
 }
 
 // keepPerms records the perms of the datastore directories dirs and of
@@ -94,13 +87,8 @@ func (m *mount) keep(rels []string, ents bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
-	for k, g := range m.ghostPerms {
-		if now.Sub(g.at) >= ghostTTL {
-			delete(m.ghostPerms, k)
-		}
-	}
 	for k, p := range kept {
-		m.ghostPerms[k] = ghostPerm{p, now}
+		m.ghostPerms.put(k, p, now)
 	}
 }
 

@@ -91,10 +91,10 @@ type mount struct {
 	manifests map[string]manifestEntry // by snapshot directory
 	// removedGroups: when a removal through the mount last touched a
 	// group, by group directory (see groupGhost).
-	removedGroups map[store.GroupRef]time.Time
+	removedGroups expiring[store.GroupRef, struct{}]
 	// ghostPerms: the perms of paths removed through the mount, by
 	// path relative to the store (see keepPerms).
-	ghostPerms map[string]ghostPerm
+	ghostPerms expiring[string, perm]
 	// chunkGates: the distinct perms of the chunk prefix directories of
 	// each index file, by its path; prefixPerms: each prefix directory's
 	// (see chunkDirPerms).
@@ -102,8 +102,8 @@ type mount struct {
 	prefixPerms map[uint16]prefixPerm
 	// dirErrs: archive directories whose goodbye table failed to read
 	// (see dirFailed).
-	dirErrs  map[dirKey]dirErr
-	nDirErrs atomic.Int64 // len(dirErrs), read without mu
+	dirErrs  expiring[dirKey, syscall.Errno]
+	nDirErrs atomic.Int64 // dirErrs.len(), read without mu
 	// catalogs: the catalog lookups of plain archives, by index path
 	// (see lostNames).
 	catalogs map[string]catalogEntry
@@ -124,11 +124,11 @@ func NewRoot(ctx context.Context, s *store.Store, opts Options) fusefs.InodeEmbe
 		allowOther:    opts.AllowOther,
 		started:       time.Now(),
 		manifests:     make(map[string]manifestEntry),
-		removedGroups: make(map[store.GroupRef]time.Time),
-		ghostPerms:    make(map[string]ghostPerm),
+		removedGroups: newExpiring[store.GroupRef, struct{}](ghostTTL),
+		ghostPerms:    newExpiring[string, perm](ghostTTL),
 		chunkGates:    make(map[string][]perm),
 		prefixPerms:   make(map[uint16]prefixPerm),
-		dirErrs:       make(map[dirKey]dirErr),
+		dirErrs:       newExpiring[dirKey, syscall.Errno](dirErrTTL),
 		catalogs:      make(map[string]catalogEntry),
 	}
 	if m.log == nil {

@@ -331,13 +331,7 @@ func (n *snapshotNode) refuseLocked(ctx context.Context, errno syscall.Errno) {
 func (m *mount) removedFrom(g store.GroupRef) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := time.Now()
-	for k, t := range m.removedGroups {
-		if now.Sub(t) >= ghostTTL {
-			delete(m.removedGroups, k)
-		}
-	}
-	m.removedGroups[g] = now
+	m.removedGroups.put(g, struct{}{}, time.Now())
 }
 
 // groupGhost reports whether a removal through the mount touched group g
@@ -349,8 +343,8 @@ func (m *mount) removedFrom(g store.GroupRef) {
 func (m *mount) groupGhost(g store.GroupRef) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t, ok := m.removedGroups[g]
-	return ok && time.Since(t) < ghostTTL
+	_, ok := m.removedGroups.get(g, time.Now())
+	return ok
 }
 
 // typeGhost is groupGhost for a type directory of namespace ns, which the
@@ -359,12 +353,9 @@ func (m *mount) groupGhost(g store.GroupRef) bool {
 func (m *mount) typeGhost(ns store.Namespace, typ string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for g, t := range m.removedGroups {
-		if g.NS == ns && g.Type == typ && time.Since(t) < ghostTTL {
-			return true
-		}
-	}
-	return false
+	return m.removedGroups.any(time.Now(), func(g store.GroupRef) bool {
+		return g.NS == ns && g.Type == typ
+	})
 }
 
 func (n *snapshotNode) markRemoved() {
