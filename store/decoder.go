@@ -144,17 +144,32 @@ func (p *plainDecoder) DecodeChunk(ctx context.Context, d Digest, size uint64) (
 	// The header apart, the payload into a buffer of its own: an
 	// uncompressed payload is the chunk, kept as read.
 	var hdr [blobHeaderSize]byte
+	raw := p.s.mem.get(int(n - blobHeaderSize))
+	if err := readFull(d, f, hdr[:], raw.mem[:n-blobHeaderSize]); err != nil {
+		p.s.mem.put(raw)
+		return nil, nil, err
+	}
+	data, buf, uncompressed, err := p.decodePayload(d, hdr, raw, int(n-blobHeaderSize), size)
+	if err == nil && uncompressed {
+		keep = p.verified.add(d, f)
+	}
+	return data, buf, err
+}
+
+// decodePayload checks and decodes unencrypted chunk d, read as its blob
+// header hdr and n payload bytes at the start of raw: the CRC, the
+// decompression, the length (size ^0: not checked) and the SHA-256. It
+// returns the data and the buffer holding it (raw itself for a payload
+// stored uncompressed, which uncompressed reports), and gives raw back
+// to p.s.mem when it does not hold the data.
+func (p *plainDecoder) decodePayload(d Digest, hdr [blobHeaderSize]byte, raw *memBuf, n int, size uint64) (data []byte, buf *memBuf, uncompressed bool, err error) {
 	mem := p.s.mem
-	raw := mem.get(int(n - blobHeaderSize))
 	defer func() {
 		if raw != buf {
 			mem.put(raw)
 		}
 	}()
-	payload := raw.mem[:n-blobHeaderSize]
-	if err := readFull(d, f, hdr[:], payload); err != nil {
-		return nil, nil, err
-	}
+	payload := raw.mem[:n]
 	var kind BlobKind
 	switch [8]byte(hdr[:8]) {
 	case magicUncompressed:
@@ -166,28 +181,24 @@ func (p *plainDecoder) DecodeChunk(ctx context.Context, d Digest, size uint64) (
 		// plain decoder names the mismatch.
 		blob := append(hdr[:], payload...)
 		data, err := p.s.plain.Decode(nil, blob, d)
-		return data, nil, err
+		return data, nil, false, err
 	}
 	if got, want := crc32.ChecksumIEEE(payload), binary.LittleEndian.Uint32(hdr[8:]); got != want {
-		return nil, nil, fmt.Errorf("chunk %s: blob crc %08x, header says %08x: %w", d, got, want, ErrCorrupt)
+		return nil, nil, false, fmt.Errorf("chunk %s: blob crc %08x, header says %08x: %w", d, got, want, ErrCorrupt)
 	}
 	var out *memBuf
 	if kind == BlobUncompressed {
 		data, out = payload, raw // no copy
 	} else if data, out, err = p.decompress(d, payload, size); err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	if err := checkChunk(d, data, size); err != nil {
 		if out != raw {
 			mem.put(out)
 		}
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	if kind == BlobUncompressed {
-		keep = p.verified.add(d, f)
-	}
-	buf = out // not given back by the deferred put of raw
-	return data, buf, nil
+	return data, out, kind == BlobUncompressed, nil
 }
 
 // checkChunk checks the length (size ^0: not checked) and SHA-256 of
@@ -202,36 +213,58 @@ func checkChunk(d Digest, data []byte, size uint64) error {
 	return nil
 }
 
-// decodeRemote loads chunk d from the store's backend (an S3 datastore's
-// bucket) and decodes it into Go memory; nothing is kept open for range
-// reads.
-func (p *plainDecoder) decodeRemote(ctx context.Context, d Digest, size uint64) ([]byte, *memBuf, error) {
+// ChunkFetcher is implemented by a backend (Options.Backend) that reads
+// chunks over the network: the read engine has it read a chunk into
+// buffers of its own, used again for chunk after chunk, rather than into
+// fresh memory per chunk (whose page faults cost more than the transfer
+// on some machines).
+type ChunkFetcher interface {
+	// FetchInto reads the encoded blob of chunk d from the backend, not
+	// from the local directory: once its length n is known it calls
+	// bufs(n), which returns buffers whose lengths add up to n, and fills
+	// them in order. A chunk the backend does not have is an
+	// ErrChunkMissing error.
+	FetchInto(ctx context.Context, d Digest, bufs func(n int64) ([][]byte, error)) error
+}
+
+// fetchInto reads chunk d from the store's backend as ChunkFetcher
+// describes, also from backends that only implement Get.
+func (p *plainDecoder) fetchInto(ctx context.Context, d Digest, bufs func(n int64) ([][]byte, error)) error {
+	if f, ok := p.s.backend.(ChunkFetcher); ok {
+		return f.FetchInto(ctx, d, bufs)
+	}
 	blob, err := p.s.backend.Get(ctx, d)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	kind, err := VerifyBlobCRC(blob)
-	if err != nil {
-		return nil, nil, fmt.Errorf("chunk %s: %w", d, err)
+	bs, err := bufs(int64(len(blob)))
+	for _, b := range bs {
+		blob = blob[copy(b, blob):]
 	}
-	var data []byte
-	switch kind {
-	case BlobUncompressed:
-		data = blob[blobHeaderSize:] // no copy
-	case BlobCompressed:
-		if data, err = p.s.codec.dec.DecodeAll(blob[blobHeaderSize:], nil); err != nil {
-			return nil, nil, fmt.Errorf("chunk %s: zstd payload: %v: %w", d, err, ErrCorrupt)
+	return err
+}
+
+// decodeRemote loads chunk d from the store's backend (an S3 datastore's
+// bucket) into a buffer of p.s.mem and decodes it; nothing is kept open
+// for range reads.
+func (p *plainDecoder) decodeRemote(ctx context.Context, d Digest, size uint64) ([]byte, *memBuf, error) {
+	var hdr [blobHeaderSize]byte
+	var raw *memBuf
+	var n int
+	err := p.fetchInto(ctx, d, func(size int64) ([][]byte, error) {
+		if size < blobHeaderSize || size > MaxBlobSize+blobHeaderSize {
+			return nil, fmt.Errorf("chunk %s: blob of %d bytes: %w", d, size, ErrCorrupt)
 		}
-	default:
-		// An encrypted blob in an unencrypted archive: the plain
-		// decoder names the mismatch.
-		data, err := p.s.plain.Decode(nil, blob, d)
-		return data, nil, err
-	}
-	if err := checkChunk(d, data, size); err != nil {
+		n = int(size - blobHeaderSize)
+		raw = p.s.mem.get(n)
+		return [][]byte{hdr[:], raw.mem[:n]}, nil
+	})
+	if err != nil {
+		p.s.mem.put(raw)
 		return nil, nil, err
 	}
-	return data, nil, nil
+	data, buf, _, err := p.decodePayload(d, hdr, raw, n, size)
+	return data, buf, err
 }
 
 // decompress decodes the zstd payload of chunk d into a buffer of p.s.mem

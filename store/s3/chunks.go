@@ -62,23 +62,50 @@ func (s *Chunks) Get(ctx context.Context, d store.Digest) ([]byte, error) {
 
 // Fetch returns the chunk's object, whatever the local directory holds.
 func (s *Chunks) Fetch(ctx context.Context, d store.Digest) ([]byte, error) {
-	b, _, err := s.c.Get(ctx, ObjectRel(d.String()), maxChunkObject)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return nil, fmt.Errorf("chunk %s: not in bucket %s: %w", d, s.c.cfg.Bucket, store.ErrChunkMissing)
-	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrSizeMismatch):
-		return nil, fmt.Errorf("chunk %s: %v: %w", d, err, store.ErrCorrupt)
-	case err != nil && ctx.Err() != nil:
-		return nil, ctx.Err()
-	case err != nil:
-		// Not %w: a transport errno (ECONNREFUSED) must not reach the
-		// mount as the file's errno; the chunk is unavailable (EIO).
-		return nil, fmt.Errorf("chunk %s: %v: %w", d, err, ErrUnavailable)
-	case len(b) == 0:
-		return nil, fmt.Errorf("chunk %s: empty object: %w", d, store.ErrCorrupt)
+	var b []byte
+	err := s.FetchInto(ctx, d, func(n int64) ([][]byte, error) {
+		b = make([]byte, n)
+		return [][]byte{b}, nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return b, nil
 }
+
+// FetchInto reads the chunk's object, whatever the local directory holds,
+// into the buffers bufs returns for its size (store.ChunkFetcher). A
+// missing object is store.ErrChunkMissing; one of the wrong size, or
+// empty, store.ErrCorrupt; a server that does not answer ErrUnavailable.
+func (s *Chunks) FetchInto(ctx context.Context, d store.Digest, bufs func(n int64) ([][]byte, error)) error {
+	var bufErr error
+	_, err := s.c.GetInto(ctx, ObjectRel(d.String()), maxChunkObject, func(n int64) ([][]byte, error) {
+		if n == 0 {
+			bufErr = fmt.Errorf("chunk %s: empty object: %w", d, store.ErrCorrupt)
+			return nil, bufErr
+		}
+		bs, err := bufs(n)
+		bufErr = err
+		return bs, err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case bufErr != nil:
+		return bufErr
+	case errors.Is(err, ErrNotFound):
+		return fmt.Errorf("chunk %s: not in bucket %s: %w", d, s.c.cfg.Bucket, store.ErrChunkMissing)
+	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrSizeMismatch):
+		return fmt.Errorf("chunk %s: %v: %w", d, err, store.ErrCorrupt)
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	// Not %w: a transport errno (ECONNREFUSED) must not reach the mount
+	// as the file's errno; the chunk is unavailable (EIO).
+	return fmt.Errorf("chunk %s: %v: %w", d, err, ErrUnavailable)
+}
+
+var _ store.ChunkFetcher = (*Chunks)(nil)
 
 // Insert stores chunk d as PBS 4 does (spec A.3, A.8): under the prefix
 // lock (shared), a local file of it (marker or chunk) is touched and

@@ -221,36 +221,64 @@ type ObjectInfo struct {
 // Get returns the object rel, refusing one larger than limit bytes
 // (ErrTooLarge) before reading it all.
 func (c *Client) Get(ctx context.Context, rel string, limit int64) ([]byte, ObjectInfo, error) {
+	var b []byte
+	info, err := c.GetInto(ctx, rel, limit, func(n int64) ([][]byte, error) {
+		b = make([]byte, n)
+		return [][]byte{b}, nil
+	})
+	if err != nil {
+		return nil, info, err
+	}
+	return b, info, nil
+}
+
+// GetInto reads the object rel into the buffers bufs returns for its
+// size, whose lengths must add up to it, refusing an object larger than
+// limit bytes (ErrTooLarge) before reading it, and a body longer or
+// shorter than its announced size. An error of bufs is returned as is.
+func (c *Client) GetInto(ctx context.Context, rel string, limit int64, bufs func(n int64) ([][]byte, error)) (ObjectInfo, error) {
 	ctx, done, err := c.acquire(ctx)
 	if err != nil {
-		return nil, ObjectInfo{}, err
+		return ObjectInfo{}, err
 	}
 	defer done()
 	obj, err := c.mc.GetObject(ctx, c.cfg.Bucket, c.Key(rel), minio.GetObjectOptions{})
 	if err != nil {
-		return nil, ObjectInfo{}, translate("get "+c.Key(rel), err)
+		return ObjectInfo{}, translate("get "+c.Key(rel), err)
 	}
 	defer obj.Close()
 	st, err := obj.Stat()
 	if err != nil {
-		return nil, ObjectInfo{}, translate("get "+c.Key(rel), err)
+		return ObjectInfo{}, translate("get "+c.Key(rel), err)
 	}
 	info := ObjectInfo{Rel: rel, Size: st.Size, ETag: st.ETag, LastModified: st.LastModified}
 	if st.Size > limit {
-		return nil, info, fmt.Errorf("get %s: object of %d bytes: %w", c.Key(rel), st.Size, ErrTooLarge)
+		return info, fmt.Errorf("get %s: object of %d bytes: %w", c.Key(rel), st.Size, ErrTooLarge)
 	}
-	b := make([]byte, st.Size)
-	n, err := io.ReadFull(obj, b)
-	c.counts.BytesIn.Add(int64(n))
+	bs, err := bufs(st.Size)
 	if err != nil {
-		return nil, info, translate("get "+c.Key(rel), err)
+		return info, err
+	}
+	var total int64
+	for _, b := range bs {
+		total += int64(len(b))
+	}
+	if total != st.Size {
+		return info, fmt.Errorf("get %s: buffers of %d bytes for an object of %d", c.Key(rel), total, st.Size)
+	}
+	for _, b := range bs {
+		n, err := io.ReadFull(obj, b)
+		c.counts.BytesIn.Add(int64(n))
+		if err != nil {
+			return info, translate("get "+c.Key(rel), err)
+		}
 	}
 	// A longer body than announced is as wrong as a shorter one.
 	var one [1]byte
 	if k, _ := obj.Read(one[:]); k > 0 {
-		return nil, info, fmt.Errorf("get %s: longer than its %d bytes: %w", c.Key(rel), st.Size, ErrSizeMismatch)
+		return info, fmt.Errorf("get %s: longer than its %d bytes: %w", c.Key(rel), st.Size, ErrSizeMismatch)
 	}
-	return b, info, nil
+	return info, nil
 }
 
 // ErrTooLarge reports an object above the size the caller accepts.

@@ -93,3 +93,42 @@ func TestClientObjects(t *testing.T) {
 	}
 	t.Logf("requests: %s", c.Counts())
 }
+
+// TestGetInto: an object read into the caller's buffers, split as they
+// ask; buffers of the wrong total length and objects over the limit are
+// refused before the body is read, an error of bufs comes back as is.
+func TestGetInto(t *testing.T) {
+	c := testClient(t)
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("abcdefghij"), 5000)
+	if _, err := c.Put(ctx, ".chunks/x", data, false); err != nil {
+		t.Fatal(err)
+	}
+	var hdr [12]byte
+	rest := make([]byte, len(data)-12)
+	info, err := c.GetInto(ctx, ".chunks/x", 1<<20, func(n int64) ([][]byte, error) {
+		if n != int64(len(data)) {
+			t.Errorf("bufs asked for %d bytes, want %d", n, len(data))
+		}
+		return [][]byte{hdr[:], rest}, nil
+	})
+	if err != nil || info.Size != int64(len(data)) || !bytes.Equal(append(hdr[:], rest...), data) {
+		t.Fatalf("GetInto: %+v, %v", info, err)
+	}
+	if _, err := c.GetInto(ctx, ".chunks/x", 1<<20, func(n int64) ([][]byte, error) {
+		return [][]byte{make([]byte, n-1)}, nil
+	}); err == nil {
+		t.Error("buffers one byte short were accepted")
+	}
+	called := false
+	if _, err := c.GetInto(ctx, ".chunks/x", 100, func(n int64) ([][]byte, error) {
+		called = true
+		return [][]byte{make([]byte, n)}, nil
+	}); !errors.Is(err, ErrTooLarge) || called {
+		t.Errorf("over the limit: %v, bufs called: %v", err, called)
+	}
+	mine := errors.New("no memory for you")
+	if _, err := c.GetInto(ctx, ".chunks/x", 1<<20, func(int64) ([][]byte, error) { return nil, mine }); err != mine {
+		t.Errorf("error of bufs: %v", err)
+	}
+}

@@ -1,0 +1,95 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+)
+
+// fetchingChunks is a chunk directory standing in for a remote backend:
+// it reads chunks into the read engine's buffers (ChunkFetcher) and
+// counts the calls.
+type fetchingChunks struct {
+	*FileChunkStore
+	calls atomic.Int64
+}
+
+func (f *fetchingChunks) FetchInto(ctx context.Context, d Digest, bufs func(int64) ([][]byte, error)) error {
+	f.calls.Add(1)
+	blob, err := f.Get(ctx, d)
+	if err != nil {
+		return err
+	}
+	bs, err := bufs(int64(len(blob)))
+	if err != nil {
+		return err
+	}
+	for _, b := range bs {
+		blob = blob[copy(b, blob):]
+	}
+	return nil
+}
+
+// TestRemoteChunksInEngineMemory: chunks the read engine loads from a
+// backend (Options.Backend: here a second chunk directory, with and
+// without ChunkFetcher) decode to the archive's bytes and land in the
+// engine's own buffers (chunkMem, used again chunk after chunk), not in
+// fresh Go memory per chunk.
+func TestRemoteChunksInEngineMemory(t *testing.T) {
+	for _, fetcher := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Get", true: "FetchInto"}[fetcher], func(t *testing.T) {
+			_, a0, img, _ := engineStore(t, Options{})
+			root := a0.s.Root()
+			ref := a0.s.chunks.Dir()
+			_ = a0.s.Close()
+			remote := filepath.Join(t.TempDir(), "remote")
+			if err := os.Rename(ref, remote); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(ref, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			backend := &fetchingChunks{FileChunkStore: NewFileChunkStore(remote)}
+			s, err := Open(root, Options{RuntimeDir: t.TempDir(), Backend: func(*FileChunkStore) (ChunkStore, error) {
+				if fetcher {
+					return backend, nil
+				}
+				return backend.FileChunkStore, nil
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			a := s.NewArchive(context.Background(), a0.Index())
+			var buf bytes.Buffer
+			if _, err := a.WriteTo(&buf); err != nil || !bytes.Equal(buf.Bytes(), img) {
+				t.Fatalf("archive read from the backend: %v, same bytes: %v", err, bytes.Equal(buf.Bytes(), img))
+			}
+			if got := backend.calls.Load(); fetcher != (got > 0) {
+				t.Errorf("FetchInto called %d times (backend implements it: %v)", got, fetcher)
+			}
+			data := 0
+			for i := range a.Index().Len() {
+				if a.IsHole(i) {
+					continue
+				}
+				d, _, _ := a.Index().Chunk(i)
+				e, ok := s.cache.peek(cacheKey{d, nil}, true)
+				if !ok {
+					t.Fatalf("chunk %d not cached", i)
+				}
+				if e.buf == nil || e.buf.heap {
+					t.Errorf("chunk %d (%d bytes) was decoded into Go memory, not the engine's buffers", i, len(e.data))
+				}
+				s.cache.release(e)
+				data++
+			}
+			if data < 4 {
+				t.Fatalf("only %d chunks with data: the test cannot fail", data)
+			}
+		})
+	}
+}
