@@ -92,6 +92,11 @@ type testHooks struct {
 	beforeUnlink func(path string)
 	// touch replaces store.TouchPath.
 	touch func(path string) error
+	// s3Batch, if set, replaces the keys per DeleteObjects request.
+	s3Batch int
+	// s3BatchDone runs when a batch's objects and markers are gone and
+	// its prefix locks released.
+	s3BatchDone func(names []string)
 }
 
 // Collector is the garbage collector of one datastore. Run collects; the

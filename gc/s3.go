@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/pbsfs/pbsfs/store"
@@ -60,12 +61,35 @@ type RemoteChunks interface {
 // ErrInUse reports an S3 datastore a PBS host uses.
 var ErrInUse = errors.New("datastore in use by a PBS host")
 
-// S3 batch limits of phase 2 (PBS's S3_DELETE_BATCH_LIMIT and
-// S3_DELETE_DEFER_LIMIT_SECONDS).
+// Batches of phase 2.
 const (
-	s3DeleteBatch = 100
+	// s3DeleteBatch is the most keys one DeleteObjects request may carry
+	// in S3. PBS sends 100 (S3_DELETE_BATCH_LIMIT) because it holds a
+	// flock descriptor per pending key and must stay under a soft limit
+	// of 1024 descriptors; pbsfs holds one per prefix directory, and
+	// sends fewer when RLIMIT_NOFILE is low (s3BatchSize).
+	s3DeleteBatch = 1000
+	// s3DeletesInFlight bounds the DeleteObjects requests sent at once;
+	// the listing goes on while they run.
+	s3DeletesInFlight = 4
+	// s3DeleteDefer is how long a key may wait in a batch that does not
+	// fill (PBS's S3_DELETE_DEFER_LIMIT_SECONDS).
 	s3DeleteDefer = 5 * time.Minute
 )
+
+// s3BatchSize returns the keys per DeleteObjects request: s3DeleteBatch,
+// unless the prefix locks of the batches in flight and the one filling
+// (at most a descriptor per key) would need more than half of the
+// process's descriptors.
+func s3BatchSize() int {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err == nil {
+		if n := int(rl.Cur) / 2 / (s3DeletesInFlight + 1); n < s3DeleteBatch {
+			return max(n, 1)
+		}
+	}
+	return s3DeleteBatch
+}
 
 // remote returns the store's remote chunk store, nil for a local store.
 func (c *Collector) remote() RemoteChunks {
@@ -119,90 +143,194 @@ func (r *runState) markUsing(rel string) error {
 	return nil
 }
 
-// s3Batch is phase 2's pending deletes with the prefix locks they hold.
+// s3Sweep is phase 2 on S3 under way: the prefix locks held and the
+// DeleteObjects requests in flight.
+type s3Sweep struct {
+	c     *Collector
+	r     *runState
+	rc    RemoteChunks
+	slots chan struct{} // one per DeleteObjects request in flight
+	wg    sync.WaitGroup
+
+	mu   sync.Mutex
+	held map[uint16]*heldPrefix
+	err  error         // the first failed delete
+	busy time.Duration // summed time of the DeleteObjects requests
+}
+
+// heldPrefix is a prefix lock held by the listing (while it is in that
+// prefix) and by every batch with a key in it, until its delete returned.
+type heldPrefix struct {
+	f    *os.File // nil with the prefix locks off (tests)
+	refs int
+}
+
+// s3Batch is a batch of chunk objects to delete and the prefixes of its
+// keys, whose locks it holds.
 type s3Batch struct {
-	names []string
-	first time.Time
-	locks map[uint16]*os.File
+	names    []string
+	prefixes map[uint16]bool
+	first    time.Time
+}
+
+// hold takes (or shares) the lock of prefix p for the listing.
+func (w *s3Sweep) hold(p uint16) error {
+	w.mu.Lock()
+	if h := w.held[p]; h != nil {
+		h.refs++
+		w.mu.Unlock()
+		return nil
+	}
+	w.mu.Unlock()
+	var f *os.File
+	if !w.c.opts.off.prefixLock {
+		var err error
+		if f, err = w.c.lockPrefix(p); err != nil {
+			return err
+		}
+	}
+	w.mu.Lock()
+	w.held[p] = &heldPrefix{f: f, refs: 1}
+	w.mu.Unlock()
+	return nil
+}
+
+// share adds a reference to the held lock of prefix p.
+func (w *s3Sweep) share(p uint16) {
+	w.mu.Lock()
+	w.held[p].refs++
+	w.mu.Unlock()
+}
+
+// drop releases a reference to the lock of prefix p; the last one
+// unlocks it.
+func (w *s3Sweep) drop(p uint16) {
+	w.mu.Lock()
+	h := w.held[p]
+	h.refs--
+	if h.refs > 0 {
+		w.mu.Unlock()
+		return
+	}
+	delete(w.held, p)
+	w.mu.Unlock()
+	if h.f != nil {
+		h.f.Close() // drops the flock
+	}
+}
+
+func (w *s3Sweep) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// send deletes batch b in the background, at most s3DeletesInFlight at
+// a time (waiting for a slot while holding its locks), and releases its
+// locks once the objects and their markers are gone.
+func (w *s3Sweep) send(ctx context.Context, b *s3Batch, st *Status) error {
+	start := time.Now()
+	select {
+	case w.slots <- struct{}{}:
+	case <-ctx.Done():
+		for p := range b.prefixes {
+			w.drop(p)
+		}
+		return ctx.Err()
+	}
+	st.S3DeleteWait += time.Since(start)
+	st.S3DeleteCalls++
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		t0 := time.Now()
+		err := w.delete(ctx, b.names)
+		w.mu.Lock()
+		w.busy += time.Since(t0)
+		if err != nil && w.err == nil {
+			w.err = err
+		}
+		w.mu.Unlock()
+		for p := range b.prefixes {
+			w.drop(p)
+		}
+		if h := w.c.opts.test.s3BatchDone; h != nil {
+			h(b.names)
+		}
+		<-w.slots
+	}()
+	return nil
+}
+
+// delete removes the chunk objects names, then their local markers.
+func (w *s3Sweep) delete(ctx context.Context, names []string) error {
+	c := w.c
+	if c.opts.DryRun {
+		return nil
+	}
+	if h := c.opts.test.beforeUnlink; h != nil {
+		for _, n := range names {
+			h(filepath.Join(c.s.Chunks().Dir(), n[:4], n))
+		}
+	}
+	if err := w.rc.RemoveObjects(ctx, names); err != nil {
+		return fmt.Errorf("delete %d chunk objects: %w", len(names), err)
+	}
+	for _, n := range names {
+		rel := n[:4] + "/" + n
+		if err := unix.Unlinkat(w.r.chunksFd, rel, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("remove marker %s: %w", rel, err)
+		}
+	}
+	return nil
 }
 
 // sweepS3 is phase 2 on S3: it lists the chunk objects and deletes those
-// no index needs, in batches.
+// no index needs, in batches (s3BatchSize keys, or s3DeleteDefer),
+// several in flight while the listing goes on. Each object is judged
+// under its prefix lock, which stays held until the object and its
+// marker are gone.
 func (c *Collector) sweepS3(ctx context.Context, r *runState, rc RemoteChunks, st *Status) error {
 	// Whole seconds, as the local sweep and PBS compare (file times come
 	// from a coarser clock than time.Now).
 	minAtime, oldest := st.MinAtime.Unix(), st.OldestWriter.Unix()
-	b := &s3Batch{locks: map[uint16]*os.File{}}
-	var (
-		cur    = -1 // prefix whose lock is held for the current object
-		curF   *os.File
-		failed error
-	)
-	release := func(f *os.File) {
-		if f != nil {
-			f.Close() // drops the flock
-		}
+	w := &s3Sweep{c: c, r: r, rc: rc, slots: make(chan struct{}, s3DeletesInFlight), held: map[uint16]*heldPrefix{}}
+	batchSize := s3BatchSize()
+	if n := c.opts.test.s3Batch; n > 0 {
+		batchSize = n
 	}
-	defer func() {
-		if _, kept := b.locks[uint16(cur)]; !kept {
-			release(curF)
-		}
-		for _, f := range b.locks {
-			release(f)
-		}
-	}()
+	newBatch := func() *s3Batch { return &s3Batch{prefixes: map[uint16]bool{}} }
+	b := newBatch()
+	cur := -1 // prefix whose lock the listing holds
 	flush := func() error {
 		if len(b.names) == 0 {
 			return nil
 		}
-		if !c.opts.DryRun {
-			if h := c.opts.test.beforeUnlink; h != nil {
-				for _, n := range b.names {
-					h(filepath.Join(c.s.Chunks().Dir(), n[:4], n))
-				}
-			}
-			if err := rc.RemoveObjects(ctx, b.names); err != nil {
-				return fmt.Errorf("delete %d chunk objects: %w", len(b.names), err)
-			}
-			for _, n := range b.names {
-				rel := n[:4] + "/" + n
-				if err := unix.Unlinkat(r.chunksFd, rel, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-					return fmt.Errorf("remove marker %s: %w", rel, err)
-				}
-			}
-		}
-		st.S3DeleteCalls++
-		for p, f := range b.locks {
-			if int(p) != cur {
-				release(f)
-			}
-			delete(b.locks, p)
-		}
-		b.names = b.names[:0]
-		return nil
+		full := b
+		b = newBatch()
+		return w.send(ctx, full, st)
 	}
 	err := rc.ListObjects(ctx, func(name string, size int64, mtime time.Time) error {
-		prefix := int(hexPrefix(name))
-		if prefix != cur {
-			if _, kept := b.locks[uint16(cur)]; !kept {
-				release(curF)
-			}
-			curF = nil
-			cur = prefix
-			if h := c.opts.Hooks.BeforePrefixSweep; h != nil {
-				h(ctx, uint16(prefix))
-			}
-			if !c.opts.off.prefixLock {
-				f, err := c.lockPrefix(uint16(prefix))
-				if err != nil {
-					return err
-				}
-				curF = f
-			}
-			c.prog.prefixes.Store(int64(prefix))
+		if err := w.failed(); err != nil {
+			return err
 		}
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		prefix := int(hexPrefix(name))
+		if prefix != cur {
+			if cur >= 0 {
+				w.drop(uint16(cur))
+				cur = -1
+			}
+			if h := c.opts.Hooks.BeforePrefixSweep; h != nil {
+				h(ctx, uint16(prefix))
+			}
+			if err := w.hold(uint16(prefix)); err != nil {
+				return err
+			}
+			cur = prefix
+			c.prog.prefixes.Store(int64(prefix))
 		}
 		st.S3Objects++
 		rel := name[:4] + "/" + name
@@ -251,21 +379,31 @@ func (c *Collector) sweepS3(ctx context.Context, r *runState, rc RemoteChunks, s
 			b.first = time.Now()
 		}
 		b.names = append(b.names, name)
-		if curF != nil {
-			b.locks[uint16(cur)] = curF
+		if p := uint16(cur); !b.prefixes[p] {
+			b.prefixes[p] = true
+			w.share(p)
 		}
-		if len(b.names) >= s3DeleteBatch || time.Since(b.first) > s3DeleteDefer {
+		if len(b.names) >= batchSize || time.Since(b.first) > s3DeleteDefer {
 			return flush()
 		}
 		return nil
 	})
 	if err == nil {
 		err = flush()
+	} else {
+		for p := range b.prefixes {
+			w.drop(p)
+		}
 	}
-	if err != nil && failed == nil {
-		failed = err
+	if cur >= 0 {
+		w.drop(uint16(cur))
 	}
-	return failed
+	w.wg.Wait()
+	st.S3DeleteTime = w.busy
+	if err == nil {
+		err = w.failed()
+	}
+	return err
 }
 
 // s3Phase3 is the local sweep over the markers, its counts thrown away,

@@ -2,13 +2,17 @@ package gc
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pbsfs/pbsfs/internal/testutil"
 	"github.com/pbsfs/pbsfs/store"
@@ -162,6 +166,127 @@ func TestS3GCInUse(t *testing.T) {
 	for _, d := range ds {
 		if !objectExists(t, c, d) {
 			t.Errorf("chunk %s removed by a refused run", d)
+		}
+	}
+}
+
+// s3ChunkIn inserts a chunk of random content whose digest lies in prefix
+// directory p (any prefix for p < 0) and returns its digest.
+func s3ChunkIn(t *testing.T, ts *testStore, p int) store.Digest {
+	t.Helper()
+	data := make([]byte, 64)
+	for {
+		rand.Read(data)
+		d := store.DigestOf(data)
+		if p >= 0 && int(d[0])<<8|int(d[1]) != p {
+			continue
+		}
+		blob, err := ts.Codec().Encode(data, false)
+		if err == nil {
+			_, err = ts.ChunkStore().Insert(context.Background(), d, blob)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+}
+
+// TestS3SweepParallelBatches: phase 2 has several DeleteObjects requests
+// in flight while the listing goes on, and the lock of a prefix stays
+// held until every batch with a key in it has returned: here batches of
+// one key, two of them in one prefix, the third in a later one.
+func TestS3SweepParallelBatches(t *testing.T) {
+	ts, c := newS3TestStore(t)
+	a1 := s3ChunkIn(t, ts, -1)
+	p := int(a1[0])<<8 | int(a1[1])
+	if p == 0xffff {
+		t.Skip("no later prefix; run again")
+	}
+	a2 := s3ChunkIn(t, ts, p)
+	var b store.Digest
+	for b = s3ChunkIn(t, ts, -1); int(b[0])<<8|int(b[1]) <= p; b = s3ChunkIn(t, ts, -1) {
+		ts.age(3*days, b) // garbage too
+	}
+	ts.age(3*days, a1, a2, b)
+	col := ts.collector(Options{SkipAtimeCheck: true, Logger: discardLogger()})
+	col.opts.test.s3Batch = 1
+	entered := make(chan string, 16)
+	done := make(chan string, 16)
+	release := map[string]chan struct{}{}
+	for _, d := range []store.Digest{a1, a2, b} {
+		release[d.String()] = make(chan struct{})
+	}
+	col.opts.test.beforeUnlink = func(path string) {
+		n := filepath.Base(path)
+		entered <- n
+		if ch := release[n]; ch != nil {
+			<-ch
+		}
+	}
+	col.opts.test.s3BatchDone = func(names []string) {
+		if release[names[0]] != nil {
+			done <- names[0]
+		}
+	}
+	result := make(chan error, 1)
+	go func() { _, err := col.Run(context.Background()); result <- err }()
+	defer func() {
+		for _, ch := range release {
+			select {
+			case <-ch:
+			default:
+				close(ch)
+			}
+		}
+	}()
+	inFlight := map[string]bool{}
+	timeout := time.After(time.Minute)
+	for !inFlight[a1.String()] || !inFlight[a2.String()] || !inFlight[b.String()] {
+		select {
+		case n := <-entered:
+			inFlight[n] = true
+		case err := <-result:
+			t.Fatalf("run ended with %d deletes in flight: %v", len(inFlight), err)
+		case <-timeout:
+			t.Fatalf("%d DeleteObjects requests in flight at once, want 3", len(inFlight))
+		}
+	}
+	locked := func() bool {
+		f, err := os.Open(ts.Chunks().PrefixDir(uint16(p)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+			return true
+		}
+		return false
+	}
+	if !locked() {
+		t.Fatal("prefix lock not held while its deletes are in flight")
+	}
+	close(release[a1.String()])
+	if n := <-done; n != a1.String() {
+		t.Fatalf("batch %s done, want %s", n, a1)
+	}
+	if !locked() {
+		t.Error("prefix lock released while another batch with a key in it was in flight")
+	}
+	close(release[a2.String()])
+	if n := <-done; n != a2.String() {
+		t.Fatalf("batch %s done, want %s", n, a2)
+	}
+	if locked() {
+		t.Error("prefix lock still held after both batches of the prefix returned")
+	}
+	close(release[b.String()])
+	if err := <-result; err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []store.Digest{a1, a2, b} {
+		if objectExists(t, c, d) || ts.exists(d) {
+			t.Errorf("garbage chunk %s: object %v, marker %v", d, objectExists(t, c, d), ts.exists(d))
 		}
 	}
 }

@@ -57,6 +57,10 @@ type Status struct {
 	S3Objects     uint64 `json:"-"`
 	S3DeleteCalls uint64 `json:"-"`
 	S3Requests    string `json:"-"`
+	// S3DeleteTime sums the times of the DeleteObjects requests (several
+	// run at once), S3DeleteWait the time the listing waited for one to
+	// finish before it could send the next.
+	S3DeleteTime, S3DeleteWait time.Duration `json:"-"`
 	// RemovedTemp counts stale temporary chunk files (<digest>.tmp_*)
 	// removed; PBS leaves them, pbsfs cleans those older than MinAtime.
 	RemovedTemp uint64 `json:"-"`
