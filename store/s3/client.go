@@ -39,24 +39,47 @@ type Client struct {
 }
 
 // Counts counts the HTTP requests a Client sent, retries included, by
-// method, and the payload bytes it received.
+// kind, and the payload bytes it received.
 type Counts struct {
-	Get, Put, Post, Delete, Head, Other atomic.Int64
+	// List counts ListObjectsV2 pages, Get the other GETs.
+	Get, List, Put, Post, Delete, Head, Other atomic.Int64
 	// Throttled counts answers 503 and 429 (each was retried, unless the
 	// retries ran out).
 	Throttled atomic.Int64
 	BytesIn   atomic.Int64
 }
 
-// Requests is the total of requests sent.
-func (c *Counts) Requests() int64 {
-	return c.Get.Load() + c.Put.Load() + c.Post.Load() + c.Delete.Load() + c.Head.Load() + c.Other.Load()
+// Tally is a copy of Counts at one moment.
+type Tally struct {
+	Get, List, Put, Post, Delete, Head, Other, Throttled, BytesIn int64
 }
 
-func (c *Counts) String() string {
-	return fmt.Sprintf("%d requests (GET %d, PUT %d, POST %d, DELETE %d, HEAD %d), %d throttled",
-		c.Requests(), c.Get.Load(), c.Put.Load(), c.Post.Load(), c.Delete.Load(), c.Head.Load(), c.Throttled.Load())
+// Tally returns the counts now.
+func (c *Counts) Tally() Tally {
+	return Tally{c.Get.Load(), c.List.Load(), c.Put.Load(), c.Post.Load(), c.Delete.Load(), c.Head.Load(),
+		c.Other.Load(), c.Throttled.Load(), c.BytesIn.Load()}
 }
+
+// Sub returns the requests counted since u.
+func (t Tally) Sub(u Tally) Tally {
+	return Tally{t.Get - u.Get, t.List - u.List, t.Put - u.Put, t.Post - u.Post, t.Delete - u.Delete,
+		t.Head - u.Head, t.Other - u.Other, t.Throttled - u.Throttled, t.BytesIn - u.BytesIn}
+}
+
+// Requests is the total of requests sent.
+func (t Tally) Requests() int64 {
+	return t.Get + t.List + t.Put + t.Post + t.Delete + t.Head + t.Other
+}
+
+func (t Tally) String() string {
+	return fmt.Sprintf("%d requests (GET %d, LIST %d, PUT %d, POST %d, DELETE %d, HEAD %d), %d throttled",
+		t.Requests(), t.Get, t.List, t.Put, t.Post, t.Delete, t.Head, t.Throttled)
+}
+
+// Requests is the total of requests sent.
+func (c *Counts) Requests() int64 { return c.Tally().Requests() }
+
+func (c *Counts) String() string { return c.Tally().String() }
 
 // countingTransport counts requests on their way out.
 type countingTransport struct {
@@ -67,7 +90,11 @@ type countingTransport struct {
 func (t countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	switch r.Method {
 	case http.MethodGet:
-		t.c.Get.Add(1)
+		if r.URL.Query().Has("list-type") {
+			t.c.List.Add(1)
+		} else {
+			t.c.Get.Add(1)
+		}
 	case http.MethodPut:
 		t.c.Put.Add(1)
 	case http.MethodPost:
