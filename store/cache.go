@@ -14,7 +14,9 @@ import (
 //     its read-ahead) enters the scan segment, bounded by scanShare of
 //     the capacity: a scan cycles through it alone, and its buffers are
 //     used again for the next chunks of the scan (fresh memory costs more
-//     than decoding here, see chunkMem);
+//     than decoding here, see chunkMem); scan accesses do not reorder it
+//     (first in, first out), so the chunks a reader passed go before
+//     those read ahead of it;
 //   - any other chunk enters the probation segment, and so does a
 //     scanned chunk at its first access outside a scan;
 //   - a second access that is not part of a scan moves a chunk from
@@ -168,6 +170,11 @@ func (c *chunkCache) move(e *list.Element, seg int) *list.Element {
 func (c *chunkCache) touch(e *list.Element, scan bool) {
 	ce := e.Value.(*cacheEntry)
 	switch {
+	case scan && ce.seg == segScan:
+		// The scan segment is first in, first out for scans: a chunk
+		// the reader has passed goes before the chunks read ahead of
+		// it, which were loaded later, though the reader touched the
+		// passed one last.
 	case scan || ce.seg == segProtected || ce.rereadable:
 		c.move(e, ce.seg)
 	case ce.seg == segScan:

@@ -124,3 +124,58 @@ func TestRandomReadsKeepRereadableOut(t *testing.T) {
 		t.Errorf("text chunk read at random in segment %d, want protected %d", got, segProtected)
 	}
 }
+
+// TestAssembleFromFreePages: a buffer of a size no free buffer has is
+// made of the pages of free buffers (moved, not copied, not fresh):
+// what they held shows at its start, nothing new is faulted in, a part
+// left over stays free with its bytes, and the mapped count stays exact.
+func TestAssembleFromFreePages(t *testing.T) {
+	m := newChunkMem()
+	m.maxFree = 64 << 20
+	fill := func(b *memBuf, v byte) {
+		for i := range b.mem {
+			b.mem[i] = v
+		}
+	}
+	a, b := m.get(2<<20), m.get(6<<20)
+	fill(a, 1)
+	fill(b, 2)
+	m.put(a)
+	m.put(b)
+	faults, mapped := m.faults.Load(), m.mapped.Load()
+	if mapped != 8<<20 {
+		t.Fatalf("mapped %d, want 8 MiB", mapped)
+	}
+	c := m.get(7<<20 + 12345) // 8 MiB: neither free buffer alone
+	if len(c.mem) != 8<<20 || m.faults.Load() != faults || m.moved.Load() != 8<<20 {
+		t.Fatalf("buffer of %d bytes, %d fresh, %d bytes moved; want 8 MiB from the free pages", len(c.mem), m.faults.Load()-faults, m.moved.Load())
+	}
+	var ones, twos int
+	for _, v := range c.mem {
+		switch v {
+		case 1:
+			ones++
+		case 2:
+			twos++
+		}
+	}
+	if ones != 2<<20 || twos != 6<<20 {
+		t.Errorf("assembled buffer holds %d bytes of the 2 MiB part and %d of the 6 MiB one", ones, twos)
+	}
+	if m.mapped.Load() != mapped || m.freeBytes != 0 {
+		t.Errorf("mapped %d (want %d), free %d", m.mapped.Load(), mapped, m.freeBytes)
+	}
+	fill(c, 3)
+	m.put(c)
+	// A larger buffer: the 8 MiB of pages moved, the rest fresh.
+	d := m.get(10 << 20)
+	if len(d.mem) != 10<<20 || m.moved.Load() != 16<<20 || d.mem[0] != 3 || d.mem[8<<20-1] != 3 {
+		t.Errorf("10 MiB buffer: %d bytes, %d moved", len(d.mem), m.moved.Load())
+	}
+	d.mem[10<<20-1] = 4 // the fresh part is usable
+	m.put(d)
+	m.release()
+	if n := m.mapped.Load(); n != 0 {
+		t.Errorf("%d bytes mapped after release", n)
+	}
+}

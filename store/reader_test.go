@@ -369,3 +369,35 @@ func TestReadAheadOncePerChunk(t *testing.T) {
 		t.Error("no read-ahead after a jump back")
 	}
 }
+
+// TestScanSegmentFirstInFirstOut: in the scan segment a chunk the reader
+// has passed is evicted before the chunks read ahead of it, though the
+// reader touched it last: an unread read-ahead chunk evicted would be
+// decoded twice.
+func TestScanSegmentFirstInFirstOut(t *testing.T) {
+	c := newChunkCache(50, newChunkMem())
+	dig := func(i int) cacheKey { return cacheKey{d: Digest{byte(i)}} }
+	load := func() ([]byte, *memBuf, bool, error) { return make([]byte, 10), nil, false, nil }
+	get := func(i int) {
+		e, err := c.get(dig(i), true, load)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.release(e)
+	}
+	for i := 1; i <= 4; i++ { // read ahead: chunks 1-4
+		get(i)
+	}
+	get(1) // the reader reads chunk 1, several times
+	get(1)
+	get(5) // read-ahead goes on: the cache is full
+	get(6) // one chunk must go
+	if c.has(dig(1)) {
+		t.Error("the chunk the reader passed is still cached")
+	}
+	for i := 2; i <= 6; i++ {
+		if !c.has(dig(i)) {
+			t.Errorf("read-ahead chunk %d evicted before the reader got to it", i)
+		}
+	}
+}
