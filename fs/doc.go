@@ -118,6 +118,20 @@
 //     memory has; a file that shrank is detected and decoded afresh. A
 //     chunk removed by the collector stays readable through the open
 //     descriptor; its space is freed when the descriptor is dropped.
+//   - A chunk of an unencrypted archive stored compressed, decoded and
+//     checked as above for a random (not sequential) read, is written
+//     to the mount's spill file (--spill-size, default 2 GiB in
+//     --spill-dir /var/tmp; 0 turns it off), and later small random
+//     reads of it that miss the cache are preads of its range there.
+//     The file is made with O_TMPFILE|O_EXCL: it never has a name and
+//     cannot be given one, only the mount's process holds it, and
+//     nothing but the verified bytes of a decoded chunk is written to
+//     it. A range is read only after its chunk's write completed, and a
+//     chunk is never overwritten while a read of it runs (the ring skips
+//     such a write), so the bytes read are those verified. The exposure
+//     is that of the verified chunk files above: the medium changing the
+//     file's bytes after they were written. Chunks of encrypted archives
+//     never go there: their plaintext stays off the disk.
 //   - The memory of decoded chunks is used again (see store's chunkMem):
 //     a read served from a cached chunk holds a reference to it until
 //     go-fuse has written the reply to the kernel (the reply's Done), and

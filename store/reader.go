@@ -25,7 +25,8 @@ import (
 //   - A request inside one chunk is served as a slice of the cached chunk
 //     (no copy); a small random request of a chunk stored uncompressed
 //     and verified before is served by pread (ChunkRangeReader) without a
-//     decode; a chunk whose digest is that of all zeros (a hole) is never
+//     decode, and so is one of a compressed chunk a random read decoded
+//     before, from the spill file (spillTier); a chunk whose digest is that of all zeros (a hole) is never
 //     read at all.
 
 // Archive gives random access to the decoded bytes of an index archive.
@@ -197,7 +198,14 @@ func (s *Store) loadChunk(ctx context.Context, d Digest, size uint64, dec *Chunk
 	e, err := s.cache.get(cacheKey{d, dec.key}, scan, func() ([]byte, *memBuf, bool, error) {
 		if !dec.encrypted {
 			data, buf, err := s.files.DecodeChunk(ctx, d, size)
-			return data, buf, err == nil && s.files.verified.has(d), err
+			rereadable := err == nil && s.files.verified.has(d)
+			if err == nil && !rereadable && !scan && s.spill != nil {
+				// A compressed chunk a random reader wanted: later
+				// small reads of it are preads of the spill file, so
+				// it is cheap to read again without the cache.
+				rereadable = s.spill.put(d, data)
+			}
+			return data, buf, rereadable, err
 		}
 		data, buf, err := s.files.DecodeEncrypted(ctx, d, size, dec)
 		return data, buf, false, err
@@ -270,6 +278,7 @@ type Reader struct {
 	mu   sync.Mutex
 	next int64 // where the last read ended
 	seq  bool
+	near bool // the last read was near where the one before ended
 	// aheadChunk: read-ahead was started for the chunks before it (since
 	// the last jump).
 	aheadChunk int
@@ -292,15 +301,22 @@ const readAheadBytes = 24 << 20
 // uncompressed chunk rather than by decoding it.
 const smallRead = 256 << 10
 
-// note records a request and reports whether it is sequential.
+// note records a request and reports whether it is sequential: near
+// where the previous one ended, and so was the previous one. One near
+// request is not enough: random 4 KiB reads of a 256 MiB file land
+// within seqWindow of the last one about once in 64, and each such
+// false start read 24 MiB ahead (measured: 1,340 chunks decoded ahead,
+// ~9 s of CPU, during 40,000 random reads of a text file).
 func (r *Reader) note(off, n int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.seq = r.next >= 0 && off >= r.next-seqWindow && off <= r.next+seqWindow
+	near := r.next >= 0 && off >= r.next-seqWindow && off <= r.next+seqWindow
+	r.seq = near && r.near
+	r.near = near
 	if !r.seq {
 		r.aheadChunk = 0 // a jump: read ahead from the new place
 	}
-	if end := off + n; end > r.next || !r.seq {
+	if end := off + n; end > r.next || !near {
 		r.next = end
 	}
 	return r.seq
@@ -429,6 +445,9 @@ func (r *Reader) Read(ctx context.Context, dest []byte, off int64) (Data, error)
 		}
 		if !seq && len(dest) <= smallRead && !a.dec.encrypted {
 			if a.s.files.ReadChunkRange(d, dest, in) {
+				return Data{b: dest}, nil
+			}
+			if a.s.spill != nil && a.s.spill.read(d, dest, in) {
 				return Data{b: dest}, nil
 			}
 		}

@@ -75,7 +75,8 @@ func engineStore(t *testing.T, opts Options) (*Store, *Archive, []byte, *atomic.
 // ReadAt at once, sequential and random, across chunk boundaries; run it
 // with -race.
 func TestReaderConcurrent(t *testing.T) {
-	_, a, img, _ := engineStore(t, Options{CacheBytes: 9 * mib}) // smaller than the image
+	// A cache smaller than the image, and a spill file that wraps.
+	_, a, img, _ := engineStore(t, Options{CacheBytes: 9 * mib, SpillBytes: 9 * mib, SpillDir: t.TempDir()})
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)

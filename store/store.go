@@ -36,6 +36,12 @@ type Options struct {
 	RuntimeDir string
 	// CacheBytes bounds the decoded-chunk cache (DefaultCacheBytes if 0).
 	CacheBytes int64
+	// SpillBytes bounds the scratch file of verified decoded chunks of
+	// unencrypted archives that small random reads are served from once
+	// the cache let them go (see spillTier); 0: none. SpillDir is where
+	// the unnamed file is made (os.TempDir() if empty).
+	SpillBytes int64
+	SpillDir   string
 	// OnChunkLoad, if set, is called with the digest of every chunk the
 	// read engine loads from disk (tests count them).
 	OnChunkLoad func(Digest)
@@ -88,6 +94,9 @@ type Store struct {
 	decodeSlots chan struct{}
 	// readAhead counts the background decodes run (ReadAheadChunks).
 	readAhead atomic.Int64
+	// spill holds verified decoded chunks for small random reads (nil:
+	// none).
+	spill *spillTier
 	// prefetchJobs counts the read-ahead jobs queued (tests).
 	prefetchJobs atomic.Int64
 
@@ -217,6 +226,7 @@ func Open(root string, opts Options) (*Store, error) {
 		mirror:     opts.Mirror,
 		codec:      codec,
 		cache:      newChunkCache(opts.CacheBytes, mem),
+		spill:      newSpillTier(opts.SpillDir, opts.SpillBytes),
 		mem:        mem,
 		plock:      plock,
 		locks:      newLocks(opts.RuntimeDir, opts.Name, abs, owner),
@@ -232,6 +242,15 @@ func Open(root string, opts Options) (*Store, error) {
 // DefaultCacheBytes is the default bound of the decoded-chunk cache.
 const DefaultCacheBytes = 256 << 20
 
+// DefaultSpillBytes and DefaultSpillDir are the mount's default bound and
+// directory of the spill file (Options.SpillBytes): the decoded
+// compressed chunks of 2 GiB of archives, on disk (/tmp may be tmpfs,
+// which would make it memory).
+const (
+	DefaultSpillBytes = 2 << 30
+	DefaultSpillDir   = "/var/tmp"
+)
+
 // CacheStats returns the decoded-chunk cache's counters.
 func (s *Store) CacheStats() CacheStats { return s.cache.Stats() }
 
@@ -243,6 +262,7 @@ func (s *Store) ReadAheadChunks() int64 { return s.readAhead.Load() }
 // the read engine holds open.
 func (s *Store) Close() error {
 	s.files.verified.closeAll()
+	s.spill.close()
 	s.cache.clear()
 	s.mem.release()
 	return s.plock.Close()

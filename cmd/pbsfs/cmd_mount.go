@@ -49,6 +49,8 @@ type mountCmd struct {
 	logFormat      string
 	readyFD        int
 	cacheSize      byteSize
+	spillSize      byteSize
+	spillDir       string
 }
 
 // gcHooksKey is the context key of collector hooks a test passes to the
@@ -112,6 +114,9 @@ func (c *mountCmd) flags(fs *pflag.FlagSet) {
 	fs.MarkHidden("ready-fd")
 	c.cacheSize = store.DefaultCacheBytes
 	fs.Var(&c.cacheSize, "cache-size", "memory for decoded chunks (e.g. 256M, 1G); the mount's memory stays near this plus 100M")
+	c.spillSize = store.DefaultSpillBytes
+	fs.Var(&c.spillSize, "spill-size", "disk for verified decoded chunks of unencrypted archives that random reads come back to, in an unnamed scratch file (0: none)")
+	fs.StringVar(&c.spillDir, "spill-dir", store.DefaultSpillDir, "directory of the --spill-size scratch file (a disk, not tmpfs)")
 }
 
 func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
@@ -182,6 +187,7 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	}
 	opts := e.storeOptions()
 	opts.CacheBytes = int64(c.cacheSize)
+	opts.SpillBytes, opts.SpillDir = int64(c.spillSize), c.spillDir
 	s, err := e.openStoreWith(opts)
 	if err != nil {
 		return err
