@@ -44,6 +44,13 @@ type BackupOptions struct {
 	// if 0). A chunk waits for room before it is queued, so a backup's
 	// memory does not grow with the number of workers or the input.
 	MemoryBudget int64
+	// ChunkSync is how new chunks are made durable in batches (SyncFS:
+	// one syncfs per batch; see ChunkBatch). BatchBytes is the batch size
+	// (DefaultBatchBytes if 0).
+	ChunkSync  SyncMode
+	BatchBytes int64
+
+	batchHook func(BatchEvent) error // ChunkBatch.Hook (tests)
 }
 
 // DefaultMemoryBudget is the default BackupOptions.MemoryBudget: room for
@@ -92,6 +99,7 @@ type Backup struct {
 
 	mode    string         // crypt mode of every archive
 	mem     *memBudget     // bytes of chunks in flight, shared by all streams
+	batch   *ChunkBatch    // new chunks of a disk store, synced in batches (nil on S3)
 	dec     *ChunkDecoder  // names chunks: keyed digests when encrypting
 	release []func() error // undone in reverse order
 	done    bool
@@ -132,6 +140,10 @@ func (s *Store) StartBackup(ctx context.Context, g GroupRef, t time.Time, opts B
 		mem: newMemBudget(opts.MemoryBudget)}
 	if b.mode == CryptEncrypt {
 		b.dec = s.EncryptedDecoder(opts.Key)
+	}
+	if fc, ok := s.backend.(*FileChunkStore); ok && fc == s.chunks {
+		b.batch = fc.NewBatch(opts.BatchBytes, 0, opts.ChunkSync)
+		b.batch.Hook = opts.batchHook
 	}
 	if err := b.start(ctx); err != nil {
 		b.unlock()
@@ -333,6 +345,10 @@ func (b *Backup) AddImage(ctx context.Context, name string, r io.Reader, size ui
 			return fmt.Errorf("image %s: source is longer than %d bytes", name, size)
 		}
 	}
+	if err := b.flushChunks(ctx); err != nil {
+		w.Abort()
+		return fmt.Errorf("image %s: %w", name, err)
+	}
 	csum, err := w.Close()
 	if err == nil {
 		err = b.s.mirrorFile(p)
@@ -348,6 +364,7 @@ func (b *Backup) AddImage(ctx context.Context, name string, r io.Reader, size ui
 // StreamWriter cuts a stream into content-defined chunks as it is written
 // and records them in a dynamic index. Close finishes the archive.
 type StreamWriter struct {
+	ctx    context.Context // of CreateStream (the uploader's ends at Close)
 	b      *Backup
 	name   string
 	file   string
@@ -380,7 +397,7 @@ func (b *Backup) CreateStream(ctx context.Context, name string, avg int) (*Strea
 		w.Abort()
 		return nil, err
 	}
-	sw := &StreamWriter{b: b, name: name, file: file, w: w, ch: ch}
+	sw := &StreamWriter{ctx: ctx, b: b, name: name, file: file, w: w, ch: ch}
 	// Workers finish in any order; the entries are written sorted at Close.
 	sw.up = b.newUploader(ctx, func(c chunkRef) error {
 		sw.done = append(sw.done, c)
@@ -469,7 +486,7 @@ func (sw *StreamWriter) Inject(chunks []pxar.PayloadChunk) error {
 // pxar.ErrChunkUnavailable if one is missing.
 func (sw *StreamWriter) Check(chunks []pxar.PayloadChunk) error {
 	for _, c := range chunks {
-		ok, err := sw.b.s.reuseChunk(sw.up.ctx, Digest(c.Digest))
+		ok, err := sw.b.reuseChunk(sw.up.ctx, Digest(c.Digest))
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", sw.name, err)
 		}
@@ -498,6 +515,9 @@ func (sw *StreamWriter) Close() (uint64, error) {
 				break
 			}
 		}
+	}
+	if err == nil {
+		err = sw.b.flushChunks(sw.ctx)
 	}
 	if err != nil {
 		sw.w.Abort()
@@ -591,6 +611,10 @@ func (b *Backup) Finish() error {
 		"compressed_size": b.Stats.BytesWritten.Load(),
 		"duplicates":      b.Stats.ReusedChunks.Load(),
 	})
+	if err := b.flushChunks(context.Background()); err != nil {
+		b.abortFiles()
+		return err
+	}
 	if b.opts.Key != nil {
 		if err := m.Sign(b.opts.Key); err != nil {
 			b.abortFiles()
@@ -626,17 +650,62 @@ func (b *Backup) Abort() {
 	if b.catalogStream != nil {
 		b.catalogStream.Abort()
 	}
+	if b.batch != nil {
+		b.batch.Abort()
+	}
 	b.abortFiles()
 	b.unlock()
 }
 
 func (b *Backup) abortFiles() {
+	if b.batch != nil {
+		b.batch.Abort()
+	}
 	if err := b.s.mirrorRemoveSnapshot(context.Background(), b.ref); err != nil {
 		b.s.log.Warn("remove aborted snapshot", "snapshot", b.ref.String(), "err", err)
 	}
 	if err := os.RemoveAll(b.s.Path(b.ref.Dir())); err != nil {
 		b.s.log.Warn("remove aborted snapshot", "snapshot", b.ref.String(), "err", err)
 	}
+}
+
+// reuseChunk touches chunk d and reports whether the store has it, or
+// the session's batch holds it pending, so it need not be stored again.
+func (b *Backup) reuseChunk(ctx context.Context, d Digest) (bool, error) {
+	if b.batch != nil {
+		return b.batch.Has(ctx, d)
+	}
+	return b.s.reuseChunk(ctx, d)
+}
+
+// insertChunk stores a new chunk: into the session's batch on a disk
+// store, else into the store's backend directly.
+func (b *Backup) insertChunk(ctx context.Context, d Digest, blob []byte) (bool, error) {
+	if b.batch != nil {
+		return b.batch.Insert(ctx, d, blob)
+	}
+	return b.s.insertChunk(ctx, d, blob)
+}
+
+// flushChunks makes every chunk the session stored so far durable under
+// its name; it is called before an index naming them is written.
+func (b *Backup) flushChunks(ctx context.Context) error {
+	if b.batch == nil {
+		return nil
+	}
+	if err := b.batch.Flush(ctx); err != nil {
+		return fmt.Errorf("backup %s: store chunks: %w", b.ref, err)
+	}
+	return nil
+}
+
+// Syncs returns how many times the session synced new chunks to disk
+// (ChunkBatch.Syncs).
+func (b *Backup) Syncs() int64 {
+	if b.batch == nil {
+		return 0
+	}
+	return b.batch.Syncs()
 }
 
 // chunkRef is one chunk of an archive as the uploader reports it.
@@ -817,7 +886,7 @@ func (u *uploader) store(job upJob) error {
 	}
 	d := u.b.dec.Digest(job.data)
 	ref := chunkRef{end: job.end, length: uint64(len(job.data)), digest: d}
-	reused, err := s.reuseChunk(u.ctx, d)
+	reused, err := u.b.reuseChunk(u.ctx, d)
 	if err == nil && !reused {
 		var blob []byte
 		buf := s.getChunkBuf(int(job.blob))[:0]
@@ -830,7 +899,7 @@ func (u *uploader) store(job upJob) error {
 		freeData()
 		if err == nil {
 			var dup bool
-			dup, err = s.insertChunk(u.ctx, d, blob)
+			dup, err = u.b.insertChunk(u.ctx, d, blob)
 			reused = dup
 			if !dup {
 				u.b.Stats.NewChunks.Add(1)

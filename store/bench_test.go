@@ -202,7 +202,8 @@ func BenchmarkVerify(b *testing.B) {
 
 // BenchmarkChunkFiles measures the kernel's cost of storing chunks as
 // files: the encoded chunks of 256 MiB (random and text blocks) inserted
-// into a chunk store (temp file, write, fsync, rename each), against the
+// into a chunk store (temp file, write, fsync, rename each; or a
+// ChunkBatch: temp files, one sync per batch, renames), against the
 // same bytes written to one file with one fsync at the end (what
 // `dd conv=fsync` does), in the same run.
 func BenchmarkChunkFiles(b *testing.B) {
@@ -245,7 +246,7 @@ func BenchmarkChunkFiles(b *testing.B) {
 			f.Close()
 		}
 	})
-	b.Run("chunk-files", func(b *testing.B) {
+	b.Run("chunk-files=fsync-each", func(b *testing.B) {
 		b.SetBytes(size)
 		for b.Loop() {
 			s := newTestStore(b)
@@ -257,4 +258,29 @@ func BenchmarkChunkFiles(b *testing.B) {
 			}
 		}
 	})
+	// A backup's ChunkBatch: temp files without fsync, one sync per batch
+	// (64 MiB here) and one after the last rename.
+	for _, mode := range []struct {
+		name string
+		mode SyncMode
+	}{{"syncfs", SyncFS}, {"fsync-parallel", SyncFiles}} {
+		b.Run("chunk-files=batch-"+mode.name, func(b *testing.B) {
+			b.SetBytes(size)
+			var syncs int64
+			for b.Loop() {
+				s := newTestStore(b)
+				batch := s.chunks.NewBatch(64<<20, 0, mode.mode)
+				for i, bl := range blobs {
+					if _, err := batch.Insert(context.Background(), digests[i], bl); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := batch.Flush(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+				syncs = batch.Syncs()
+			}
+			b.ReportMetric(float64(syncs), "syncs")
+		})
+	}
 }
