@@ -890,10 +890,11 @@ func (u *uploader) store(job upJob) error {
 	if err == nil && !reused {
 		var blob []byte
 		buf := s.getChunkBuf(int(job.blob))[:0]
+		compress := s.codec.worthCompressing(job.data)
 		if u.b.mode == CryptEncrypt {
-			blob, err = s.codec.AppendEncodeEncrypted(buf, job.data, u.b.opts.Key, true)
+			blob, err = s.codec.AppendEncodeEncrypted(buf, job.data, u.b.opts.Key, compress)
 		} else {
-			blob, err = s.codec.AppendEncode(buf, job.data, true)
+			blob, err = s.codec.AppendEncode(buf, job.data, compress)
 		}
 		plain := len(job.data)
 		freeData()
