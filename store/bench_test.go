@@ -42,14 +42,13 @@ func BenchmarkChunker(b *testing.B) {
 
 // benchImage writes a 1 GiB image file: random (incompressible) or mixed
 // (zeros, text and random blocks, like a used disk).
-func benchImage(b *testing.B, kind string) string {
+func benchImage(b testing.TB, kind string, size int) string {
 	path := filepath.Join(b.TempDir(), kind+".img")
 	f, err := os.Create(path)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	const size = 1 << 30
 	text := bytes.Repeat([]byte("the quick brown fox jumps over the lazy dog\n"), 1<<20/44+1)[:1<<20]
 	for off := 0; off < size; off += 1 << 20 {
 		block := xorshiftBytes(uint64(off+1), 1<<20)
@@ -70,7 +69,7 @@ func benchImage(b *testing.B, kind string) string {
 
 func BenchmarkIngest(b *testing.B) {
 	for _, kind := range []string{"random", "mixed"} {
-		path := benchImage(b, kind)
+		path := benchImage(b, kind, 1<<30)
 		data, err := os.ReadFile(path)
 		if err != nil {
 			b.Fatal(err)
@@ -282,5 +281,85 @@ func BenchmarkChunkFiles(b *testing.B) {
 			}
 			b.ReportMetric(float64(syncs), "syncs")
 		})
+	}
+}
+
+// TestIngestTable prints the one-core ingest table of a first backup
+// (PBSFS_BENCH=1; run under taskset -c N with -cpu 1): for random and
+// mixed data, pbsfs ingest MB/s against SHA-256 of the same bytes and
+// against dd (the same bytes written to one file and fsynced), measured
+// alternately in the same run, best of three rounds each.
+func TestIngestTable(t *testing.T) {
+	if os.Getenv("PBSFS_BENCH") == "" {
+		t.Skip("set PBSFS_BENCH=1")
+	}
+	const size = 512 << 20
+	ctx := context.Background()
+	type row struct{ sha, ingest, dd time.Duration }
+	rows := map[string]*row{}
+	for _, kind := range []string{"random", "mixed"} {
+		path := benchImage(t, kind, size)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &row{sha: time.Hour, ingest: time.Hour, dd: time.Hour}
+		rows[kind] = r
+		for round := 0; round < 3; round++ {
+			start := time.Now()
+			h := sha256.New()
+			for off := 0; off < len(data); off += FixedChunkSize {
+				h.Write(data[off:min(off+FixedChunkSize, len(data))])
+			}
+			h.Sum(nil)
+			r.sha = min(r.sha, time.Since(start))
+
+			s := newTestStore(t)
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start = time.Now()
+			b, err := s.StartBackup(ctx, GroupRef{Type: TypeVM, ID: "1"}, time.Unix(1_800_000_000, 0), BackupOptions{})
+			if err == nil {
+				err = b.AddImage(ctx, "disk.img", f, size)
+			}
+			if err == nil {
+				err = b.Finish()
+			}
+			el := time.Since(start)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.ingest = min(r.ingest, el)
+			s.Close()
+
+			out := filepath.Join(t.TempDir(), "dd")
+			start = time.Now()
+			o, err := os.Create(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for off := 0; off < len(data); off += FixedChunkSize {
+				if _, err := o.Write(data[off:min(off+FixedChunkSize, len(data))]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := o.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			o.Close()
+			r.dd = min(r.dd, time.Since(start))
+			os.Remove(out)
+		}
+	}
+	mbps := func(d time.Duration) float64 { return float64(size) / 1e6 / d.Seconds() }
+	t.Logf("GOMAXPROCS=%d, %d MiB per kind, best of 3 rounds measured alternately", runtime.GOMAXPROCS(0), size>>20)
+	t.Logf("| data | SHA-256 MB/s | pbsfs ingest MB/s | ingest/SHA | dd (write+fsync) MB/s | ingest/dd |")
+	t.Logf("|---|---:|---:|---:|---:|---:|")
+	for _, kind := range []string{"random", "mixed"} {
+		r := rows[kind]
+		t.Logf("| %s | %.0f | %.0f | %.2f | %.0f | %.2f |", kind, mbps(r.sha), mbps(r.ingest), r.sha.Seconds()/r.ingest.Seconds(), mbps(r.dd), r.dd.Seconds()/r.ingest.Seconds())
 	}
 }

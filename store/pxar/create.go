@@ -97,6 +97,8 @@ func Create(ctx context.Context, src Source, w *Writer, opts CreateOptions) erro
 		opts.Stats = &ReuseStats{}
 	}
 	c := &creator{ctx: ctx, src: src, w: w, opts: opts, links: map[[2]uint64]hardlinkTarget{}, patterns: slices.Clone(opts.Exclude)}
+	c.pf = newPrefetcher(ctx, src)
+	defer c.pf.stop()
 	if p := opts.Previous; p != nil {
 		if !w.Split() || opts.Catalog != nil || p.Archive == nil || p.Inject == nil || p.Check == nil {
 			return fmt.Errorf("pxar: metadata change detection needs a split archive, no catalog and a complete Previous: %w", ErrWriter)
@@ -159,7 +161,8 @@ type creator struct {
 	w     *Writer
 	opts  CreateOptions
 	links map[[2]uint64]hardlinkTarget
-	reuse *reuser // metadata change detection, nil otherwise
+	reuse *reuser     // metadata change detection, nil otherwise
+	pf    *prefetcher // reads files ahead (nil if the source cannot)
 	// patterns are the exclusion patterns in force: the caller's, then
 	// those of the .pxarexclude files of the open directories.
 	patterns exclude.List
@@ -232,6 +235,13 @@ func (c *creator) dir(path string, names []string) error {
 		n := len(c.patterns)
 		defer func() { c.patterns = c.patterns[:n] }()
 		c.readExcludes(path)
+	}
+	if c.reuse == nil {
+		// Every file is read: start reading this directory's files.
+		// (Metadata mode prefetches the files it decides to read.)
+		for _, name := range names {
+			c.pf.add(join(path, name))
+		}
 	}
 	for _, name := range names {
 		if err := c.ctx.Err(); err != nil {

@@ -367,6 +367,7 @@ func (c *creator) flush(keepLast bool) error {
 	if float64(padding) > limit*float64(total) {
 		st.RunsReencoded++
 		st.FilesReencoded += int64(files)
+		c.prefetch(entries)
 		return c.writeAll(entries, 0, false)
 	}
 	if !sameFirst {
@@ -399,6 +400,7 @@ func (c *creator) flush(keepLast bool) error {
 		if sameFirst {
 			r.held = oldHeld
 		}
+		c.prefetch(entries)
 		return c.writeAll(entries, 0, false)
 	}
 	if startPad > 0 {
@@ -409,6 +411,16 @@ func (c *creator) flush(keepLast bool) error {
 	}
 	r.held = held
 	return c.writeAll(entries, base, true)
+}
+
+// prefetch starts reading the regular files among entries, which are
+// about to be read in order.
+func (c *creator) prefetch(entries []pending) {
+	for _, p := range entries {
+		if p.op == opFile {
+			c.pf.add(p.path)
+		}
+	}
 }
 
 // writeAll writes pending entries in order; reused files point at base
