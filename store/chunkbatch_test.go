@@ -155,10 +155,12 @@ func TestChunkBatchCrash(t *testing.T) {
 	}
 	verifyAll(t, s, b.Ref())
 	chunks := b.Stats.NewChunks.Load()
-	// 7 new chunks in batches of 2 (8 MiB): 4 syncs of temp files, one
-	// after the last rename.
-	if chunks != 7 || b.Syncs() != 5 || m.syncs != 5 {
-		t.Errorf("%d new chunks, %d syncs (model %d); want 7 chunks and 5 syncs", chunks, b.Syncs(), m.syncs)
+	// 7 new chunks (six of 4 MiB, one of 12 KiB) in batches of 8 MiB:
+	// three full batches, then at Flush a sync before the renames of the
+	// rest (if any: the workers finish in any order, so the small chunk
+	// may have joined a full batch) and one after the last rename.
+	if chunks != 7 || b.Syncs() < 4 || b.Syncs() > 5 || int64(m.syncs) != b.Syncs() {
+		t.Errorf("%d new chunks, %d syncs (model %d); want 7 chunks and 4 or 5 syncs", chunks, b.Syncs(), m.syncs)
 	}
 	if dup := b.Stats.ReusedChunks.Load(); dup != 2 {
 		t.Errorf("%d duplicates within the backup; want 2", dup)
