@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -245,17 +249,17 @@ func (b *ChunkBatch) write(d Digest, p *pendingChunk, kind BlobKind, blob []byte
 	case !errors.Is(err, unix.ENOENT):
 		return false, fmt.Errorf("insert chunk %s: %w", d, err)
 	}
-	dir, name := filepath.Split(p.path)
-	f, err := os.CreateTemp(dir, name+".tmp_")
+	dir, _ := filepath.Split(p.path)
+	f, direct, err := b.createTemp(p.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err = s.makePrefixDir(dir); err == nil {
-			f, err = os.CreateTemp(dir, name+".tmp_")
+			f, direct, err = b.createTemp(p.path)
 		}
 	}
 	if err != nil {
 		return false, fmt.Errorf("insert chunk %s: %w", d, err)
 	}
-	_, err = f.Write(blob)
+	err = b.writeBlob(f, direct, blob)
 	if err == nil {
 		err = f.Chmod(0o644)
 	}
@@ -271,6 +275,79 @@ func (b *ChunkBatch) write(d Digest, p *pendingChunk, kind BlobKind, blob []byte
 	}
 	p.tmp = f.Name()
 	return false, nil
+}
+
+// directAlign is the alignment of O_DIRECT writes: of the buffer's
+// address, the length and the file offset (the page size satisfies every
+// logical block size up to it).
+const directAlign = 4096
+
+// createTemp creates a temporary file for the chunk at path:
+// <digest>.tmp_<random>, opened with O_DIRECT unless the file system
+// refused it before.
+//
+// Why O_DIRECT: written through the page cache, every chunk byte costs
+// the kernel a fresh page and a copy, about twice the CPU of its SHA-256
+// on this machine; a direct write hands the buffer to the device (the
+// CPU cost of 512 MiB fell from 0.6-2 s to 0.07 s). The chunk is read
+// back rarely (verify, restore), and a backup no longer pushes the page
+// cache out. Durability is unchanged: the batch's sync (syncfs or fsync)
+// still commits the file's metadata and flushes the device's cache.
+func (b *ChunkBatch) createTemp(path string) (f *os.File, direct bool, err error) {
+	flags := os.O_RDWR | os.O_CREATE | os.O_EXCL
+	direct = !b.s.noDirect.Load()
+	for range 10000 {
+		name := path + ".tmp_" + strconv.FormatUint(uint64(rand.Uint32()), 10)
+		if direct {
+			f, err = os.OpenFile(name, flags|syscall.O_DIRECT, 0o600)
+			if errors.Is(err, syscall.EINVAL) {
+				b.s.noDirect.Store(true) // tmpfs and the like
+				direct = false
+			}
+		}
+		if !direct {
+			f, err = os.OpenFile(name, flags, 0o600)
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return f, direct, err
+		}
+	}
+	return nil, false, err
+}
+
+// writeBlob writes blob to the new file f: with direct, the largest
+// aligned head directly and the rest through the page cache (O_DIRECT
+// cleared); a buffer or file system that refuses the direct write gets a
+// plain one.
+func (b *ChunkBatch) writeBlob(f *os.File, direct bool, blob []byte) error {
+	head := len(blob) &^ (directAlign - 1)
+	if !direct || head == 0 || uintptr(unsafe.Pointer(unsafe.SliceData(blob)))%directAlign != 0 {
+		head = 0
+	}
+	if head > 0 {
+		n, err := f.WriteAt(blob[:head], 0)
+		if errors.Is(err, syscall.EINVAL) && n == 0 {
+			b.s.noDirect.Store(true)
+			head = 0
+		} else if err != nil {
+			return err
+		}
+	}
+	if direct {
+		fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+		if err == nil {
+			_, err = unix.FcntlInt(f.Fd(), unix.F_SETFL, fl&^unix.O_DIRECT)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if head < len(blob) {
+		if _, err := f.WriteAt(blob[head:], int64(head)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // fail records err as the batch's error and returns it.

@@ -246,3 +246,50 @@ func TestChunkBatchCrash(t *testing.T) {
 func b2dir(g GroupRef, when int64) string {
 	return SnapshotRef{Group: g, Time: time.Unix(when, 0).UTC()}.Dir()
 }
+
+// TestChunkBatchDirect writes chunks of awkward sizes (below, at and
+// around the O_DIRECT alignment, large, from an unaligned buffer) through
+// a batch and reads each back byte for byte.
+func TestChunkBatchDirect(t *testing.T) {
+	for _, buffered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("buffered=%v", buffered), func(t *testing.T) { testChunkBatchDirect(t, buffered) })
+	}
+}
+
+func testChunkBatchDirect(t *testing.T, buffered bool) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	s.chunks.noDirect.Store(buffered) // as after a file system refused O_DIRECT
+	codec := NewCodec()
+	batch := s.chunks.NewBatch(0, 0, SyncFS)
+	var digests []Digest
+	var blobs [][]byte
+	for i, n := range []int{1, 4095 - 12, 4096 - 12, 4097 - 12, 3<<20 + 5, 1 << 20} {
+		data := xorshiftBytes(uint64(i+100), n)
+		blob, err := codec.Encode(data, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 5 {
+			blob = append(make([]byte, 1, len(blob)+1), blob...)[1:] // unaligned start
+		}
+		d := DigestOf(data)
+		if _, err := batch.Insert(ctx, d, blob); err != nil {
+			t.Fatal(err)
+		}
+		digests, blobs = append(digests, d), append(blobs, blob)
+	}
+	if err := batch.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range digests {
+		got, err := s.chunks.Get(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, blobs[i]) {
+			t.Errorf("chunk %d (%d bytes) reads back differently (%d bytes)", i, len(blobs[i]), len(got))
+		}
+	}
+	t.Logf("O_DIRECT used: %v; %d syncs", !s.chunks.noDirect.Load(), batch.Syncs())
+}

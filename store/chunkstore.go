@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -60,6 +61,8 @@ type FileChunkStore struct {
 	PrefixLock func(prefix uint16, exclusive bool) (unlock func(), err error)
 
 	owner fileOwner
+	// noDirect is set once the file system refused O_DIRECT (ChunkBatch).
+	noDirect atomic.Bool
 }
 
 // NewFileChunkStore returns the chunk store in dir (the `.chunks` directory).
