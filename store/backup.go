@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"hash/crc32"
 	"errors"
 	"fmt"
 	"io"
@@ -323,8 +325,8 @@ func (b *Backup) AddImage(ctx context.Context, name string, r io.Reader, size ui
 	var off uint64
 	for off < size {
 		n := min(uint64(FixedChunkSize), size-off)
-		buf := b.s.getChunkBuf(int(n))
-		if _, err := io.ReadFull(r, buf); err != nil {
+		buf := b.s.getChunkBuf(chunkHeadroom + int(n))
+		if _, err := io.ReadFull(r, buf[chunkHeadroom:]); err != nil {
 			up.abort(err)
 			break
 		}
@@ -371,7 +373,7 @@ type StreamWriter struct {
 	w      *DynamicIndexWriter
 	ch     *Chunker
 	up     *uploader
-	buf    []byte
+	buf    []byte // chunkHeadroom bytes, then the chunk being cut
 	off    uint64
 	done   []chunkRef // uploaded chunks, in completion order
 	closed bool
@@ -397,7 +399,7 @@ func (b *Backup) CreateStream(ctx context.Context, name string, avg int) (*Strea
 		w.Abort()
 		return nil, err
 	}
-	sw := &StreamWriter{ctx: ctx, b: b, name: name, file: file, w: w, ch: ch}
+	sw := &StreamWriter{ctx: ctx, b: b, name: name, file: file, w: w, ch: ch, buf: b.s.getChunkBuf(chunkHeadroom)}
 	// Workers finish in any order; the entries are written sorted at Close.
 	sw.up = b.newUploader(ctx, func(c chunkRef) error {
 		sw.done = append(sw.done, c)
@@ -429,11 +431,12 @@ func (sw *StreamWriter) Write(p []byte) (int, error) {
 }
 
 func (sw *StreamWriter) emit() error {
-	sw.off += uint64(len(sw.buf))
+	sw.off += uint64(len(sw.buf) - chunkHeadroom)
 	if !sw.up.submit(sw.buf, sw.off) {
+		sw.buf = make([]byte, chunkHeadroom) // the pool has the old one
 		return sw.up.wait()
 	}
-	sw.buf = sw.b.s.getChunkBuf(0)
+	sw.buf = sw.b.s.getChunkBuf(chunkHeadroom)
 	return nil
 }
 
@@ -442,7 +445,7 @@ func (sw *StreamWriter) emit() error {
 // payload starts, so that files keep chunks of their own for a later
 // metadata-mode backup to reuse whole (pxar.PayloadSink).
 func (sw *StreamWriter) SuggestBoundary() {
-	if sw.closed || len(sw.buf) < sw.ch.min {
+	if sw.closed || len(sw.buf)-chunkHeadroom < sw.ch.min {
 		return
 	}
 	if err := sw.emit(); err == nil {
@@ -462,7 +465,7 @@ func (sw *StreamWriter) Inject(chunks []pxar.PayloadChunk) error {
 	if err := sw.Check(chunks); err != nil {
 		return err
 	}
-	if len(sw.buf) > 0 {
+	if len(sw.buf) > chunkHeadroom {
 		if err := sw.emit(); err != nil {
 			return err
 		}
@@ -504,7 +507,7 @@ func (sw *StreamWriter) Close() (uint64, error) {
 		return 0, fmt.Errorf("stream %s: closed twice", sw.name)
 	}
 	sw.closed = true
-	if len(sw.buf) > 0 {
+	if len(sw.buf) > chunkHeadroom {
 		sw.emit()
 	}
 	err := sw.up.wait()
@@ -795,6 +798,7 @@ type uploader struct {
 
 type upJob struct {
 	seq  int
+	buf  []byte // chunkHeadroom bytes, then data
 	data []byte
 	end  uint64
 	held int64 // budget reserved for data's buffer
@@ -813,11 +817,13 @@ func (b *Backup) newUploader(ctx context.Context, record func(chunkRef) error) *
 
 // submit queues a chunk ending at archive offset end, once the memory
 // budget has room for it; false means the upload failed and the caller
-// should stop and wait. The uploader owns data from here on.
-func (u *uploader) submit(data []byte, end uint64) bool {
-	job := upJob{seq: u.seq, data: data, end: end, held: int64(cap(data)), blob: int64(blobBound(len(data)))}
+// should stop and wait. buf holds chunkHeadroom bytes, then the chunk's
+// data. The uploader owns buf from here on.
+func (u *uploader) submit(buf []byte, end uint64) bool {
+	data := buf[chunkHeadroom:]
+	job := upJob{seq: u.seq, buf: buf, data: data, end: end, held: int64(cap(buf)), blob: int64(blobBound(len(data)))}
 	if err := u.b.mem.acquire(u.ctx, job.held+job.blob); err != nil {
-		u.b.s.putChunkBuf(data)
+		u.b.s.putChunkBuf(buf)
 		u.abort(err)
 		return false
 	}
@@ -827,7 +833,7 @@ func (u *uploader) submit(data []byte, end uint64) bool {
 		return true
 	case <-u.ctx.Done():
 		u.b.mem.release(job.held + job.blob)
-		u.b.s.putChunkBuf(data)
+		u.b.s.putChunkBuf(buf)
 		u.abort(u.ctx.Err())
 		return false
 	}
@@ -874,8 +880,8 @@ func (u *uploader) store(job upJob) error {
 	s := u.b.s
 	freeData := func() {
 		if job.data != nil {
-			s.putChunkBuf(job.data)
-			job.data = nil
+			s.putChunkBuf(job.buf)
+			job.data, job.buf = nil, nil
 			u.b.mem.release(job.held)
 		}
 	}
@@ -889,15 +895,22 @@ func (u *uploader) store(job upJob) error {
 	reused, err := u.b.reuseChunk(u.ctx, d)
 	if err == nil && !reused {
 		var blob []byte
-		buf := s.getChunkBuf(int(job.blob))[:0]
 		compress := s.codec.worthCompressing(job.data)
-		if u.b.mode == CryptEncrypt {
-			blob, err = s.codec.AppendEncodeEncrypted(buf, job.data, u.b.opts.Key, compress)
-		} else {
-			blob, err = s.codec.AppendEncode(buf, job.data, compress)
-		}
 		plain := len(job.data)
-		freeData()
+		inPlace := u.b.mode != CryptEncrypt && !compress
+		switch {
+		case inPlace:
+			// The uncompressed blob is the header in the headroom
+			// before the data: no copy.
+			blob = putUncompressedHeader(job.buf[:chunkHeadroom+plain])
+		case u.b.mode == CryptEncrypt:
+			blob, err = s.codec.AppendEncodeEncrypted(s.getChunkBuf(int(job.blob))[:0], job.data, u.b.opts.Key, compress)
+		default:
+			blob, err = s.codec.AppendEncode(s.getChunkBuf(int(job.blob))[:0], job.data, compress)
+		}
+		if !inPlace {
+			freeData()
+		}
 		if err == nil {
 			var dup bool
 			dup, err = u.b.insertChunk(u.ctx, d, blob)
@@ -908,7 +921,9 @@ func (u *uploader) store(job upJob) error {
 				u.b.Stats.ChunkBytes.Add(int64(plain))
 			}
 		}
-		s.putChunkBuf(blob)
+		if !inPlace {
+			s.putChunkBuf(blob)
+		}
 	}
 	if err != nil {
 		return err
@@ -921,13 +936,33 @@ func (u *uploader) store(job upJob) error {
 	return u.record(ref)
 }
 
+// chunkHeadroom is the room writers leave before a chunk's data in its
+// buffer: an uncompressed blob's header goes there, so storing the chunk
+// uncompressed copies nothing.
+const chunkHeadroom = blobHeaderSize
+
+// putUncompressedHeader writes the header of an uncompressed blob (magic
+// and CRC of the rest) into the first chunkHeadroom bytes of blob and
+// returns blob.
+func putUncompressedHeader(blob []byte) []byte {
+	copy(blob, magicUncompressed[:])
+	binary.LittleEndian.PutUint32(blob[8:], crc32.ChecksumIEEE(blob[chunkHeadroom:]))
+	return blob
+}
+
+// chunkBufSize is the capacity of pooled chunk buffers: a fixed-size
+// chunk with its headroom, or its encoded bound, fits.
+var chunkBufSize = blobBound(FixedChunkSize) + chunkHeadroom
+
 // getChunkBuf returns a buffer of n bytes from the store's pool, sparing
 // the allocation and zeroing of one per chunk. Its content is undefined.
+// Large buffers start on a page boundary (the runtime allocates them in
+// spans of their own), which O_DIRECT writes of their blobs need.
 func (s *Store) getChunkBuf(n int) []byte {
 	if p, ok := s.bufs.Get().(*[]byte); ok && cap(*p) >= n {
 		return (*p)[:n]
 	}
-	return make([]byte, n, max(n, FixedChunkSize))
+	return make([]byte, n, max(n, chunkBufSize))
 }
 
 // putChunkBuf returns b to the pool once nothing refers to it.
