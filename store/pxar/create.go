@@ -236,12 +236,11 @@ func (c *creator) dir(path string, names []string) error {
 		defer func() { c.patterns = c.patterns[:n] }()
 		c.readExcludes(path)
 	}
-	if c.reuse == nil {
-		// Every file is read: start reading this directory's files.
-		// (Metadata mode prefetches the files it decides to read.)
-		for _, name := range names {
-			c.pf.add(join(path, name))
-		}
+	// Every file is read: start reading this directory's files. Metadata
+	// mode reads the inodes ahead (the files it decides to read are
+	// prefetched then).
+	for _, name := range names {
+		c.pf.add(join(path, name), c.reuse == nil)
 	}
 	for _, name := range names {
 		if err := c.ctx.Err(); err != nil {

@@ -406,10 +406,16 @@ func (f *fdFile) Close() error {
 // read ahead; larger files get the kernel's sequential readahead anyway.
 const prefetchMax = 1 << 20
 
-// Prefetch implements Prefetcher: it asks the kernel to read the start of
-// regular file path into the page cache (posix_fadvise WILLNEED), without
-// waiting. It is safe to call from any goroutine; errors are ignored.
-func (s *DirSource) Prefetch(p string) {
+// Prefetch implements Prefetcher: it reads the inode of path and, with
+// contents, asks the kernel to read the start of a regular file into the
+// page cache (posix_fadvise WILLNEED), without waiting. It is safe to
+// call from any goroutine; errors are ignored.
+func (s *DirSource) Prefetch(p string, contents bool) {
+	if !contents {
+		var st unix.Stat_t
+		unix.Fstatat(unix.AT_FDCWD, s.full(p), &st, unix.AT_SYMLINK_NOFOLLOW)
+		return
+	}
 	fd, err := unix.Open(s.full(p), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NOATIME, 0)
 	if err == unix.EPERM {
 		fd, err = unix.Open(s.full(p), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)

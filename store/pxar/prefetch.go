@@ -10,8 +10,11 @@ import (
 // cold page cache, a backup otherwise reads its many small files one
 // synchronous disk request at a time; with a few prefetches in flight the
 // disk serves them in parallel and the encoder finds them cached.
+//
+// With contents false only the entry's inode is read (its stat), for a
+// metadata-mode backup that compares metadata before it decides to read.
 type Prefetcher interface {
-	Prefetch(path string)
+	Prefetch(path string, contents bool)
 }
 
 // prefetchWorkers is how many prefetches run at once; prefetchQueue how
@@ -21,10 +24,15 @@ const (
 	prefetchQueue   = 1024
 )
 
+type prefetchJob struct {
+	path     string
+	contents bool
+}
+
 // prefetcher runs Prefetch calls of a Source on a few goroutines.
 type prefetcher struct {
 	src  Prefetcher
-	ch   chan string
+	ch   chan prefetchJob
 	wg   sync.WaitGroup
 	once sync.Once
 }
@@ -36,14 +44,14 @@ func newPrefetcher(ctx context.Context, src Source) *prefetcher {
 	if !ok {
 		return nil
 	}
-	pf := &prefetcher{src: p, ch: make(chan string, prefetchQueue)}
+	pf := &prefetcher{src: p, ch: make(chan prefetchJob, prefetchQueue)}
 	for range prefetchWorkers {
 		pf.wg.Add(1)
 		go func() {
 			defer pf.wg.Done()
-			for path := range pf.ch {
+			for j := range pf.ch {
 				if ctx.Err() == nil {
-					p.Prefetch(path)
+					p.Prefetch(j.path, j.contents)
 				}
 			}
 		}()
@@ -52,12 +60,12 @@ func newPrefetcher(ctx context.Context, src Source) *prefetcher {
 }
 
 // add queues path, unless the queue is full.
-func (pf *prefetcher) add(path string) {
+func (pf *prefetcher) add(path string, contents bool) {
 	if pf == nil {
 		return
 	}
 	select {
-	case pf.ch <- path:
+	case pf.ch <- prefetchJob{path, contents}:
 	default:
 	}
 }

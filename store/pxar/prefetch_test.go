@@ -17,11 +17,13 @@ type countingSource struct {
 	seen map[string]int
 }
 
-func (s *countingSource) Prefetch(p string) {
+func (s *countingSource) Prefetch(p string, contents bool) {
 	s.mu.Lock()
-	s.seen[p]++
+	if contents {
+		s.seen[p]++
+	}
 	s.mu.Unlock()
-	s.DirSource.Prefetch(p)
+	s.DirSource.Prefetch(p, contents)
 }
 
 // plainSource hides DirSource's Prefetch.

@@ -418,7 +418,7 @@ func (c *creator) flush(keepLast bool) error {
 func (c *creator) prefetch(entries []pending) {
 	for _, p := range entries {
 		if p.op == opFile {
-			c.pf.add(p.path)
+			c.pf.add(p.path, true)
 		}
 	}
 }
