@@ -278,7 +278,9 @@ type Reader struct {
 	mu   sync.Mutex
 	next int64 // where the last read ended
 	seq  bool
-	near bool // the last read was near where the one before ended
+	// near, far: how many requests in a row were near where the last
+	// one ended, or far from it.
+	near, far int
 	// aheadChunk: read-ahead was started for the chunks before it (since
 	// the last jump).
 	aheadChunk int
@@ -301,22 +303,41 @@ const readAheadBytes = 24 << 20
 // uncompressed chunk rather than by decoding it.
 const smallRead = 256 << 10
 
-// note records a request and reports whether it is sequential: near
-// where the previous one ended, and so was the previous one. One near
-// request is not enough: random 4 KiB reads of a 256 MiB file land
-// within seqWindow of the last one about once in 64, and each such
-// false start read 24 MiB ahead (measured: 1,340 chunks decoded ahead,
-// ~9 s of CPU, during 40,000 random reads of a text file).
+// note records a request and reports whether it is sequential. A
+// reader turns sequential after two requests in a row near where the
+// last one ended, and random again after two in a row far from it. One
+// near request is not enough: random 4 KiB reads of a 256 MiB file land
+// within seqWindow of the last one about once in 64, and each such false
+// start read 24 MiB ahead (measured: 1,340 chunks decoded ahead, ~9 s of
+// CPU, during 40,000 random reads of a text file). One far request is
+// not enough either: on a loaded machine the kernel's parallel
+// read-ahead requests arrive far out of order, and each straggler made
+// the next chunks count as random accesses, which promoted them in the
+// cache and filled it (RSS 390-464 MB in a cat of a 1 GiB image).
 func (r *Reader) note(off, n int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	near := r.next >= 0 && off >= r.next-seqWindow && off <= r.next+seqWindow
-	r.seq = near && r.near
-	r.near = near
+	if near {
+		r.far = 0
+		r.near++
+		if r.near >= 2 {
+			r.seq = true
+		}
+	} else {
+		r.near = 0
+		r.far++
+		if r.far >= 2 || r.next < 0 {
+			r.seq = false
+		}
+	}
 	if !r.seq {
 		r.aheadChunk = 0 // a jump: read ahead from the new place
 	}
-	if end := off + n; end > r.next || !near {
+	switch end := off + n; {
+	case near && end > r.next:
+		r.next = end
+	case !near && !r.seq:
 		r.next = end
 	}
 	return r.seq

@@ -402,3 +402,28 @@ func TestScanSegmentFirstInFirstOut(t *testing.T) {
 		}
 	}
 }
+
+// TestSequentialSurvivesStraggler: a sequential reader stays sequential
+// through one request far out of order (the kernel's read-ahead requests
+// arrive so on a loaded machine), and turns random after two far ones
+// in a row; random reads need two near ones in a row to turn it
+// sequential.
+func TestSequentialSurvivesStraggler(t *testing.T) {
+	r := &Reader{next: -1}
+	steps := []struct {
+		off  int64
+		want bool
+	}{
+		{0, false}, {128 << 10, false}, {256 << 10, true}, {384 << 10, true},
+		{40 << 20, true}, // a straggler
+		{512 << 10, true}, {640 << 10, true},
+		{90 << 20, true}, {90<<20 + 128<<10, false}, // a jump: random again
+		{90<<20 + 256<<10, false}, {90<<20 + 384<<10, true}, // sequential after two near
+		{10 << 20, true}, {200 << 20, false}, {201 << 20, false}, // random
+	}
+	for i, s := range steps {
+		if got := r.note(s.off, 128<<10); got != s.want {
+			t.Errorf("request %d at %d: sequential %v, want %v", i, s.off, got, s.want)
+		}
+	}
+}
