@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -174,5 +175,105 @@ func TestS3DeletedObject(t *testing.T) {
 	code, out, errs := e.s3(t, "verify")
 	if code != 1 || !strings.Contains(out+errs, d.String()) {
 		t.Errorf("verify with a deleted object: exit %d, want 1 naming %s\n%s%s", code, d, out, errs)
+	}
+}
+
+// corruptObject replaces chunk object d by its bytes with one payload
+// byte flipped and returns them.
+func corruptObject(t *testing.T, c *s3.Client, d store.Digest) []byte {
+	t.Helper()
+	b, _, err := c.Get(context.Background(), s3.ObjectRel(d.String()), 32<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x5a
+	if _, err := c.Put(context.Background(), s3.ObjectRel(d.String()), b, false); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// objectBytes returns chunk object name's bytes, nil if there is none.
+func objectBytes(t *testing.T, c *s3.Client, name string) []byte {
+	t.Helper()
+	b, _, err := c.Get(context.Background(), s3.ObjectRel(name), 32<<20)
+	if errors.Is(err, s3.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestS3VerifyRenamesCorrupt: verify moves a corrupt chunk object aside
+// as PBS 4 does (rename_corrupt_chunk): copied to <digest>.<n>.bad and
+// deleted, the local file (marker or chunk) renamed alike, with n the
+// first number free locally and in the bucket. A collection afterwards
+// handles the .bad objects (PBS 4.2's phase 2 built a wrong local path for
+// them, spec A.7).
+func TestS3VerifyRenamesCorrupt(t *testing.T) {
+	e := newS3Env(t)
+	idx, err := store.OpenIndex(filepath.Join(e.store, "vm/200", e.vm, "drive-scsi0.img.fidx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, _, _ := idx.Chunk(1)
+	y, _, _ := idx.Chunk(2)
+
+	// The bucket alone: .0.bad is taken in the bucket (another machine's
+	// verify), so the object becomes .1.bad.
+	badX := corruptObject(t, e.c, x)
+	older := []byte("an older bad copy")
+	if _, err := e.c.Put(context.Background(), s3.ObjectRel(x.String()+".0.bad"), older, false); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := e.s3(t, "verify")
+	if want := x.String() + ".1.bad"; code != 1 || !strings.Contains(out+errs, "renamed to "+want) {
+		t.Fatalf("verify of a corrupt object: exit %d, want 1 and 'renamed to %s'\n%s%s", code, want, out, errs)
+	}
+	if objectBytes(t, e.c, x.String()) != nil {
+		t.Error("the corrupt object is still under its digest")
+	}
+	if b := objectBytes(t, e.c, x.String()+".1.bad"); !bytes.Equal(b, badX) {
+		t.Errorf("%s.1.bad holds %d bytes, want the corrupt object's %d", x, len(b), len(badX))
+	}
+	if b := objectBytes(t, e.c, x.String()+".0.bad"); !bytes.Equal(b, older) {
+		t.Errorf("the older .0.bad was overwritten: %q", b)
+	}
+
+	// A PBS cache directory: its .0.bad is taken locally; the marker and
+	// the object both become .1.bad.
+	cache, _, _ := e.pbsCache(t, 1000, 0) // every chunk evicted to a marker
+	local := filepath.Join(cache, ".chunks", y.String()[:4], y.String())
+	if err := os.WriteFile(local+".0.bad", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	badY := corruptObject(t, e.c, y)
+	flags := []string{"--s3-endpoint", e.srv.Endpoint, "--s3-http", "--s3-bucket", e.srv.Bucket, "--store-name", e.c.Config().Store}
+	envs := append([]string{"PBSFS_STORE=" + cache}, s3Creds...)
+	code, out, errs = e.tryEnv(envs, append([]string{"verify"}, flags...)...)
+	if want := y.String() + ".1.bad"; code != 1 || !strings.Contains(out+errs, "renamed to "+want) {
+		t.Fatalf("verify through the cache: exit %d, want 1 and 'renamed to %s'\n%s%s", code, want, out, errs)
+	}
+	if _, err := os.Lstat(local); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the marker of the corrupt chunk is still there: %v", err)
+	}
+	if _, err := os.Lstat(local + ".1.bad"); err != nil {
+		t.Errorf("the marker was not renamed to .1.bad: %v", err)
+	}
+	if objectBytes(t, e.c, y.String()) != nil || !bytes.Equal(objectBytes(t, e.c, y.String()+".1.bad"), badY) {
+		t.Errorf("object %s not moved to .1.bad", y)
+	}
+	// The collection sees the .bad objects, keeps them (young), and does
+	// not trip over their local files.
+	code, out, errs = e.tryEnv(envs, append([]string{"gc"}, flags...)...)
+	if code != 0 {
+		t.Fatalf("gc after the renames: exit %d\n%s%s", code, out, errs)
+	}
+	for _, n := range []string{x.String() + ".0.bad", x.String() + ".1.bad", y.String() + ".1.bad"} {
+		if objectBytes(t, e.c, n) == nil {
+			t.Errorf("gc removed the young bad copy %s", n)
+		}
 	}
 }

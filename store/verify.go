@@ -264,8 +264,19 @@ func (v *Verifier) verifyIndex(ctx context.Context, r *VerifyReport, p string, f
 func (v *Verifier) checkChunk(ctx context.Context, d Digest, length uint64, dec *ChunkDecoder) error {
 	if v.s.remote {
 		// On S3 the bucket's object is what is verified, as PBS does
-		// (spec A.3); a corrupt object is reported, not renamed.
-		return v.s.verifyChunk(ctx, d, length, dec)
+		// (spec A.3); a corrupt one is moved aside by the backend.
+		err := v.s.verifyChunk(ctx, d, length, dec)
+		r, ok := v.s.backend.(interface {
+			RenameBad(context.Context, Digest) (string, error)
+		})
+		if err == nil || !errors.Is(err, ErrCorrupt) || !v.opts.Record || !ok {
+			return err
+		}
+		bad, rerr := r.RenameBad(ctx, d)
+		if rerr != nil {
+			return fmt.Errorf("%w (renaming it failed: %v)", err, rerr)
+		}
+		return fmt.Errorf("%w (renamed to %s)", err, bad)
 	}
 	path := v.s.chunks.Path(d)
 	var st unix.Stat_t

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"strings"
 	"time"
 
@@ -132,6 +133,52 @@ func (s *Chunks) Insert(ctx context.Context, d store.Digest, blob []byte) (bool,
 		return false, fmt.Errorf("insert chunk %s: %w", d, err)
 	}
 	return existed, nil
+}
+
+// RenameBad moves corrupt chunk d aside as PBS 4's verify does
+// (rename_corrupt_chunk, pbs4.md §A.3): the object becomes
+// `.chunks/<4hex>/<digest>.<n>.bad` and the local file (marker or chunk),
+// if there is one, `<digest>.<n>.bad`, with n the first of 0..9 taken
+// neither locally nor in the bucket (9 is overwritten when all are; PBS
+// looks at the local files only, which a bucket opened alone does not
+// have). It returns the new name. All of it happens under the prefix
+// lock held exclusively, so no writer reuses the chunk meanwhile; the
+// object is copied first, then the local file renamed (a writer then
+// uploads the chunk again), then the object deleted, so a failure leaves
+// nothing that claims a chunk the bucket does not have.
+func (s *Chunks) RenameBad(ctx context.Context, d store.Digest) (string, error) {
+	if s.local.PrefixLock != nil {
+		unlock, err := s.local.PrefixLock(uint16(d[0])<<8|uint16(d[1]), true)
+		if err != nil {
+			return "", fmt.Errorf("chunk %s: %w", d, err)
+		}
+		defer unlock()
+	}
+	p := s.local.Path(d)
+	var name string
+	for n := range 10 {
+		name = fmt.Sprintf("%s.%d.bad", d, n)
+		if _, err := os.Lstat(p + name[64:]); err == nil {
+			continue
+		}
+		_, err := s.c.Stat(ctx, ObjectRel(name))
+		if errors.Is(err, ErrNotFound) {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("chunk %s: %w", d, err)
+		}
+	}
+	if err := s.c.Copy(ctx, ObjectRel(d.String()), ObjectRel(name)); err != nil {
+		return "", fmt.Errorf("chunk %s: %w", d, err)
+	}
+	if err := os.Rename(p, p+name[64:]); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("chunk %s: %w", d, err)
+	}
+	if err := s.c.Remove(ctx, []string{ObjectRel(d.String())}); err != nil {
+		return "", fmt.Errorf("chunk %s: copied to %s, but the corrupt object stays: %w", d, name, err)
+	}
+	return name, nil
 }
 
 // TouchIfPresent touches chunk d's local file (marker or chunk) and

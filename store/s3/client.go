@@ -380,6 +380,21 @@ func (c *Client) put(ctx context.Context, rel string, data []byte, noReplace boo
 	return false, nil
 }
 
+// Copy copies object src to dst (CopyObject) as PBS copies a chunk it
+// moves aside: the metadata replaced, Content-Type
+// application/octet-stream.
+func (c *Client) Copy(ctx context.Context, src, dst string) error {
+	ctx, done, err := c.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	_, err = c.mc.CopyObject(ctx,
+		minio.CopyDestOptions{Bucket: c.cfg.Bucket, Object: c.Key(dst), ReplaceMetadata: true, ContentType: "application/octet-stream"},
+		minio.CopySrcOptions{Bucket: c.cfg.Bucket, Object: c.Key(src)})
+	return translate(fmt.Sprintf("copy %s to %s", c.Key(src), c.Key(dst)), err)
+}
+
 // Stat returns the size and ETag of object rel.
 func (c *Client) Stat(ctx context.Context, rel string) (ObjectInfo, error) {
 	ctx, done, err := c.acquire(ctx)
