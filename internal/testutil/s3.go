@@ -234,9 +234,12 @@ func (sh *SharedS3) Close() {
 // CPUTime returns the CPU time (user and system) the server's process
 // has used so far, 0 when it is stopped or /proc cannot tell: benchmarks
 // use it to tell a server that starves for CPU from a slow client.
-func (s *S3Server) CPUTime() time.Duration {
-	pid := s.Pid()
-	if pid == 0 {
+func (s *S3Server) CPUTime() time.Duration { return ProcessCPU(s.Pid()) }
+
+// ProcessCPU returns the CPU time (user and system) process pid has
+// used so far, from /proc; 0 when it cannot tell.
+func ProcessCPU(pid int) time.Duration {
+	if pid <= 0 {
 		return 0
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
