@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,6 +126,15 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 		if f, err := os.Create(p); err == nil {
 			if err := pprof.StartCPUProfile(f); err == nil {
 				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
+	if p := os.Getenv("PBSFS_TRACE"); p != "" {
+		// An execution trace of the whole mount, for go tool trace: where
+		// reads wait (fetches in flight, read-ahead slots, locks).
+		if f, err := os.Create(p); err == nil {
+			if err := trace.Start(f); err == nil {
+				defer func() { trace.Stop(); f.Close() }()
 			}
 		}
 	}
