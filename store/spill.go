@@ -45,8 +45,14 @@ type spillEntry struct {
 	ready  bool // written: readable
 }
 
-// newSpillTier makes a spill file of at most max bytes in dir; nil when
-// max is 0 or the file system cannot make an unnamed file.
+// spillFreeShare is the largest share of the free space of the spill
+// file's file system, at mount start, the file may take: a browse of a
+// backup must not fill a small /var/tmp.
+const spillFreeShare = 4 // a quarter
+
+// newSpillTier makes a spill file of at most max bytes, and at most a
+// quarter of the space free in dir's file system then, in dir; nil when
+// either is 0 or the file system cannot make an unnamed file.
 func newSpillTier(dir string, max int64) *spillTier {
 	if max <= 0 {
 		return nil
@@ -56,6 +62,14 @@ func newSpillTier(dir string, max int64) *spillTier {
 	}
 	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_EXCL|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
 	if err != nil {
+		return nil
+	}
+	var sf unix.Statfs_t
+	if unix.Fstatfs(fd, &sf) == nil {
+		max = min(max, int64(sf.Bavail)*sf.Bsize/spillFreeShare)
+	}
+	if max <= 0 {
+		unix.Close(fd)
 		return nil
 	}
 	return &spillTier{f: os.NewFile(uintptr(fd), fmt.Sprintf("%s/(spill)", dir)), max: max, ring: list.New(), items: map[Digest]*list.Element{}}

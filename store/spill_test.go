@@ -5,6 +5,8 @@ import (
 	"context"
 	"math/rand/v2"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestSpillTier: chunks put are read back by range; the ring drops the
@@ -115,5 +117,24 @@ func TestRandomReadsDoNotReadAhead(t *testing.T) {
 	}
 	if s.prefetchJobs.Load() == 0 {
 		t.Error("no read-ahead for a sequential reader")
+	}
+}
+
+// TestSpillFreeSpaceBound: the spill file takes at most a quarter of the
+// space free in its file system when the mount starts.
+func TestSpillFreeSpaceBound(t *testing.T) {
+	dir := t.TempDir()
+	var sf unix.Statfs_t
+	if err := unix.Statfs(dir, &sf); err != nil {
+		t.Fatal(err)
+	}
+	free := int64(sf.Bavail) * sf.Bsize
+	st := newSpillTier(dir, 1<<62)
+	if st == nil {
+		t.Skip("no O_TMPFILE here")
+	}
+	defer st.close()
+	if st.max > free/spillFreeShare+(64<<20) || st.max < free/spillFreeShare-(64<<20) {
+		t.Errorf("spill bound %d with %d free, want about a quarter", st.max, free)
 	}
 }
