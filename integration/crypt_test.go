@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,10 +29,19 @@ func mustRef(t *testing.T, s string) store.SnapshotRef {
 // tryEnv runs the binary with extra environment variables and returns its
 // exit code, stdout and stderr.
 func (e *env) tryEnv(extra []string, args ...string) (int, string, string) {
+	var out bytes.Buffer
+	code, errs := e.runEnv(extra, &out, args...)
+	return code, out.String(), errs
+}
+
+// runEnv runs the binary with extra environment variables, its stdout
+// written to stdout (nil: thrown away), and returns the exit code (-1 if
+// it did not run) and stderr.
+func (e *env) runEnv(extra []string, stdout io.Writer, args ...string) (int, string) {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(append(os.Environ(), "PBSFS_RUNTIME_DIR="+e.run, "PBSFS_STORE="+e.store), extra...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	var errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = stdout, &errb
 	err := cmd.Run()
 	code := 0
 	var ee *exec.ExitError
@@ -40,7 +50,7 @@ func (e *env) tryEnv(extra []string, args ...string) (int, string, string) {
 	} else if err != nil {
 		code = -1
 	}
-	return code, out.String(), errb.String()
+	return code, errb.String()
 }
 
 // TestEncryptedRoundTrip makes encrypted backups of a tree of every entry

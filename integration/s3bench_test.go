@@ -1,9 +1,7 @@
 package integration
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -120,7 +118,7 @@ func TestBenchS3(t *testing.T) {
 		t.Logf("round %d of %d (load %s)", rep+1, reps, loadavg())
 		base, _ := downloadAll(t, e.c, imgDs, 16)
 		start = time.Now()
-		if code, _, errs := e.tryEnvDiscard(envs, "cat", "vm/300/"+e.vm, "drive-scsi0.img"); code != 0 {
+		if code, errs := e.runEnv(envs, nil, "cat", "vm/300/"+e.vm, "drive-scsi0.img"); code != 0 {
 			t.Fatalf("pbsfs cat: exit %d\n%s", code, errs)
 		}
 		row("image: pbsfs cat", base, time.Since(start))
@@ -165,24 +163,6 @@ func TestBenchS3(t *testing.T) {
 	baseRate := float64(n) / time.Since(start).Seconds()
 	t.Logf("random 4 KiB reads (%d, one at a time): baseline %.0f whole-chunk GETs/s, mount %.0f reads/s, ratio %.2f (mount peak RSS %d MiB)",
 		n, baseRate, rate, rate/baseRate, peakRSS(cmd2.Process.Pid)>>20)
-}
-
-// tryEnvDiscard runs the binary with extra environment variables, its
-// stdout thrown away, and returns the exit code and stderr.
-func (e *env) tryEnvDiscard(extra []string, args ...string) (int, string, string) {
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(append(os.Environ(), "PBSFS_RUNTIME_DIR="+e.run, "PBSFS_STORE="+e.store), extra...)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb // stdout: /dev/null
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		code = -1
-	}
-	return code, "", errb.String()
 }
 
 // mountS3Cmd mounts the bucket and returns the mount point and process.

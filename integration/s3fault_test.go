@@ -142,10 +142,7 @@ func TestS3Throttled(t *testing.T) {
 // its range fails with EIO, every other range reads, and verify names it.
 func TestS3DeletedObject(t *testing.T) {
 	e := newS3Env(t)
-	idx, err := store.OpenIndex(filepath.Join(e.store, "vm/200", e.vm, "drive-scsi0.img.fidx"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	idx := e.imageIndex(t)
 	d, start, end := idx.Chunk(2)
 	if err := e.c.Remove(context.Background(), []string{s3.ObjectRel(d.String())}); err != nil {
 		t.Fatal(err)
@@ -214,10 +211,7 @@ func objectBytes(t *testing.T, c *s3.Client, name string) []byte {
 // them, spec A.7).
 func TestS3VerifyRenamesCorrupt(t *testing.T) {
 	e := newS3Env(t)
-	idx, err := store.OpenIndex(filepath.Join(e.store, "vm/200", e.vm, "drive-scsi0.img.fidx"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	idx := e.imageIndex(t)
 	x, _, _ := idx.Chunk(1)
 	y, _, _ := idx.Chunk(2)
 
@@ -276,4 +270,14 @@ func TestS3VerifyRenamesCorrupt(t *testing.T) {
 			t.Errorf("gc removed the young bad copy %s", n)
 		}
 	}
+}
+
+// imageIndex opens the fixed index of the env's image snapshot.
+func (e *s3Env) imageIndex(t *testing.T) store.Index {
+	t.Helper()
+	idx, err := store.OpenIndex(filepath.Join(e.store, "vm/200", e.vm, "drive-scsi0.img.fidx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx
 }
