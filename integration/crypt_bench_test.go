@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pbsfs/pbsfs/internal/testutil"
+	"github.com/pbsfs/pbsfs/store"
 )
 
 // loadAvg returns the load averages (1, 5, 15 minutes) as /proc/loadavg
@@ -137,5 +138,5 @@ func TestBenchCrypt(t *testing.T) {
 	for _, r := range rows {
 		fmt.Printf("%-58s %12.1f %12.1f %7.2fx  %s (%s; ratio = encrypted/plain)\n", r.name, r.plain, r.enc, r.enc/r.plain, r.goal, r.unit)
 	}
-	fmt.Printf("%-58s %12s %9.1f MB\n\n", "pbsfs mount peak RSS after all reads", "", float64(rss)/1e6)
+	fmt.Printf("%-58s %12s %9.1f MB  goal <= cache size + 100 MiB (%d MiB)\n\n", "pbsfs mount peak RSS after all reads", "", float64(rss)/1e6, store.DefaultCacheBytes>>20+100)
 }

@@ -138,6 +138,16 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 			}
 		}
 	}
+	if p := os.Getenv("PBSFS_MEMPROFILE"); p != "" {
+		// A heap profile written when the mount ends, for go tool pprof
+		// (-sample_index=alloc_space shows what made garbage).
+		defer func() {
+			if f, err := os.Create(p); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	storeFromEnv := len(args) == 1 && !e.storeGiven()
 	switch len(args) {
 	case 1:

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -184,4 +186,28 @@ func mustShowJSON(t *testing.T, path string) map[string]any {
 	var got map[string]any
 	json.Unmarshal([]byte(out), &got)
 	return got
+}
+
+// TestKeyLoadGivesScryptMemoryBack fails if opening a scrypt key file
+// leaves its 64 MiB of working memory in the heap: a mount would keep it
+// as garbage beside its chunk cache, over its memory bound.
+func TestKeyLoadGivesScryptMemoryBack(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("PBS_ENCRYPTION_PASSWORD", "secret")
+	p := filepath.Join(dir, "k.json")
+	if code, out, errs := cli(t, "key", "create", "--kdf", "scrypt", p); code != 0 {
+		t.Fatalf("key create: %d %s %s", code, out, errs)
+	}
+	runtime.GC()
+	var stdout, stderr strings.Builder
+	r, err := (&keyOpts{files: []string{p}}).load(context.Background(), newEnv(&stdout, &stderr))
+	if err != nil || r == nil {
+		t.Fatalf("load: %v", err)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if held := ms.HeapInuse; held > 32<<20 {
+		t.Errorf("heap in use after opening a scrypt key file: %d MiB, want under 32 MiB (scrypt's 64 MiB given back)", held>>20)
+	}
+	runtime.KeepAlive(r)
 }
