@@ -418,6 +418,9 @@ func (sw *StreamWriter) Write(p []byte) (int, error) {
 	total := len(p)
 	for len(p) > 0 {
 		n, cut := sw.ch.Scan(p)
+		if len(sw.buf)+n > cap(sw.buf) {
+			sw.buf = sw.b.s.growChunkBuf(sw.buf, len(sw.buf)+n)
+		}
 		sw.buf = append(sw.buf, p[:n]...)
 		p = p[n:]
 		if cut {
@@ -431,12 +434,74 @@ func (sw *StreamWriter) Write(p []byte) (int, error) {
 }
 
 func (sw *StreamWriter) emit() error {
-	sw.off += uint64(len(sw.buf) - chunkHeadroom)
-	if !sw.up.submit(sw.buf, sw.off) {
-		sw.buf = make([]byte, chunkHeadroom) // the pool has the old one
+	return sw.emitWith(sw.b.s.getChunkBuf(chunkHeadroom))
+}
+
+// emitWith submits the chunk in sw.buf and continues with next, a buffer
+// of chunkHeadroom bytes.
+func (sw *StreamWriter) emitWith(next []byte) error {
+	buf := sw.buf
+	sw.buf = next
+	sw.off += uint64(len(buf) - chunkHeadroom)
+	if !sw.up.submit(buf, sw.off) {
 		return sw.up.wait()
 	}
-	sw.buf = sw.b.s.getChunkBuf(chunkHeadroom)
+	return nil
+}
+
+// maxStreamRead is the most bytes ReadFrom asks of its reader at once.
+const maxStreamRead = 4 << 20
+
+// ReadFrom feeds the chunker all of r's bytes, read straight into the
+// chunk buffers (large reads, no copy but the rest of a read after a
+// cut). The pxar writer gives it each file's contents.
+func (sw *StreamWriter) ReadFrom(r io.Reader) (int64, error) {
+	if sw.closed {
+		return 0, fmt.Errorf("stream %s: write after close", sw.name)
+	}
+	var total int64
+	defer func() { sw.b.Stats.BytesRead.Add(total) }()
+	for {
+		if len(sw.buf) == cap(sw.buf) {
+			sw.buf = sw.b.s.growChunkBuf(sw.buf, len(sw.buf)+1)
+		}
+		room := sw.buf[len(sw.buf):cap(sw.buf)]
+		if len(room) > maxStreamRead {
+			room = room[:maxStreamRead]
+		}
+		n, err := r.Read(room)
+		total += int64(n)
+		if n > 0 {
+			if err := sw.accept(n); err != nil {
+				return total, err
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// accept scans n bytes placed just past the end of sw.buf, cutting chunks
+// where the chunker says; the bytes after a cut move to the next buffer.
+func (sw *StreamWriter) accept(n int) error {
+	for n > 0 {
+		data := sw.buf[len(sw.buf) : len(sw.buf)+n]
+		m, cut := sw.ch.Scan(data)
+		sw.buf = sw.buf[:len(sw.buf)+m]
+		n -= m
+		if !cut {
+			continue
+		}
+		next := sw.b.s.getChunkBuf(chunkHeadroom + n)
+		copy(next[chunkHeadroom:], data[m:])
+		if err := sw.emitWith(next[:chunkHeadroom]); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -950,24 +1015,65 @@ func putUncompressedHeader(blob []byte) []byte {
 	return blob
 }
 
-// chunkBufSize is the capacity of pooled chunk buffers: a fixed-size
-// chunk with its headroom, or its encoded bound, fits.
+// chunkBufSize is the capacity of the smallest pooled chunk buffers: a
+// fixed-size chunk with its headroom, or its encoded bound, fits.
 var chunkBufSize = blobBound(FixedChunkSize) + chunkHeadroom
 
-// getChunkBuf returns a buffer of n bytes from the store's pool, sparing
-// the allocation and zeroing of one per chunk. Its content is undefined.
-// Large buffers start on a page boundary (the runtime allocates them in
-// spans of their own), which O_DIRECT writes of their blobs need.
-func (s *Store) getChunkBuf(n int) []byte {
-	if p, ok := s.bufs.Get().(*[]byte); ok && cap(*p) >= n {
-		return (*p)[:n]
+// chunkBufClasses is the number of pooled buffer sizes: chunkBufSize, its
+// double and its quadruple. A dynamic chunk may reach four times the
+// chunker's average (16 MiB for pxar streams), so a stream's buffer grows
+// by doubling into the next class (one copy of the bytes so far) instead
+// of append's small steps, each a copy (about 45 MiB copied and zeroed
+// for one 16 MiB chunk).
+const chunkBufClasses = 3
+
+// chunkBufClass returns the smallest class whose buffers hold n bytes, or
+// -1 if none does.
+func chunkBufClass(n int) int {
+	for k := range chunkBufClasses {
+		if n <= chunkBufSize<<k {
+			return k
+		}
 	}
-	return make([]byte, n, max(n, chunkBufSize))
+	return -1
 }
 
-// putChunkBuf returns b to the pool once nothing refers to it.
-func (s *Store) putChunkBuf(b []byte) {
-	if cap(b) >= FixedChunkSize {
-		s.bufs.Put(&b)
+// getChunkBuf returns a buffer of n bytes from the store's pool, sparing
+// the allocation and zeroing of one per chunk. Its content is undefined
+// and its capacity that of its size class. Large buffers start on a page
+// boundary (the runtime allocates them in spans of their own), which
+// O_DIRECT writes of their blobs need.
+func (s *Store) getChunkBuf(n int) []byte {
+	k := chunkBufClass(n)
+	if k < 0 {
+		return make([]byte, n)
 	}
+	if p, ok := s.bufs[k].Get().(*[]byte); ok {
+		return (*p)[:n]
+	}
+	return make([]byte, n, chunkBufSize<<k)
+}
+
+// putChunkBuf returns b to the pool of the largest class it holds, once
+// nothing refers to it.
+func (s *Store) putChunkBuf(b []byte) {
+	for k := chunkBufClasses - 1; k >= 0; k-- {
+		if cap(b) >= chunkBufSize<<k {
+			s.bufs[k].Put(&b)
+			return
+		}
+	}
+}
+
+// growChunkBuf returns a buffer holding buf's bytes with room for n in
+// all, from the pool's next large enough class; buf goes back to the
+// pool.
+func (s *Store) growChunkBuf(buf []byte, n int) []byte {
+	if n <= cap(buf) {
+		return buf
+	}
+	nb := s.getChunkBuf(max(n, 2*cap(buf)))[:len(buf)]
+	copy(nb, buf)
+	s.putChunkBuf(buf)
+	return nb
 }

@@ -326,3 +326,100 @@ func TestChunkNotRegular(t *testing.T) {
 		}
 	}
 }
+
+// unevenReader returns its data in pieces of varying sizes.
+type unevenReader struct {
+	data []byte
+	n    int
+}
+
+func (u *unevenReader) Read(p []byte) (int, error) {
+	if len(u.data) == 0 {
+		return 0, io.EOF
+	}
+	u.n++
+	k := min(len(p), len(u.data), 1+(u.n*7919)%(3<<20))
+	copy(p, u.data[:k])
+	u.data = u.data[k:]
+	return k, nil
+}
+
+// TestStreamReadFrom: a stream fed through ReadFrom (reads straight into
+// the chunk buffers, a chunk's buffer growing past 4 and 8 MiB) and the
+// same bytes fed through Write in odd pieces are cut where the chunker
+// cuts the whole stream, and read back equal.
+func TestStreamReadFrom(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	data := xorshiftBytes(11, 56<<20)
+	var want []uint64
+	ch, _ := NewChunker(DefaultAvgChunkSize)
+	var large, larger bool
+	for off, last := 0, 0; off < len(data); {
+		n, cut := ch.Scan(data[off:])
+		off += n
+		if cut || off == len(data) {
+			want = append(want, uint64(off))
+			large = large || off-last > 4<<20
+			larger = larger || off-last > 8<<20
+			last = off
+		}
+	}
+	if !large || !larger {
+		t.Fatalf("no chunk above 4 and 8 MiB in the test data (cuts %v)", want)
+	}
+	for i, feed := range []func(sw *StreamWriter) error{
+		func(sw *StreamWriter) error {
+			_, err := sw.ReadFrom(&unevenReader{data: data})
+			return err
+		},
+		func(sw *StreamWriter) error {
+			for p := data; len(p) > 0; {
+				k := min(len(p), 1+len(p)%(1<<20+77))
+				if _, err := sw.Write(p[:k]); err != nil {
+					return err
+				}
+				p = p[k:]
+			}
+			return nil
+		},
+	} {
+		b, err := s.StartBackup(ctx, GroupRef{Type: TypeHost, ID: "h"}, time.Date(2026, 11, 20, 10, i, 0, 0, time.UTC), BackupOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sw, err := b.CreateStream(ctx, "data.pxar", DefaultAvgChunkSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := feed(sw); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Finish(); err != nil {
+			t.Fatal(err)
+		}
+		idx, err := s.OpenIndex(b.Ref(), "data.pxar.didx")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []uint64
+		for k := range idx.Len() {
+			_, _, end := idx.Chunk(k)
+			got = append(got, end)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("feed %d: chunk ends %v, want %v", i, got, want)
+		}
+		a, err := s.OpenArchive(ctx, b.Ref(), "data.pxar.didx")
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := io.ReadAll(a.Reader())
+		if err != nil || !bytes.Equal(back, data) {
+			t.Errorf("feed %d: read back %d bytes, %v", i, len(back), err)
+		}
+	}
+}

@@ -242,24 +242,36 @@ func (c *creator) dir(path string, names []string) error {
 	for _, name := range names {
 		c.pf.add(join(path, name), c.reuse == nil)
 	}
-	for _, name := range names {
+	var infos []*SourceInfo
+	if c.reuse != nil {
+		infos = c.lookAhead(path, names)
+		defer c.reuse.forgetAhead(path, names)
+	}
+	for i, name := range names {
 		if err := c.ctx.Err(); err != nil {
 			return err
 		}
 		if path == "" && name == excludeCLIName {
 			continue // the PBS client leaves a real one at the root out
 		}
-		if err := c.child(join(path, name), name); err != nil {
+		var info *SourceInfo
+		if infos != nil {
+			info = infos[i]
+		}
+		if err := c.child(join(path, name), name, info); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (c *creator) child(path, name string) error {
-	info, err := c.src.Lstat(path)
-	if err != nil {
-		return c.skip(path, err)
+// child archives entry path; info is its stat if the caller has it.
+func (c *creator) child(path, name string, info *SourceInfo) error {
+	if info == nil {
+		var err error
+		if info, err = c.src.Lstat(path); err != nil {
+			return c.skip(path, err)
+		}
 	}
 	if len(c.patterns) > 0 && c.patterns.Excluded(path, info.Kind == KindDir) {
 		return nil

@@ -164,6 +164,7 @@ type reuser struct {
 	held       *heldChunk
 	seen       map[[2]uint64]bool // hardlinked inodes met while pending
 	continued  bool               // the run is cut short by a full pending list
+	ahead      map[string]bool    // files lookAhead started reading, by path
 }
 
 // prevDir returns the previous entries of the directory name in the
@@ -207,6 +208,103 @@ func (c *creator) prevDir(name string) map[string]*Entry {
 	}
 	c.opts.Stats.PreviousEntries += int64(len(m))
 	return m
+}
+
+// lookAhead stats the entries of directory path (names sorted) before
+// they are archived, as the PBS client lists and stats a directory's
+// entries first, and starts reading the unchanged files that will be read
+// all the same: a run of them that lies between two changed files of the
+// directory, whose chunks would be mostly padding (the rule of flush).
+// Without it such a run's files are prefetched only when the run ends,
+// just before they are read, and a cold backup waits on their reads one
+// run at a time. A run that may go on past the directory's subdirectories
+// or ends is left to flush: whether it is reused depends on entries not
+// seen yet. The stats returned (nil where Lstat failed) are those
+// archived.
+func (c *creator) lookAhead(path string, names []string) []*SourceInfo {
+	r := c.reuse
+	infos := make([]*SourceInfo, len(names))
+	for i, name := range names {
+		if path == "" && name == excludeCLIName {
+			continue
+		}
+		if info, err := c.src.Lstat(join(path, name)); err == nil {
+			infos[i] = info
+		}
+	}
+	prev := r.dirs[len(r.dirs)-1]
+	if c.pf == nil || prev == nil {
+		return infos
+	}
+	limit := r.prev.MaxPadding
+	if limit <= 0 {
+		limit = ReusePaddingThreshold
+	}
+	// The run being followed: names[first:] from payload offset start to
+	// end; closed says it began after a changed file, so that flush will
+	// decide it on its own bytes.
+	first, open, closed := 0, false, false
+	var start, end uint64
+	finish := func(last int) {
+		if !open || !closed {
+			return
+		}
+		open = false
+		_, _, startPad, endPad, err := r.chunksFor(start, end)
+		if err != nil || float64(startPad+endPad) <= limit*float64(end-start+startPad+endPad) {
+			return
+		}
+		for k := first; k < last; k++ {
+			if infos[k] != nil && infos[k].Kind == KindFile {
+				p := join(path, names[k])
+				if r.ahead == nil {
+					r.ahead = map[string]bool{}
+				}
+				r.ahead[p] = true
+				c.pf.add(p, true)
+			}
+		}
+	}
+	for i, name := range names {
+		info := infos[i]
+		switch {
+		case info == nil || info.Kind == KindDir || info.Kind == KindFile && info.Nlink > 1:
+			// Unknown, or the run may go on through a subdirectory or
+			// a hardlink: leave it to flush.
+			open, closed = false, false
+			continue
+		case info.Kind != KindFile:
+			continue // no payload: the run goes on
+		case len(c.patterns) > 0 && c.patterns.Excluded(join(path, name), false):
+			continue
+		}
+		s, e, ok := reusable(prev[name], info)
+		switch {
+		case !ok:
+			finish(i)
+			open, closed = false, true
+		case open && s != end:
+			// A hole: flush keeps the last chunk for the next run,
+			// which may share it; its rule is no longer known here.
+			finish(i)
+			first, closed, start, end = i, false, s, e
+		case open:
+			end = e
+		default:
+			first, open, start, end = i, true, s, e
+		}
+	}
+	return infos
+}
+
+// forgetAhead drops the look-ahead marks of directory path's entries.
+func (r *reuser) forgetAhead(path string, names []string) {
+	if len(r.ahead) == 0 {
+		return
+	}
+	for _, name := range names {
+		delete(r.ahead, join(path, name))
+	}
 }
 
 // emit writes an entry now, or adds it to the pending run.
@@ -417,7 +515,7 @@ func (c *creator) flush(keepLast bool) error {
 // about to be read in order.
 func (c *creator) prefetch(entries []pending) {
 	for _, p := range entries {
-		if p.op == opFile {
+		if p.op == opFile && !c.reuse.ahead[p.path] {
 			c.pf.add(p.path, true)
 		}
 	}

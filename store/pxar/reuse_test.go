@@ -11,7 +11,9 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // openLog is a Source that records which files were opened (read).
@@ -430,6 +432,129 @@ func TestTreeChangedWhileRead(t *testing.T) {
 			sort.Strings(skipped)
 			if !slices.Equal(warned, []string{"grow"}) || !slices.Equal(skipped, []string{"gone", "shrink"}) {
 				t.Errorf("warned %q, skipped %q; want grow, and gone and shrink", warned, skipped)
+			}
+		})
+	}
+}
+
+// aheadSource is a memSource that records content prefetches; its first
+// Open waits (at most 10 s) until the files of want were prefetched, so
+// a test sees whether they were asked for before any file was read.
+type aheadSource struct {
+	memSource
+	want []string
+	mu   sync.Mutex
+	seen map[string]int
+	// early are the prefetches made before the first Open.
+	early  map[string]bool
+	opened bool
+}
+
+func (s *aheadSource) Prefetch(p string, contents bool) {
+	if contents {
+		s.mu.Lock()
+		s.seen[p]++
+		s.mu.Unlock()
+	}
+}
+
+func (s *aheadSource) Open(p string) (io.ReadCloser, error) {
+	s.mu.Lock()
+	first := !s.opened
+	s.opened = true
+	s.mu.Unlock()
+	if first {
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			s.mu.Lock()
+			done := true
+			for _, w := range s.want {
+				done = done && s.seen[w] > 0
+			}
+			s.mu.Unlock()
+			if done {
+				break
+			}
+		}
+		s.mu.Lock()
+		for p, n := range s.seen {
+			s.early[p] = n > 0
+		}
+		s.mu.Unlock()
+	}
+	return s.memSource.Open(p)
+}
+
+// TestLookAheadPrefetch: in a directory of files a..g lying in one chunk
+// of the previous payload, b and f changed. The run c, d, e between them
+// is read again by the 10 % rule (its chunk would be mostly padding), and
+// a directory's look-ahead asks for it to be read before any file is
+// read; g, whose run may go on beyond the directory, is left to the end
+// of its run (a's run ends, and is prefetched, just before a is read). Each file is prefetched once, and the archive is
+// the one written without prefetching. When the rule reuses everything
+// (MaxPadding 1), nothing is read ahead.
+func TestLookAheadPrefetch(t *testing.T) {
+	base := memSource{"": {info: SourceInfo{Kind: KindDir, Metadata: Metadata{Mode: 0o40755}}}}
+	for i, name := range []string{"a", "b", "c", "d", "e", "f", "g"} {
+		content := bytes.Repeat([]byte(name), 300+50*i)
+		base[name] = &memNode{content: content, info: SourceInfo{Kind: KindFile, Size: uint64(len(content)), Ino: uint64(i + 1), Nlink: 1,
+			Metadata: Metadata{Mode: 0o100644, Mtime: Timestamp{Secs: 1700000000}}}}
+	}
+	meta1, payload1, _ := createSplit(t, base, nil, CreateOptions{})
+	tree := base.clone()
+	for _, name := range []string{"b", "f"} {
+		tree[name].content[0] ^= 1
+		tree[name].info.Mtime.Secs++
+	}
+	previous := func(mc memChunks, max float64) func(out *bytes.Buffer) *Previous {
+		return func(out *bytes.Buffer) *Previous {
+			p := mc.previous(t, meta1, payload1, out, nil)
+			all := p.Chunks[1 : len(p.Chunks)-1]
+			var b []byte
+			for _, c := range all {
+				b = append(b, mc[c.Digest]...)
+			}
+			d := sha256.Sum256(b)
+			mc[d] = b
+			p.Chunks = []PayloadChunk{p.Chunks[0], {Start: all[0].Start, End: all[len(all)-1].End, Digest: d}, p.Chunks[len(p.Chunks)-1]}
+			p.MaxPadding = max
+			return p
+		}
+	}
+	for _, tc := range []struct {
+		max          float64
+		early, later []string
+		read         int64
+	}{
+		{0, []string{"c", "d", "e"}, []string{"g"}, 7},
+		{1, nil, nil, 2},
+	} {
+		t.Run(fmt.Sprint(tc.max), func(t *testing.T) {
+			src := &aheadSource{memSource: tree, want: tc.early, seen: map[string]int{}, early: map[string]bool{}}
+			meta, payload, st := createSplit(t, src, previous(memChunks{}, tc.max), CreateOptions{})
+			if st.FilesRead != tc.read {
+				t.Errorf("read %d files, want %d", st.FilesRead, tc.read)
+			}
+			for _, p := range tc.early {
+				if !src.early[p] {
+					t.Errorf("%s not prefetched before the first read", p)
+				}
+			}
+			for _, p := range tc.later {
+				if src.early[p] {
+					t.Errorf("%s prefetched before the first read, though its run may go on", p)
+				}
+			}
+			for p, n := range src.seen {
+				if n != 1 {
+					t.Errorf("%s prefetched %d times, want once", p, n)
+				}
+			}
+			if tc.max == 1 && len(src.seen) != 0 {
+				t.Errorf("prefetched %v, want nothing: only the changed files are read", src.seen)
+			}
+			meta0, payload0, _ := createSplit(t, tree, previous(memChunks{}, tc.max), CreateOptions{})
+			if !bytes.Equal(meta, meta0) || !bytes.Equal(payload, payload0) {
+				t.Error("the archive differs from the one written without prefetching")
 			}
 		})
 	}

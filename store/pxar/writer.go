@@ -14,8 +14,33 @@ type LinkOffset int64
 
 // countWriter is a buffered writer that counts its position.
 type countWriter struct {
-	w   *bufio.Writer
-	pos int64
+	w     *bufio.Writer
+	under io.Writer
+	pos   int64
+	lr    io.LimitedReader
+}
+
+// copyN copies n bytes of r, handing r to the writer below the buffer
+// when that writer reads for itself (io.ReaderFrom: the store's stream
+// writer reads files straight into its chunk buffers), else through buf.
+func (c *countWriter) copyN(r io.Reader, n int64, buf []byte) (int64, error) {
+	c.lr = io.LimitedReader{R: r, N: n}
+	defer func() { c.lr.R = nil }()
+	var m int64
+	var err error
+	if rf, ok := c.under.(io.ReaderFrom); ok {
+		if err := c.w.Flush(); err != nil {
+			return 0, err
+		}
+		m, err = rf.ReadFrom(&c.lr)
+		c.pos += m
+	} else {
+		m, err = io.CopyBuffer(c, &c.lr, buf)
+	}
+	if err == nil && m < n {
+		err = io.ErrUnexpectedEOF
+	}
+	return m, err
 }
 
 func (c *countWriter) Write(p []byte) (int, error) {
@@ -47,7 +72,8 @@ type Writer struct {
 	done    bool
 	stack   []*openDirW
 	buf     []byte
-	err     error // sticky
+	copyBuf []byte // file contents on their way to a writer that does not read for itself
+	err     error  // sticky
 }
 
 // NewWriter returns a Writer writing the metadata stream to meta and, if
@@ -56,9 +82,9 @@ type Writer struct {
 // payload starts and can take earlier payload chunks by reference
 // (InjectPayload).
 func NewWriter(meta io.Writer, payload io.Writer) *Writer {
-	w := &Writer{meta: &countWriter{w: bufio.NewWriterSize(meta, 64<<10)}}
+	w := &Writer{meta: &countWriter{w: bufio.NewWriterSize(meta, 64<<10), under: meta}}
 	if payload != nil {
-		w.payload = &countWriter{w: bufio.NewWriterSize(payload, 64<<10)}
+		w.payload = &countWriter{w: bufio.NewWriterSize(payload, 64<<10), under: payload}
 		w.sink, _ = payload.(PayloadSink)
 	}
 	return w
@@ -408,7 +434,10 @@ func (w *Writer) AddFile(name string, md *Metadata, size uint64, r io.Reader) (L
 	if _, err := dst.Write(h[:]); err != nil {
 		return 0, w.fail(fmt.Errorf("pxar: write: %w", err))
 	}
-	n, err := io.CopyN(dst, r, int64(size))
+	if w.copyBuf == nil {
+		w.copyBuf = make([]byte, 256<<10)
+	}
+	n, err := dst.copyN(r, int64(size), w.copyBuf)
 	if err != nil {
 		return 0, w.fail(fmt.Errorf("pxar: file %q: copied %d of %d bytes: %w", name, n, size, err))
 	}
