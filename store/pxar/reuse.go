@@ -19,6 +19,25 @@ import (
 // entries), then reused together if the chunks covering the run waste at
 // most ReusePaddingThreshold of their bytes on data the run does not
 // need, or else read and encoded afresh.
+//
+// The rule is the PBS client's (pbs-client/src/pxar/create.rs,
+// flush_cached_reusing_if_below_threshold, and look_ahead_cache.rs): it
+// applies to each cached range on its own, never to the archive's total.
+// A range is the payload of unchanged files lying back to back in the
+// previous payload stream; it ends at a changed or new regular file (the
+// range is decided without keeping its last chunk), at a file that does
+// not follow on (a hole: the last chunk is kept for the next range), when
+// the cache is full (last chunk kept), and at the end of the archive.
+// padding = bytes of the first chunk before the range + bytes of the last
+// chunk after it, minus the bytes of a kept-back chunk the range before
+// used when the range starts in it; the files are re-encoded when
+// padding / (range length + padding) > 0.1. The client's cache holds up
+// to its RLIMIT_NOFILE hard limit minus half the soft limit of entries
+// (proxmox-backup-client/src/main.rs; 512 when unset); maxPending plays
+// its part here. So a changed file every few small files makes the client
+// read the unchanged ones around it again, and pbsfs does the same by
+// default (MaxPadding relaxes it); lookAhead makes that reading start
+// early.
 
 // ReusePaddingThreshold is the largest share of the reused chunks' bytes
 // that may belong to no reused file (the PBS client's
