@@ -122,7 +122,9 @@ func (c *mountCmd) flags(fs *pflag.FlagSet) {
 
 func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	if p := os.Getenv("PBSFS_CPUPROFILE"); p != "" {
-		// A CPU profile of the whole mount, for go tool pprof.
+		// A CPU profile of the whole mount, for go tool pprof; %p in
+		// the name is the process id (a benchmark runs several mounts).
+		p = strings.ReplaceAll(p, "%p", strconv.Itoa(os.Getpid()))
 		if f, err := os.Create(p); err == nil {
 			if err := pprof.StartCPUProfile(f); err == nil {
 				defer func() { pprof.StopCPUProfile(); f.Close() }()
@@ -131,7 +133,9 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	}
 	if p := os.Getenv("PBSFS_TRACE"); p != "" {
 		// An execution trace of the whole mount, for go tool trace: where
-		// reads wait (fetches in flight, read-ahead slots, locks).
+		// reads wait (fetches in flight, read-ahead slots, locks); %p as
+		// above.
+		p = strings.ReplaceAll(p, "%p", strconv.Itoa(os.Getpid()))
 		if f, err := os.Create(p); err == nil {
 			if err := trace.Start(f); err == nil {
 				defer func() { trace.Stop(); f.Close() }()
