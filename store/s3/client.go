@@ -269,16 +269,19 @@ func (c *Client) GetInto(ctx context.Context, rel string, limit int64, bufs func
 		return ObjectInfo{}, err
 	}
 	defer done()
-	obj, err := c.mc.GetObject(ctx, c.cfg.Bucket, c.Key(rel), minio.GetObjectOptions{})
+	// The response body itself (Core), not minio.Object: an Object
+	// serves each Read through a goroutine of its own, two channel
+	// handoffs per read system call and a wait for that goroutine at
+	// Close, which on a busy machine held each chunk for milliseconds.
+	body, st, _, err := minio.Core{Client: c.mc}.GetObject(ctx, c.cfg.Bucket, c.Key(rel), minio.GetObjectOptions{})
 	if err != nil {
 		return ObjectInfo{}, translate("get "+c.Key(rel), err)
 	}
-	defer obj.Close()
-	st, err := obj.Stat()
-	if err != nil {
-		return ObjectInfo{}, translate("get "+c.Key(rel), err)
-	}
+	defer body.Close()
 	info := ObjectInfo{Rel: rel, Size: st.Size, ETag: st.ETag, LastModified: st.LastModified}
+	if st.Size < 0 {
+		return info, fmt.Errorf("get %s: no Content-Length: %w", c.Key(rel), ErrSizeMismatch)
+	}
 	if st.Size > limit {
 		return info, fmt.Errorf("get %s: object of %d bytes: %w", c.Key(rel), st.Size, ErrTooLarge)
 	}
@@ -294,15 +297,17 @@ func (c *Client) GetInto(ctx context.Context, rel string, limit int64, bufs func
 		return info, fmt.Errorf("get %s: buffers of %d bytes for an object of %d", c.Key(rel), total, st.Size)
 	}
 	for _, b := range bs {
-		n, err := io.ReadFull(obj, b)
+		n, err := io.ReadFull(body, b)
 		c.counts.BytesIn.Add(int64(n))
 		if err != nil {
 			return info, translate("get "+c.Key(rel), err)
 		}
 	}
-	// A longer body than announced is as wrong as a shorter one.
+	// A longer body than announced is as wrong as a shorter one. The
+	// read also takes the body to its end, so that the connection is
+	// used again.
 	var one [1]byte
-	if k, _ := obj.Read(one[:]); k > 0 {
+	if k, _ := io.ReadFull(body, one[:]); k > 0 {
 		return info, fmt.Errorf("get %s: longer than its %d bytes: %w", c.Key(rel), st.Size, ErrSizeMismatch)
 	}
 	return info, nil
@@ -328,13 +333,13 @@ func (c *Client) GetRange(ctx context.Context, rel string, off, n int64) ([]byte
 	if err := opts.SetRange(off, off+n-1); err != nil {
 		return nil, err
 	}
-	obj, err := c.mc.GetObject(ctx, c.cfg.Bucket, c.Key(rel), opts)
+	body, _, _, err := minio.Core{Client: c.mc}.GetObject(ctx, c.cfg.Bucket, c.Key(rel), opts)
 	if err != nil {
 		return nil, translate("get "+c.Key(rel), err)
 	}
-	defer obj.Close()
+	defer body.Close()
 	b := make([]byte, n)
-	k, err := io.ReadFull(obj, b)
+	k, err := io.ReadFull(body, b)
 	c.counts.BytesIn.Add(int64(k))
 	if err != nil {
 		return nil, translate(fmt.Sprintf("get %s [%d,+%d)", c.Key(rel), off, n), err)
