@@ -46,6 +46,10 @@ type chunkCache struct {
 	// loading has the chunks being loaded, for requests to wait on.
 	loading map[cacheKey]*cacheLoad
 	stats   CacheStats
+
+	// minScan is a lower bound of the scan segment beside minScanBytes:
+	// room for a longer read-ahead (Options.ReadAheadBytes).
+	minScan int64
 }
 
 // The segments, in eviction order.
@@ -251,7 +255,7 @@ func (c *chunkCache) add(ce *cacheEntry, scan bool) {
 	c.items[ce.d] = c.segs[ce.seg].PushFront(ce)
 	c.bytes[ce.seg] += ce.size
 	c.cur += ce.size
-	scanMax := max(int64(float64(c.max)*scanShare), minScanBytes)
+	scanMax := max(int64(float64(c.max)*scanShare), minScanBytes, c.minScan)
 	for c.bytes[segScan] > scanMax && c.segs[segScan].Len() > 1 {
 		c.evict(c.segs[segScan].Back())
 	}

@@ -295,7 +295,7 @@ func (a *Archive) NewReader() *Reader { return &Reader{a: a, next: -1} }
 const seqWindow = 2 << 20
 
 // readAheadBytes is how far ahead of a sequential reader chunks are
-// being decoded: enough for a few chunks to decode at once on every core
+// being decoded by default (Options.ReadAheadBytes): enough for a few chunks to decode at once on every core
 // while the reader consumes the current one.
 const readAheadBytes = 24 << 20
 
@@ -344,7 +344,7 @@ func (r *Reader) note(off, n int64) bool {
 }
 
 // prefetch starts background decodes of the chunks after [off, off+n)
-// up to readAheadBytes ahead, each chunk once: a chunk already cached or
+// up to the store's read-ahead distance (Options.ReadAheadBytes), each chunk once: a chunk already cached or
 // being loaded is left alone.
 func (r *Reader) prefetch(off, n int64) {
 	a := r.a
@@ -356,7 +356,7 @@ func (r *Reader) prefetch(off, n int64) {
 	if err != nil {
 		return
 	}
-	to := min(end+readAheadBytes, a.Size())
+	to := min(end+a.s.readAheadBytes, a.Size())
 	r.mu.Lock()
 	i = max(i, r.aheadChunk)
 	var jobs []int

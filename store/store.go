@@ -68,6 +68,11 @@ type Options struct {
 	// sequential readers; one per CPU if 0. Backends with network latency
 	// want more.
 	ReadAheadSlots int
+	// ReadAheadBytes is how far ahead of a sequential reader chunks are
+	// loaded (24 MiB if 0), at most a quarter of CacheBytes. A backend
+	// with network latency wants more: a reader waiting on one slow
+	// object keeps the others in flight.
+	ReadAheadBytes int64
 }
 
 // Store is an open datastore. A process should open a datastore once and
@@ -92,6 +97,8 @@ type Store struct {
 	zeros   zeroDigests
 	// decodeSlots bounds the background chunk decodes (one per core).
 	decodeSlots chan struct{}
+	// readAheadBytes is Options.ReadAheadBytes.
+	readAheadBytes int64
 	// readAhead counts the background decodes run (ReadAheadChunks).
 	readAhead atomic.Int64
 	// spill holds verified decoded chunks for small random reads (nil:
@@ -211,6 +218,11 @@ func Open(root string, opts Options) (*Store, error) {
 	if slots <= 0 {
 		slots = runtime.GOMAXPROCS(0)
 	}
+	readAhead := opts.ReadAheadBytes
+	if readAhead <= 0 {
+		readAhead = readAheadBytes
+	}
+	readAhead = min(readAhead, max(opts.CacheBytes/4, readAheadBytes))
 	codec := NewCodec()
 	mem := newChunkMem()
 	st := &Store{
@@ -233,8 +245,12 @@ func Open(root string, opts Options) (*Store, error) {
 		log:        opts.Logger,
 		owner:      owner,
 
-		decodeSlots: make(chan struct{}, slots),
+		decodeSlots:    make(chan struct{}, slots),
+		readAheadBytes: readAhead,
 	}
+	// The scan segment holds the read-ahead of two readers and the
+	// chunks they read.
+	st.cache.minScan = 2 * (readAhead + FixedChunkSize)
 	st.files = &plainDecoder{s: st, verified: newFileTable(verifiedFileLimit()), onLoad: opts.OnChunkLoad}
 	return st, nil
 }

@@ -70,6 +70,12 @@ func withBackend(c *Client, opts store.Options) store.Options {
 	if opts.ReadAheadSlots == 0 {
 		opts.ReadAheadSlots = c.cfg.Parallel
 	}
+	if opts.ReadAheadBytes == 0 {
+		// One chunk object per request slot: a sequential reader keeps
+		// them all busy, and one slow GET does not empty the pipeline
+		// (the reader waits on it while the others land).
+		opts.ReadAheadBytes = int64(c.cfg.Parallel) * store.FixedChunkSize
+	}
 	return opts
 }
 
