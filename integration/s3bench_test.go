@@ -80,6 +80,7 @@ func indexDigests(t *testing.T, p string) []store.Digest {
 // noisy), with the CPU the mount and the server used; random 4 KiB reads
 // through the mount against whole-object GETs of random chunks one at a
 // time. Size: $PBSFS_BENCH_S3_MIB (default 256). Runs with PBSFS_BENCH=1.
+// With $PBSFS_BENCH_S3_OLD, the mount of that binary is measured too.
 func TestBenchS3(t *testing.T) {
 	if os.Getenv("PBSFS_BENCH") != "1" {
 		t.Skip("benchmarks run with PBSFS_BENCH=1")
@@ -113,30 +114,50 @@ func TestBenchS3(t *testing.T) {
 	cache := "PBSFS_S3_CACHE_DIR=" + filepath.Join(e.run, "s3cache")
 	envs := append([]string{"PBSFS_STORE=" + e.url, cache, "PBSFS_RUNTIME_DIR=" + e.run}, s3Creds...)
 
+	// perGiB is CPU time per GiB read.
+	perGiB := func(d time.Duration) string {
+		return fmt.Sprintf("%.2fs/GiB", d.Seconds()*1024/float64(mib))
+	}
+	// mountCats times cat of the image and of the file in the archive
+	// through a fresh mount served by binary prog, each right after its
+	// baseline.
+	mountCats := func(label, prog string) {
+		mnt, cmd := e.mountS3Cmd(t, prog)
+		base, _ := downloadAll(t, e.c, imgDs, 16)
+		w0, m0 := srv.CPUTime(), testutil.ProcessCPU(cmd.Process.Pid)
+		got := timeCmd(t, "cat", filepath.Join(mnt, "vm/300", e.vm, "drive-scsi0.img"))
+		row("image: cat through the mount (cold)"+label, base, got)
+		t.Logf("  CPU of that cat: mount %s, server %v", perGiB(testutil.ProcessCPU(cmd.Process.Pid)-m0),
+			(srv.CPUTime() - w0).Round(10*time.Millisecond))
+
+		base, _ = downloadAll(t, e.c, pxDs, 16)
+		w0, m0 = srv.CPUTime(), testutil.ProcessCPU(cmd.Process.Pid)
+		got = timeCmd(t, "cat", filepath.Join(mnt, "host/bench", e.tree, "root.pxar/big.bin"))
+		row("file in a pxar archive: cat through the mount"+label, base, got)
+		t.Logf("  CPU of that cat: mount %s, server %v; mount peak RSS after the cats: %d MiB",
+			perGiB(testutil.ProcessCPU(cmd.Process.Pid)-m0), (srv.CPUTime() - w0).Round(10*time.Millisecond), peakRSS(cmd.Process.Pid)>>20)
+	}
+	// $PBSFS_BENCH_S3_OLD names another pbsfs binary (an older build)
+	// whose mount is measured beside this one's in every round.
+	old := os.Getenv("PBSFS_BENCH_S3_OLD")
 	reps := envInt("PBSFS_BENCH_S3_REPS", 3)
 	for rep := range reps {
 		t.Logf("round %d of %d (load %s)", rep+1, reps, loadavg())
 		base, _ := downloadAll(t, e.c, imgDs, 16)
+		c0, w0 := childrenCPU(), srv.CPUTime()
 		start = time.Now()
 		if code, errs := e.runEnv(envs, nil, "cat", "vm/300/"+e.vm, "drive-scsi0.img"); code != 0 {
 			t.Fatalf("pbsfs cat: exit %d\n%s", code, errs)
 		}
 		row("image: pbsfs cat", base, time.Since(start))
+		t.Logf("  CPU of that cat: pbsfs %s, server %v", perGiB(childrenCPU()-c0), (srv.CPUTime() - w0).Round(10*time.Millisecond))
 
 		// A fresh mount each round: nothing of the image in its cache or
 		// in the kernel's pages of its files.
-		mnt, cmd := e.mountS3Cmd(t)
-		base, _ = downloadAll(t, e.c, imgDs, 16)
-		w0, m0 := srv.CPUTime(), testutil.ProcessCPU(cmd.Process.Pid)
-		got := timeCmd(t, "cat", filepath.Join(mnt, "vm/300", e.vm, "drive-scsi0.img"))
-		row("image: cat through the mount (cold)", base, got)
-		t.Logf("  CPU of that cat: mount %v, server %v", (testutil.ProcessCPU(cmd.Process.Pid) - m0).Round(10*time.Millisecond),
-			(srv.CPUTime() - w0).Round(10*time.Millisecond))
-
-		base, _ = downloadAll(t, e.c, pxDs, 16)
-		got = timeCmd(t, "cat", filepath.Join(mnt, "host/bench", e.tree, "root.pxar/big.bin"))
-		row("file in a pxar archive: cat through the mount", base, got)
-		t.Logf("  mount peak RSS after the cats: %d MiB", peakRSS(cmd.Process.Pid)>>20)
+		mountCats("", bin)
+		if old != "" {
+			mountCats(" (old)", old)
+		}
 	}
 	var ru0, ru1 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
@@ -146,10 +167,10 @@ func TestBenchS3(t *testing.T) {
 	cpu := func(r syscall.Rusage) time.Duration {
 		return time.Duration(r.Utime.Nano() + r.Stime.Nano())
 	}
-	t.Logf("CPU of the baseline download of the image: client %v, server %v", (cpu(ru1) - cpu(ru0)).Round(10*time.Millisecond),
+	t.Logf("CPU of the baseline download of the image: client %s, server %v", perGiB(cpu(ru1)-cpu(ru0)),
 		(srv.CPUTime() - w0).Round(10*time.Millisecond))
 
-	mnt2, cmd2 := e.mountS3Cmd(t)
+	mnt2, cmd2 := e.mountS3Cmd(t, bin)
 	const n = 200
 	rate := randomReads(t, filepath.Join(mnt2, "vm/300", e.vm, "drive-scsi0.img"), n, 7)
 	r := rand.New(rand.NewPCG(7, 7))
@@ -165,12 +186,20 @@ func TestBenchS3(t *testing.T) {
 		n, baseRate, rate, rate/baseRate, peakRSS(cmd2.Process.Pid)>>20)
 }
 
-// mountS3Cmd mounts the bucket and returns the mount point and process.
-func (e *s3Env) mountS3Cmd(t *testing.T) (string, *exec.Cmd) {
+// mountS3Cmd mounts the bucket with binary prog and returns the mount
+// point and process.
+func (e *s3Env) mountS3Cmd(t *testing.T, prog string) (string, *exec.Cmd) {
 	t.Helper()
 	mnt := t.TempDir()
 	env := append([]string{"PBSFS_RUNTIME_DIR=" + e.run, "PBSFS_S3_CACHE_DIR=" + filepath.Join(e.run, "s3cache")}, s3Creds...)
-	return mnt, startMount(t, mnt, env, bin, "mount", e.url, mnt)
+	return mnt, startMount(t, mnt, env, prog, "mount", e.url, mnt)
+}
+
+// childrenCPU returns the CPU time of the test's children that ended.
+func childrenCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func loadavg() string {
