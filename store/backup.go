@@ -164,7 +164,7 @@ func (b *Backup) start(ctx context.Context) error {
 		return fmt.Errorf("backup: %w", err)
 	}
 	b.release = append(b.release, gl.Unlock)
-	if err := s.ensureOwner(g, b.opts.Owner); err != nil {
+	if err := s.ensureOwner(ctx, g, b.opts.Owner); err != nil {
 		return err
 	}
 	base, ok, err := s.LastFinished(g)
@@ -235,12 +235,12 @@ func (b *Backup) sameKey(m *Manifest) bool {
 }
 
 // ensureOwner writes the owner file of a new group (create-new).
-func (s *Store) ensureOwner(g GroupRef, owner string) error {
+func (s *Store) ensureOwner(ctx context.Context, g GroupRef, owner string) error {
 	p := s.Path(path.Join(g.Dir(), OwnerName))
 	if ok, err := exists(p); err != nil || ok {
 		return err
 	}
-	return s.writeFile(p, []byte(owner+"\n"))
+	return s.writeFile(ctx, p, []byte(owner+"\n"))
 }
 
 func (b *Backup) unlock() {
@@ -295,7 +295,7 @@ func (b *Backup) AddBlob(name string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("blob %s: %w", name, err)
 	}
-	if err := b.s.writeFile(p, blob); err != nil {
+	if err := b.s.writeFile(context.Background(), p, blob); err != nil { // AddBlob takes no context (yet)
 		return err
 	}
 	sum := sha256.Sum256(blob)
@@ -353,7 +353,7 @@ func (b *Backup) AddImage(ctx context.Context, name string, r io.Reader, size ui
 	}
 	csum, err := w.Close()
 	if err == nil {
-		err = b.s.mirrorFile(p)
+		err = b.s.mirrorFile(ctx, p)
 	}
 	if err != nil {
 		return err
@@ -594,7 +594,7 @@ func (sw *StreamWriter) Close() (uint64, error) {
 	}
 	csum, err := sw.w.Close()
 	if err == nil {
-		err = sw.b.s.mirrorFile(sw.b.s.Path(path.Join(sw.b.ref.Dir(), sw.file)))
+		err = sw.b.s.mirrorFile(sw.ctx, sw.b.s.Path(path.Join(sw.b.ref.Dir(), sw.file)))
 	}
 	if err != nil {
 		sw.b.dropFile(sw.file)
@@ -689,7 +689,7 @@ func (b *Backup) Finish() error {
 			return err
 		}
 	}
-	if err := b.s.writeManifest(b.ref, m); err != nil {
+	if err := b.s.writeManifest(context.Background(), b.ref, m); err != nil { // Finish takes no context (yet)
 		b.abortFiles()
 		return err
 	}
@@ -697,7 +697,7 @@ func (b *Backup) Finish() error {
 }
 
 // writeManifest stores m as the snapshot's index.json.blob, atomically.
-func (s *Store) writeManifest(ref SnapshotRef, m *Manifest) error {
+func (s *Store) writeManifest(ctx context.Context, ref SnapshotRef, m *Manifest) error {
 	js, err := m.MarshalJSON()
 	if err != nil {
 		return err
@@ -706,7 +706,7 @@ func (s *Store) writeManifest(ref SnapshotRef, m *Manifest) error {
 	if err != nil {
 		return err
 	}
-	return s.writeFile(s.Path(path.Join(ref.Dir(), ManifestName)), blob)
+	return s.writeFile(ctx, s.Path(path.Join(ref.Dir(), ManifestName)), blob)
 }
 
 // Abort removes the unfinished snapshot and releases the session's locks.

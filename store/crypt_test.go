@@ -298,7 +298,7 @@ func TestEncryptedBackupRoundTrip(t *testing.T) {
 	if err := m.Sign(k); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.writeManifest(ref, m); err != nil {
+	if err := s.writeManifest(context.Background(), ref, m); err != nil {
 		t.Fatal(err)
 	}
 	for _, st := range []*Store{s, withKey} {
@@ -352,7 +352,7 @@ func TestSignOnlyBackup(t *testing.T) {
 	}
 	// A tampered signed manifest is refused when the key is at hand.
 	m.Signature = strings.Repeat("0", 64)
-	if err := s.writeManifest(ref, m); err != nil {
+	if err := s.writeManifest(context.Background(), ref, m); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := readAll(t, reopen(t, s, k), ref, "drive-scsi0.img.fidx"); !errors.Is(err, ErrBadSignature) {

@@ -229,7 +229,7 @@ func (s *Store) GroupNotes(g GroupRef) (string, error) {
 
 // SetGroupNotes replaces the notes of group g atomically (PBS takes no lock).
 func (s *Store) SetGroupNotes(g GroupRef, notes string) error {
-	return s.writeFile(s.Path(path.Join(g.Dir(), NotesName)), []byte(notes))
+	return s.writeFile(context.Background(), s.Path(path.Join(g.Dir(), NotesName)), []byte(notes)) // no context in the API (yet)
 }
 
 // WriteFileAtomic writes data to path through a temporary file in the same
@@ -270,7 +270,7 @@ func (s *Store) CreateNamespace(ns Namespace) error {
 		var cur Namespace
 		for _, c := range ns.Components() {
 			cur = cur.Child(c)
-			if err := s.mirrorPut(s.Path(path.Join(cur.Dir(), ".namespace")), nil); err != nil {
+			if err := s.mirrorPut(context.Background(), s.Path(path.Join(cur.Dir(), ".namespace")), nil); err != nil { // no context in the API (yet)
 				return fmt.Errorf("namespace %q: %w", ns, err)
 			}
 		}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"log/slog"
 	"os"
@@ -50,7 +51,7 @@ func TestManifestWithoutFingerprint(t *testing.T) {
 		if unsign {
 			m.Signature = ""
 		}
-		if err := s.writeManifest(ref, m); err != nil {
+		if err := s.writeManifest(context.Background(), ref, m); err != nil {
 			t.Fatal(err)
 		}
 		if _, ok, _ := m.KeyFingerprint(); ok {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,7 +106,7 @@ func TestManifestTotalSize(t *testing.T) {
 	for i := range 4 {
 		m.Files = append(m.Files, FileInfo{Filename: fmt.Sprintf("f%d.img.fidx", i), Size: 1 << 62, Csum: strings.Repeat("00", 32)})
 	}
-	if err := s.writeManifest(ref, m); err != nil {
+	if err := s.writeManifest(context.Background(), ref, m); err != nil {
 		t.Fatal(err)
 	}
 	m, err = s.LoadManifest(ref)

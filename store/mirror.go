@@ -36,8 +36,9 @@ func (s *Store) rel(p string) (string, error) {
 	return filepath.ToSlash(r), nil
 }
 
-// mirrorPut stores data as the mirror's copy of file p.
-func (s *Store) mirrorPut(p string, data []byte) error {
+// mirrorPut stores data as the mirror's copy of file p; ctx bounds the
+// upload.
+func (s *Store) mirrorPut(ctx context.Context, p string, data []byte) error {
 	if s.mirror == nil {
 		return nil
 	}
@@ -45,14 +46,14 @@ func (s *Store) mirrorPut(p string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := s.mirror.PutFile(context.Background(), rel, data); err != nil {
+	if err := s.mirror.PutFile(ctx, rel, data); err != nil {
 		return fmt.Errorf("upload %s: %w", rel, err)
 	}
 	return nil
 }
 
 // mirrorFile stores the content of the local file p in the mirror.
-func (s *Store) mirrorFile(p string) error {
+func (s *Store) mirrorFile(ctx context.Context, p string) error {
 	if s.mirror == nil {
 		return nil
 	}
@@ -60,11 +61,11 @@ func (s *Store) mirrorFile(p string) error {
 	if err != nil {
 		return err
 	}
-	return s.mirrorPut(p, b)
+	return s.mirrorPut(ctx, p, b)
 }
 
 // mirrorRemove deletes the mirror's copy of file p.
-func (s *Store) mirrorRemove(p string) error {
+func (s *Store) mirrorRemove(ctx context.Context, p string) error {
 	if s.mirror == nil {
 		return nil
 	}
@@ -72,7 +73,7 @@ func (s *Store) mirrorRemove(p string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.mirror.RemoveFile(context.Background(), rel); err != nil {
+	if err := s.mirror.RemoveFile(ctx, rel); err != nil {
 		return fmt.Errorf("remove %s from %s: %w", rel, "the bucket", err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -83,8 +84,8 @@ func (s *Store) mkdirAll(rel string, perm os.FileMode) error {
 // writeFile is WriteFileAtomic giving the file to the store's owner;
 // with a mirror, the mirror's copy is written first (PBS 4's order for
 // blobs, owner, notes and manifests).
-func (s *Store) writeFile(p string, data []byte) error {
-	if err := s.mirrorPut(p, data); err != nil {
+func (s *Store) writeFile(ctx context.Context, p string, data []byte) error {
+	if err := s.mirrorPut(ctx, p, data); err != nil {
 		return err
 	}
 	return writeFileAtomic(p, data, 0o644, s.owner)

@@ -25,7 +25,7 @@ func (s *Store) RemoveSnapshot(ctx context.Context, ref SnapshotRef, hook Remove
 	if err := s.destroySnapshot(ctx, ref, hook); err != nil {
 		return err
 	}
-	s.cleanupGroup(ref.Group)
+	s.cleanupGroup(ctx, ref.Group)
 	return nil
 }
 
@@ -130,7 +130,7 @@ func (s *Store) step(name string) {
 
 // cleanupGroup removes group g when it has no snapshot left and nobody
 // holds its lock (PBS 2025+, §7.4). Failures leave the group in place.
-func (s *Store) cleanupGroup(g GroupRef) {
+func (s *Store) cleanupGroup(ctx context.Context, g GroupRef) {
 	if s.locks.OldLocking() {
 		return // PBS keeps empty groups in old-locking mode
 	}
@@ -145,7 +145,7 @@ func (s *Store) cleanupGroup(g GroupRef) {
 		return
 	}
 	defer gl.Unlock()
-	if err := s.removeEmptyGroup(g); err != nil && !errors.Is(err, errGroupNotEmpty) {
+	if err := s.removeEmptyGroup(ctx, g); err != nil && !errors.Is(err, errGroupNotEmpty) {
 		s.log.Warn("remove empty group", "group", g.String(), "err", err)
 	}
 }
@@ -154,7 +154,7 @@ var errGroupNotEmpty = errors.New("group not empty")
 
 // removeEmptyGroup deletes notes, owner and the directory of g if it holds
 // no snapshot directory; the caller holds the group lock.
-func (s *Store) removeEmptyGroup(g GroupRef) error {
+func (s *Store) removeEmptyGroup(ctx context.Context, g GroupRef) error {
 	ents, err := os.ReadDir(s.Path(g.Dir()))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -168,7 +168,7 @@ func (s *Store) removeEmptyGroup(g GroupRef) error {
 		}
 	}
 	for _, name := range []string{NotesName, OwnerName} {
-		if err := s.mirrorRemove(s.Path(path.Join(g.Dir(), name))); err != nil {
+		if err := s.mirrorRemove(ctx, s.Path(path.Join(g.Dir(), name))); err != nil {
 			return err
 		}
 		if err := os.Remove(s.Path(path.Join(g.Dir(), name))); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -216,7 +216,7 @@ func (s *Store) RemoveGroup(ctx context.Context, g GroupRef, hook RemoveHook) er
 	if protected > 0 {
 		return fmt.Errorf("group %s: %d protected snapshots kept: %w", g, protected, ErrProtected)
 	}
-	if err := s.removeEmptyGroup(g); err != nil {
+	if err := s.removeEmptyGroup(ctx, g); err != nil {
 		return fmt.Errorf("remove group %s: %w", g, err)
 	}
 	return nil
@@ -243,9 +243,9 @@ func (s *Store) SetProtected(ref SnapshotRef, protected bool) error {
 			return err
 		}
 		// The bucket's marker goes last: a failure leaves it protected there.
-		return s.mirrorRemove(p)
+		return s.mirrorRemove(context.Background(), p) // SetProtected takes no context (yet)
 	}
-	if err := s.mirrorPut(p, nil); err != nil {
+	if err := s.mirrorPut(context.Background(), p, nil); err != nil {
 		return err
 	}
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
@@ -280,7 +280,7 @@ func (s *Store) UpdateManifest(ctx context.Context, ref SnapshotRef, fn func(*Ma
 		return err
 	}
 	m.Files, m.BackupType, m.BackupID, m.BackupTime, m.Signature = files, typ, id, t, sig // only unprotected may change
-	return s.writeManifest(ref, m)
+	return s.writeManifest(ctx, ref, m)
 }
 
 // SetSnapshotNotes replaces the notes of snapshot ref.
