@@ -23,11 +23,13 @@ import (
 //   - Chunk memory is mapped outside the Go heap and used again (chunkMem);
 //     bytes handed out are references (Data) released by their user.
 //   - A request inside one chunk is served as a slice of the cached chunk
-//     (no copy); a small random request of a chunk stored uncompressed
-//     and verified before is served by pread (ChunkRangeReader) without a
-//     decode, and so is one of a compressed chunk a random read decoded
-//     before, from the spill file (spillTier); a chunk whose digest is that of all zeros (a hole) is never
-//     read at all.
+//     (no copy); any request of a chunk stored uncompressed and verified
+//     before (sequential or random) is served by pread of the range from
+//     the verified file (ReadChunkRange) without a decode, and its
+//     read-ahead is just the kernel's (FADV_WILLNEED); a small random
+//     request of a compressed chunk a random read decoded before is a
+//     pread of the spill file (spillTier); a chunk whose digest is that
+//     of all zeros (a hole) is never read at all.
 
 // Archive gives random access to the decoded bytes of an index archive.
 // It is safe for concurrent use.
@@ -291,16 +293,27 @@ func (a *Archive) NewReader() *Reader { return &Reader{a: a, next: -1} }
 
 // seqWindow is how far a read may start from where the previous one ended
 // and still count as sequential: the kernel sends readahead requests in
-// parallel, so they arrive a little out of order.
+// parallel, so they arrive a little out of order. A large request may
+// start further away (nearWindow): the kernel sends a read-ahead window
+// of several megabytes as 1 MiB requests at once, which arrive in any
+// order, while random small reads keep the narrow window.
 const seqWindow = 2 << 20
+
+// nearWindow is how far from where the last read ended a read of n bytes
+// may start and count as near: seqWindow, plus sixteen times its size up
+// to 16 MiB. The kernel keeps up to two read-ahead windows of 4 MiB (see
+// fs.kernelReadAhead) in flight as 1 MiB requests, and go-fuse serves
+// them on as many goroutines: traced, a request came in 11.5 MiB behind
+// the end of the furthest one served.
+func nearWindow(n int64) int64 { return seqWindow + min(16<<20, 16*n) }
 
 // readAheadBytes is how far ahead of a sequential reader chunks are
 // being decoded by default (Options.ReadAheadBytes): enough for a few chunks to decode at once on every core
 // while the reader consumes the current one.
 const readAheadBytes = 24 << 20
 
-// smallRead is the largest random request served by pread of a verified
-// uncompressed chunk rather than by decoding it.
+// smallRead is the largest random request served by pread of the spill
+// file rather than by decoding the chunk.
 const smallRead = 256 << 10
 
 // note records a request and reports whether it is sequential. A
@@ -317,7 +330,8 @@ const smallRead = 256 << 10
 func (r *Reader) note(off, n int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	near := r.next >= 0 && off >= r.next-seqWindow && off <= r.next+seqWindow
+	w := nearWindow(n)
+	near := r.next >= 0 && off >= r.next-w && off <= r.next+w
 	if near {
 		r.far = 0
 		r.near++
@@ -380,7 +394,9 @@ func (r *Reader) prefetch(off, n int64) {
 				return false
 			}
 			a.s.files.willNeed(d)
-			return true
+			// A verified uncompressed chunk is read by pread (reread):
+			// the disk reads just started are all it needs ahead.
+			return a.dec.encrypted || !a.s.files.verified.has(d)
 		}, func(ctx context.Context) {
 			if a.s.cache.has(key) {
 				return
@@ -464,13 +480,8 @@ func (r *Reader) Read(ctx context.Context, dest []byte, off int64) (Data, error)
 		if e, ok := a.s.cache.peek(cacheKey{d, a.dec.key}, seq); ok {
 			return Data{b: e.data, e: e, c: a.s.cache}.slice(in, in+uint64(len(dest))), nil
 		}
-		if !seq && len(dest) <= smallRead && !a.dec.encrypted {
-			if a.s.files.ReadChunkRange(d, dest, in) {
-				return Data{b: dest}, nil
-			}
-			if a.s.spill != nil && a.s.spill.read(d, dest, in) {
-				return Data{b: dest}, nil
-			}
+		if r.reread(d, dest, in, seq) {
+			return Data{b: dest}, nil
 		}
 		data, err := a.chunk(ctx, i, seq)
 		if err != nil {
@@ -485,6 +496,19 @@ func (r *Reader) Read(ctx context.Context, dest []byte, off int64) (Data, error)
 		if err != nil {
 			break
 		}
+		d, start, end := a.idx.Chunk(i)
+		piece := dest[n:min(len(dest), n+int(end-start-in))]
+		if !a.IsHole(i) {
+			if e, ok := a.s.cache.peek(cacheKey{d, a.dec.key}, seq); ok {
+				n += copy(piece, e.data[in:])
+				a.s.cache.release(e)
+				continue
+			}
+			if r.reread(d, piece, in, seq) {
+				n += len(piece)
+				continue
+			}
+		}
 		data, err := a.chunk(ctx, i, seq)
 		if err != nil {
 			// All or nothing: a short read would look like the end of
@@ -492,8 +516,26 @@ func (r *Reader) Read(ctx context.Context, dest []byte, off int64) (Data, error)
 			// succeed.
 			return Data{}, err
 		}
-		n += copy(dest[n:], data.Bytes()[in:])
+		n += copy(piece, data.Bytes()[in:])
 		data.Release()
 	}
 	return Data{b: dest[:n]}, nil
+}
+
+// reread fills b from offset off of chunk d without decoding it, when
+// the chunk was verified before and can be read again cheaply: a chunk
+// stored uncompressed whose verified file is still open (any request:
+// a pread of the range costs a copy, a decode the whole chunk's
+// SHA-256), or a compressed chunk a random reader decoded into the
+// spill file (small random requests only: the spill file is for them).
+// See the safety argument in fs/doc.go.
+func (r *Reader) reread(d Digest, b []byte, off uint64, seq bool) bool {
+	a := r.a
+	if a.dec.encrypted {
+		return false
+	}
+	if a.s.files.ReadChunkRange(d, b, off) {
+		return true
+	}
+	return !seq && len(b) <= smallRead && a.s.spill != nil && a.s.spill.read(d, b, off)
 }

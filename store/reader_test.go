@@ -45,7 +45,13 @@ func engineStore(t *testing.T, opts Options) (*Store, *Archive, []byte, *atomic.
 	t.Helper()
 	loads := &atomic.Int64{}
 	opts.RuntimeDir, opts.LazyChunkDirs = t.TempDir(), true
-	opts.OnChunkLoad = func(Digest) { loads.Add(1) }
+	also := opts.OnChunkLoad
+	opts.OnChunkLoad = func(d Digest) {
+		loads.Add(1)
+		if also != nil {
+			also(d)
+		}
+	}
 	s, err := Create(filepath.Join(t.TempDir(), "ds"), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -425,5 +431,53 @@ func TestSequentialSurvivesStraggler(t *testing.T) {
 		if got := r.note(s.off, 128<<10); got != s.want {
 			t.Errorf("request %d at %d: sequential %v, want %v", i, s.off, got, s.want)
 		}
+	}
+}
+
+// TestSequentialRereadOfVerifiedChunks: once a chunk stored uncompressed
+// was verified, sequential reads of it (any size, across chunk
+// boundaries) are preads of its verified file, not decodes, and give
+// the same bytes; compressed chunks are still decoded.
+func TestSequentialRereadOfVerifiedChunks(t *testing.T) {
+	var mu sync.Mutex
+	loaded := map[Digest]int{}
+	s, a, img, _ := engineStore(t, Options{CacheBytes: 1, OnChunkLoad: func(d Digest) {
+		mu.Lock()
+		loaded[d]++
+		mu.Unlock()
+	}}) // caches nothing
+	ctx := context.Background()
+	for pass := range 2 {
+		mu.Lock()
+		clear(loaded)
+		mu.Unlock()
+		r := a.NewReader()
+		for _, size := range []int{700 << 10, 1 << 20, 128 << 10} {
+			buf := make([]byte, size)
+			for off := 0; off < len(img); off += size {
+				got, err := readCopy(r, ctx, buf, int64(off))
+				if err != nil || !bytes.Equal(got, img[off:min(off+size, len(img))]) {
+					t.Fatalf("pass %d, %d-byte reads, at %d: %d bytes, %v", pass, size, off, len(got), err)
+				}
+			}
+		}
+		if pass == 0 {
+			continue
+		}
+		mu.Lock()
+		for i := range a.Index().Len() {
+			d, _, _ := a.Index().Chunk(i)
+			compressed := i == 1 || i == 4
+			switch n := loaded[d]; {
+			case compressed && n == 0:
+				t.Errorf("compressed chunk %d not decoded (nothing is cached)", i)
+			case !compressed && n > 0:
+				t.Errorf("chunk %d (uncompressed, verified, or a hole) loaded %d times on a second pass", i, n)
+			}
+		}
+		mu.Unlock()
+	}
+	if s.files.verified.lru.Len() != 3 {
+		t.Errorf("%d verified files open, want 3", s.files.verified.lru.Len())
 	}
 }
