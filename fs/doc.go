@@ -47,7 +47,10 @@
 // archives alike, goes through the store's read engine (store.Reader, one
 // per open file): a request inside one chunk is answered with a slice of
 // the decoded chunk (no copy); a sequential reader has the next 24 MiB of
-// chunks decoding in the background, one chunk per core at a time; the
+// chunks decoding in the background, one chunk per core at a time (the
+// mount raises the kernel's read-ahead of its files to 4 MiB, so reads
+// arrive as 1 MiB requests, several at once, and runs two Go processors
+// beyond one per core, so serving a request never waits for a decode); the
 // decoded-chunk cache (pbsfs mount --cache-size, 256 MiB by default) keeps
 // chunks read twice outside a sequential scan in a protected segment, so
 // one cat of a large file cannot flush the working set of a random reader,
@@ -105,9 +108,10 @@
 //     goes back unused.
 //   - A chunk stored uncompressed (random data, much of a disk image)
 //     that passed that check keeps the descriptor it was read through
-//     open (up to 4096 of them). Later small random reads of it (up to
-//     256 KiB) that miss the cache are served by pread of just the range
-//     from that descriptor, without decoding the chunk again. The bytes
+//     open (up to 4096 of them). Later reads of it that miss the cache,
+//     random or sequential, of any size, are served by pread of just the
+//     requested range from that descriptor, without decoding the chunk
+//     again (a second cat of a file pays a copy, not a SHA-256). The bytes
 //     come from the very file (inode) whose whole content matched the
 //     digest; PBS and pbsfs never write a chunk file in place (a new
 //     chunk is written to a temporary file and renamed, so a rename
