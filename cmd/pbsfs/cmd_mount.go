@@ -37,6 +37,10 @@ const mountMemoryHeadroom = 64 << 20
 // read-ahead decodes keep the cores busy.
 const servingProcs = 2
 
+// coreProcs is the runtime's own GOMAXPROCS: the cores (or the CPU quota)
+// the process may use, before a mount raises it by servingProcs.
+var coreProcs = runtime.GOMAXPROCS(0)
+
 // mountCmd serves a datastore over FUSE in the foreground until SIGINT or
 // SIGTERM, then unmounts. Removals through the mount (rm -r of a snapshot
 // or group) are announced to the garbage collector, which can run in the
@@ -218,6 +222,9 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 	opts := e.storeOptions()
 	opts.CacheBytes = int64(c.cacheSize)
 	opts.SpillBytes, opts.SpillDir = int64(c.spillSize), c.spillDir
+	if !e.isS3() {
+		opts.ReadAheadSlots = coreProcs // one decode per core (see servingProcs)
+	}
 	s, err := e.openStoreWith(opts)
 	if err != nil {
 		return err
@@ -234,7 +241,7 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 		// loop does only every few milliseconds (traced: a request
 		// coming back from its read of /dev/fuse waited 1.3 ms for a
 		// processor on average, 0.37 ms with two more processors).
-		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + servingProcs)
+		runtime.GOMAXPROCS(coreProcs + servingProcs)
 	}
 
 	safety := gc.PBSSafety()
