@@ -481,3 +481,27 @@ func TestSequentialRereadOfVerifiedChunks(t *testing.T) {
 		t.Errorf("%d verified files open, want 3", s.files.verified.lru.Len())
 	}
 }
+
+// TestOutOfOrderReadAheadStaysSequential: with a kernel read-ahead of 4
+// MiB the requests are 1 MiB each, sent four at a time and served on as
+// many goroutines, so they arrive out of order, some far behind (the
+// order below was traced); the reader stays sequential throughout.
+func TestOutOfOrderReadAheadStaysSequential(t *testing.T) {
+	r := &Reader{next: -1}
+	const k = 1 << 20
+	offs := []int64{0, k / 2, 3 * k / 2, 5 * k / 2, 9 * k / 2, 13 * k / 2, 7 * k / 2, 15 * k / 2, 23 * k / 2,
+		17 * k / 2, 21 * k / 2, 19 * k / 2, 11 * k / 2, 33 * k / 2, 31 * k / 2, 35 * k / 2, 37 * k / 2,
+		39 * k / 2, 41 * k / 2, 43 * k / 2, 45 * k / 2, 25 * k / 2, 26 * k / 2, 28 * k / 2}
+	for i, off := range offs {
+		if got := r.note(off, k); i >= 2 && !got {
+			t.Errorf("request %d at %d KiB: not sequential", i, off>>10)
+		}
+	}
+	// Small random reads still need to be within seqWindow to count.
+	r = &Reader{next: -1}
+	for i, off := range []int64{100 * k, 96 * k, 104 * k, 97 * k} {
+		if r.note(off, 4096) {
+			t.Errorf("random 4 KiB read %d at %d MiB counted as sequential", i, off/k)
+		}
+	}
+}
