@@ -47,7 +47,8 @@
 // archives alike, goes through the store's read engine (store.Reader, one
 // per open file): a request inside one chunk is answered with a slice of
 // the decoded chunk (no copy); a sequential reader has the next 24 MiB of
-// chunks decoding in the background, one chunk per core at a time (the
+// chunks (two chunks at least) decoding in the background, one chunk per
+// core at a time (the
 // mount raises the kernel's read-ahead of its files to 4 MiB, so reads
 // arrive as 1 MiB requests, several at once, and runs two Go processors
 // beyond one per core, so serving a request never waits for a decode); the
@@ -55,7 +56,7 @@
 // chunks read twice outside a sequential scan in a protected segment, so
 // one cat of a large file cannot flush the working set of a random reader,
 // and chunks of sequential scans in a segment of a quarter of it (at
-// least 64 MiB) whose memory the scan reuses: fresh memory costs more to
+// least 96 MiB) whose memory the scan reuses: fresh memory costs more to
 // fault in than a chunk costs to verify on virtual machines.
 //
 // Opening an archive reads its first chunk (the root entry) and its last

@@ -73,10 +73,12 @@ const protectedShare = 0.75
 
 // scanShare is the part of the capacity the scan segment may use, but
 // at least minScanBytes: room for the read-ahead of two sequential
-// readers (readAheadBytes each, plus the chunk being read).
+// readers (readAheadBytes each, plus the chunk being read), or of one
+// reader of 16 MiB chunks (minAheadChunks of them ahead, the one being
+// read, the one passed) without evicting the chunk being read.
 const (
 	scanShare    = 0.25
-	minScanBytes = 64 << 20
+	minScanBytes = 96 << 20
 )
 
 type cacheEntry struct {

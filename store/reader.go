@@ -312,6 +312,13 @@ func nearWindow(n int64) int64 { return seqWindow + min(16<<20, 16*n) }
 // while the reader consumes the current one.
 const readAheadBytes = 24 << 20
 
+// minAheadChunks is how many chunks past the one a sequential request
+// ends in are decoding ahead at least, when they are larger than
+// readAheadBytes allows for: the chunks of a sparse file are 16 MiB (the
+// chunker finds no boundary in zeros), and with one chunk ahead a core
+// sat idle while the reader waited for the other to verify the next.
+const minAheadChunks = 2
+
 // smallRead is the largest random request served by pread of the spill
 // file rather than by decoding the chunk.
 const smallRead = 256 << 10
@@ -358,7 +365,8 @@ func (r *Reader) note(off, n int64) bool {
 }
 
 // prefetch starts background decodes of the chunks after [off, off+n)
-// up to the store's read-ahead distance (Options.ReadAheadBytes), each chunk once: a chunk already cached or
+// up to the store's read-ahead distance (Options.ReadAheadBytes) and at
+// least minAheadChunks, each chunk once: a chunk already cached or
 // being loaded is left alone.
 func (r *Reader) prefetch(off, n int64) {
 	a := r.a
@@ -371,12 +379,13 @@ func (r *Reader) prefetch(off, n int64) {
 		return
 	}
 	to := min(end+a.s.readAheadBytes, a.Size())
+	last := i + minAheadChunks // at least these, whatever their size
 	r.mu.Lock()
 	i = max(i, r.aheadChunk)
 	var jobs []int
 	for ; i < a.idx.Len(); i++ {
 		_, start, _ := a.idx.Chunk(i)
-		if int64(start) >= to {
+		if int64(start) >= to && i > last {
 			break
 		}
 		jobs = append(jobs, i)
