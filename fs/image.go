@@ -108,7 +108,7 @@ func (n *imageFile) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, 
 	if off < 0 {
 		return nil, syscall.EINVAL
 	}
-	b, err := h.r.Read(ctx, dest, off)
+	b, err := h.r.ReadParts(ctx, dest, off)
 	if err != nil {
 		return nil, n.m.toErrno(err, "read image", snapAttr(n.snap.ref), "file", n.file, "offset", off)
 	}
@@ -116,20 +116,32 @@ func (n *imageFile) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, 
 }
 
 // readResult is a FUSE reply of bytes from the read engine: go-fuse
-// writes them to the kernel straight from the decoded chunk, then calls
-// Done, which releases them (they must not be released earlier: the
-// chunk's memory is reused once released and evicted).
-type readResult struct{ d store.Data }
+// writes them to the kernel straight from the decoded chunks (one part
+// per chunk the request touched, with writev), then calls Done, which
+// releases them (they must not be released earlier: a chunk's memory is
+// reused once released and evicted).
+type readResult struct{ p store.Parts }
 
-func (r *readResult) Size() int { return len(r.d.Bytes()) }
+func (r *readResult) Size() int { return r.p.Len() }
 
-func (r *readResult) Bytes(buf []byte) ([]byte, fuse.Status) { return r.d.Bytes(), fuse.OK }
+// Bytes returns the bytes in one slice: the part itself, or the parts
+// copied into buf.
+func (r *readResult) Bytes(buf []byte) ([]byte, fuse.Status) {
+	if len(r.p) == 1 {
+		return r.p[0].Bytes(), fuse.OK
+	}
+	buf = buf[:0]
+	for _, s := range r.p.Slices() {
+		buf = append(buf, s...)
+	}
+	return buf, fuse.OK
+}
 
 // Slices makes go-fuse write the reply with writev from the bytes
 // themselves, always after Bytes or Slices and before Done.
-func (r *readResult) Slices() ([][]byte, fuse.Status) { return [][]byte{r.d.Bytes()}, fuse.OK }
+func (r *readResult) Slices() ([][]byte, fuse.Status) { return r.p.Slices(), fuse.OK }
 
-func (r *readResult) Done() { r.d.Release() }
+func (r *readResult) Done() { r.p.Release() }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the chunks that are all
 // zeros by their digest.

@@ -100,7 +100,7 @@ func (n *pxarNode) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, o
 	if rem := h.size - off; int64(len(dest)) > rem {
 		dest = dest[:rem]
 	}
-	b, err := h.r.Read(ctx, dest, h.base+off)
+	b, err := h.r.ReadParts(ctx, dest, h.base+off)
 	if err != nil {
 		return nil, n.st.errno(err, "read", n.e)
 	}

@@ -161,6 +161,20 @@ func TestReaderChunkBoundaries(t *testing.T) {
 				if !bytes.Equal(got, want) {
 					t.Fatalf("%d bytes at %d: got %d bytes, differ", n, off, len(got))
 				}
+				// In parts: one per chunk touched, together the same.
+				parts, err := a.NewReader().ReadParts(ctx, make([]byte, n), off)
+				if err != nil {
+					t.Fatalf("%d bytes at %d in parts: %v", n, off, err)
+				}
+				if got := bytes.Join(parts.Slices(), nil); !bytes.Equal(got, want) || parts.Len() != len(want) {
+					t.Fatalf("%d bytes at %d in %d parts: got %d bytes, differ", n, off, len(parts), len(got))
+				}
+				first, _, _ := a.Index().Locate(uint64(off))
+				last, _, _ := a.Index().Locate(uint64(off) + uint64(len(want)) - 1)
+				if len(parts) != last-first+1 {
+					t.Errorf("%d bytes at %d: %d parts for chunks %d to %d", n, off, len(parts), first, last)
+				}
+				parts.Release()
 			}
 		}
 	}
