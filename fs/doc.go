@@ -48,10 +48,10 @@
 // per open file): a request inside one chunk is answered with a slice of
 // the decoded chunk (no copy); a sequential reader has the next 24 MiB of
 // chunks (two chunks at least) decoding in the background, one chunk per
-// core at a time (the
-// mount raises the kernel's read-ahead of its files to 4 MiB, so reads
-// arrive as 1 MiB requests, several at once, and runs two Go processors
-// beyond one per core, so serving a request never waits for a decode); the
+// core at a time (the mount raises the kernel's read-ahead of its files
+// to 1 MiB, so reads arrive as 1 MiB requests instead of 128 KiB ones,
+// and runs two Go processors beyond one per core, so serving a request
+// does not wait for a decode to yield); the
 // decoded-chunk cache (pbsfs mount --cache-size, 256 MiB by default) keeps
 // chunks read twice outside a sequential scan in a protected segment, so
 // one cat of a large file cannot flush the working set of a random reader,

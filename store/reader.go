@@ -301,10 +301,10 @@ const seqWindow = 2 << 20
 
 // nearWindow is how far from where the last read ended a read of n bytes
 // may start and count as near: seqWindow, plus sixteen times its size up
-// to 16 MiB. The kernel keeps up to two read-ahead windows of 4 MiB (see
-// fs.kernelReadAhead) in flight as 1 MiB requests, and go-fuse serves
-// them on as many goroutines: traced, a request came in 11.5 MiB behind
-// the end of the furthest one served.
+// to 16 MiB. Large requests come from the kernel's read-ahead, which
+// sends several at once, served on as many goroutines (traced, with a 4
+// MiB read-ahead window: a 1 MiB request came in 11.5 MiB behind the
+// end of the furthest one served).
 func nearWindow(n int64) int64 { return seqWindow + min(16<<20, 16*n) }
 
 // readAheadBytes is how far ahead of a sequential reader chunks are
