@@ -202,7 +202,8 @@ type benchRow struct {
 // It runs only with PBSFS_BENCH=1 (see bench.sh). PBSFS_BENCH_FILE_MIB
 // (1024) sizes the large files, PBSFS_BENCH_FILES (20000) the small-file
 // tree, PBSFS_BENCH_SNAPSHOTS (1000) the store with many snapshots and
-// PBSFS_BENCH_PREADS (20000) the random-read passes.
+// PBSFS_BENCH_PREADS (20000) the random-read passes; PBSFS_BENCH_LARGE=0
+// leaves out the rows of the large files (they are still backed up).
 func TestBench(t *testing.T) {
 	if os.Getenv("PBSFS_BENCH") != "1" {
 		t.Skip("benchmarks run with PBSFS_BENCH=1 (integration/bench.sh)")
@@ -282,6 +283,9 @@ func TestBench(t *testing.T) {
 		{"random", "large/random.bin"}, {"text", "large/text.log"}, {"sparse", "large/sparse.img"},
 	}
 	imgName := map[string]string{"random": "random.img", "text": "text.img", "sparse": "sparse.img"}
+	if os.Getenv("PBSFS_BENCH_LARGE") == "0" {
+		files = nil // the small-file rows and the start only
+	}
 	for _, f := range files {
 		lpath := filepath.Join(ltree, f.loop)
 		targets := []target{
