@@ -22,8 +22,16 @@ import (
 //   - a second access that is not part of a scan moves a chunk from
 //     probation to the protected segment (at most protectedShare of the
 //     capacity; its least recently used chunks fall back to probation);
-//   - eviction takes the scan segment's least recently used chunk first,
-//     then probation's, then protected's.
+//   - eviction takes the scan segment's oldest chunk first while that
+//     segment holds more than its reserve (scanReserve: the lesser of
+//     its bound and half the capacity), then probation's least recently
+//     used chunk, then protected's, and the chunk just added last of
+//     all. So a scan keeps room to cycle through (and its read-ahead
+//     room to land) when the other segments have filled the cache: a
+//     reader whose chunk were evicted the moment it was added would
+//     decode it again at its next request (a plain archive's directory
+//     read entry by entry did so, one decode per entry); and a scan
+//     takes at most that reserve from a random-access working set.
 //
 // A scan touches each chunk many times, but its accesses are marked as
 // such (scan=true), so they never promote. Concurrent requests for the
@@ -257,18 +265,46 @@ func (c *chunkCache) add(ce *cacheEntry, scan bool) {
 	c.items[ce.d] = c.segs[ce.seg].PushFront(ce)
 	c.bytes[ce.seg] += ce.size
 	c.cur += ce.size
-	scanMax := max(int64(float64(c.max)*scanShare), minScanBytes, c.minScan)
+	scanMax := c.scanMax()
 	for c.bytes[segScan] > scanMax && c.segs[segScan].Len() > 1 {
 		c.evict(c.segs[segScan].Back())
 	}
+	reserve := min(scanMax, c.max/2)
 	for c.cur > c.max {
-		for _, seg := range c.segs {
-			if seg.Len() > 0 {
-				c.evict(seg.Back())
-				break
+		if c.bytes[segScan] > reserve {
+			if v := c.victim(segScan, ce); v != nil {
+				c.evict(v)
+				continue
 			}
 		}
+		v := c.victim(segProbation, ce)
+		if v == nil {
+			v = c.victim(segProtected, ce)
+		}
+		if v == nil {
+			v = c.victim(segScan, ce)
+		}
+		if v == nil {
+			v = c.items[ce.d] // nothing else is left
+		}
+		c.evict(v)
 	}
+}
+
+// scanMax is the bound of the scan segment. c.mu is held.
+func (c *chunkCache) scanMax() int64 {
+	return max(int64(float64(c.max)*scanShare), minScanBytes, c.minScan)
+}
+
+// victim returns the entry segment seg gives up first, other than keep
+// (the entry being added), or nil if it has none. c.mu is held.
+func (c *chunkCache) victim(seg int, keep *cacheEntry) *list.Element {
+	for el := c.segs[seg].Back(); el != nil; el = el.Prev() {
+		if el.Value.(*cacheEntry) != keep {
+			return el
+		}
+	}
+	return nil
 }
 
 // evict removes entry el; its buffer is freed now or at its last

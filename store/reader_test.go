@@ -342,6 +342,62 @@ func TestCacheScanResistance(t *testing.T) {
 	}
 }
 
+// TestCacheKeepsTheChunkJustAdded: when a random-access working set
+// fills the cache, a chunk a scan (or a reader of a plain archive's
+// directory, entry by entry) loads stays cached for its next request
+// instead of being the first evicted: evicting it decoded the same
+// chunk once per directory entry (grep -r over a plain archive after a
+// tar of another archive: 100 s instead of 4).
+func TestCacheKeepsTheChunkJustAdded(t *testing.T) {
+	c := newChunkCache(100, newChunkMem())
+	dig := func(i int) cacheKey { return cacheKey{d: Digest{byte(i), 7}} }
+	loads := 0
+	load := func() ([]byte, *memBuf, bool, error) { loads++; return make([]byte, 10), nil, false, nil }
+	get := func(i int, scan bool) {
+		t.Helper()
+		e, err := c.get(dig(i), scan, load)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.release(e)
+	}
+	for range 2 { // a working set read twice fills the cache
+		for i := range 10 {
+			get(i, false)
+		}
+	}
+	for _, scan := range []bool{true, false} {
+		i := 100
+		if !scan {
+			i = 101
+		}
+		before := loads
+		for range 5 {
+			get(i, scan)
+		}
+		if n := loads - before; n != 1 {
+			t.Errorf("scan=%v: 5 requests of one chunk in a full cache loaded it %d times, want 1", scan, n)
+		}
+	}
+	if st := c.Stats(); st.Bytes > 100 {
+		t.Errorf("cache holds %d bytes, bound 100", st.Bytes)
+	}
+	// A scan takes at most its reserve (half of this cache) from the
+	// working set.
+	for i := 200; i < 300; i++ {
+		get(i, true)
+	}
+	kept := 0
+	for _, i := range []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 101} {
+		if c.has(dig(i)) {
+			kept++
+		}
+	}
+	if kept < 5 {
+		t.Errorf("a long scan left %d of the 11 chunks read outside it, want at least 5 (half the cache)", kept)
+	}
+}
+
 // TestWriteToReadAhead: WriteTo streams the archive with read-ahead and
 // gives the same bytes.
 func TestWriteToReadAhead(t *testing.T) {
