@@ -357,19 +357,32 @@ func TestBench(t *testing.T) {
 	// fresh mounts with the page cache dropped.
 	rel := filepath.Join("small", fmt.Sprintf("d%03d", 7%max(1, nfiles/100)), fmt.Sprintf("f%06d", 7))
 	var firstStat, dirStat, firstList [2]float64
-	for i := range 2 {
+	// freshRoot starts a fresh mount, loopback (i == 0) or pbsfs, with
+	// the page cache dropped, and returns the archive root in it (the
+	// tree's root for loopback) and when the mount was started.
+	freshRoot := func(i int) (string, time.Time) {
 		dropCaches()
 		dir := t.TempDir()
 		st := time.Now()
 		if i == 0 {
 			startMount(t, dir, nil, loopback, raw, dir)
-		} else {
-			startMount(t, dir, []string{"PBSFS_RUNTIME_DIR=" + e.run}, bin, "mount", e.store, dir)
+			return filepath.Join(dir, "tree"), st
 		}
-		root := filepath.Join(dir, "tree")
-		if i == 1 {
-			root = filepath.Join(dir, "vm/100", snap, "root.pxar")
+		startMount(t, dir, []string{"PBSFS_RUNTIME_DIR=" + e.run}, bin, "mount", e.store, dir)
+		return filepath.Join(dir, "vm/100", snap, "root.pxar"), st
+	}
+	// firstLstat times the first lstat of rel on a fresh mount.
+	firstLstat := func(i int, rel string) float64 {
+		root, _ := freshRoot(i)
+		var sb unix.Stat_t
+		st := time.Now()
+		if err := unix.Lstat(filepath.Join(root, rel), &sb); err != nil {
+			t.Fatal(err)
 		}
+		return time.Since(st).Seconds()
+	}
+	for i := range 2 {
+		root, st := freshRoot(i)
 		for {
 			if ents, err := os.ReadDir(root); err == nil && len(ents) > 0 {
 				break
@@ -380,37 +393,10 @@ func TestBench(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 		firstList[i] = time.Since(st).Seconds()
-		dropCaches()
-		d2 := t.TempDir()
-		if i == 0 {
-			startMount(t, d2, nil, loopback, raw, d2)
-			root = filepath.Join(d2, "tree")
-		} else {
-			startMount(t, d2, []string{"PBSFS_RUNTIME_DIR=" + e.run}, bin, "mount", e.store, d2)
-			root = filepath.Join(d2, "vm/100", snap, "root.pxar")
-		}
-		var sb unix.Stat_t
-		st = time.Now()
-		if err := unix.Lstat(filepath.Join(root, rel), &sb); err != nil {
-			t.Fatal(err)
-		}
-		firstStat[i] = time.Since(st).Seconds()
+		firstStat[i] = firstLstat(i, rel)
 		// The same file's directory, alone, on another fresh mount: the
 		// lookup the file's first stat is to cost about as much as.
-		dropCaches()
-		d3 := t.TempDir()
-		if i == 0 {
-			startMount(t, d3, nil, loopback, raw, d3)
-			root = filepath.Join(d3, "tree")
-		} else {
-			startMount(t, d3, []string{"PBSFS_RUNTIME_DIR=" + e.run}, bin, "mount", e.store, d3)
-			root = filepath.Join(d3, "vm/100", snap, "root.pxar")
-		}
-		st = time.Now()
-		if err := unix.Lstat(filepath.Join(root, filepath.Dir(rel)), &sb); err != nil {
-			t.Fatal(err)
-		}
-		dirStat[i] = time.Since(st).Seconds()
+		dirStat[i] = firstLstat(i, filepath.Dir(rel))
 	}
 	rows = append(rows,
 		benchRow{fmt.Sprintf("first stat of a file, plain archive %d MiB, fresh mount, cold", 3*fileMiB), "s", firstStat[0], firstStat[1], false, "~ its directory's lookup"},
