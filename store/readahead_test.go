@@ -36,18 +36,7 @@ func (g *gatedChunks) FetchInto(ctx context.Context, d Digest, bufs func(int64) 
 			}
 		}
 	}
-	blob, err := g.Get(ctx, d)
-	if err != nil {
-		return err
-	}
-	bs, err := bufs(int64(len(blob)))
-	if err != nil {
-		return err
-	}
-	for _, b := range bs {
-		blob = blob[copy(b, blob):]
-	}
-	return nil
+	return fetchFromGet(ctx, g.FileChunkStore, d, bufs)
 }
 
 // TestReadAheadBytes: a store opened with Options.ReadAheadBytes of 16
