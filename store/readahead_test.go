@@ -57,17 +57,7 @@ func TestReadAheadBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	b, err := s0.StartBackup(ctx, GroupRef{Type: TypeVM, ID: "1"}, time.Unix(1700000000, 0), BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.AddImage(ctx, "drive-scsi0.img", bytes.NewReader(img), uint64(len(img))); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Finish(); err != nil {
-		t.Fatal(err)
-	}
-	ref := b.Ref()
+	ref := backupImage(t, s0, img)
 	s0.Close()
 	// The chunks move to the "remote" directory; the local one is empty.
 	local := filepath.Join(root, ".chunks")

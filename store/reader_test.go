@@ -59,17 +59,7 @@ func engineStore(t *testing.T, opts Options) (*Store, *Archive, []byte, *atomic.
 	t.Cleanup(func() { s.Close() })
 	img := engineImage()
 	ctx := context.Background()
-	b, err := s.StartBackup(ctx, GroupRef{Type: TypeVM, ID: "1"}, time.Unix(1700000000, 0), BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.AddImage(ctx, "drive-scsi0.img", bytes.NewReader(img), uint64(len(img))); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Finish(); err != nil {
-		t.Fatal(err)
-	}
-	a, err := s.OpenArchive(ctx, b.Ref(), "drive-scsi0.img.fidx")
+	a, err := s.OpenArchive(ctx, backupImage(t, s, img), "drive-scsi0.img.fidx")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -574,4 +564,22 @@ func TestOutOfOrderReadAheadStaysSequential(t *testing.T) {
 			t.Errorf("random 4 KiB read %d at %d MiB counted as sequential", i, off/k)
 		}
 	}
+}
+
+// backupImage backs up img as drive-scsi0.img of a snapshot of vm/1 in
+// s and returns the snapshot.
+func backupImage(t *testing.T, s *Store, img []byte) SnapshotRef {
+	t.Helper()
+	ctx := context.Background()
+	b, err := s.StartBackup(ctx, GroupRef{Type: TypeVM, ID: "1"}, time.Unix(1700000000, 0), BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddImage(ctx, "drive-scsi0.img", bytes.NewReader(img), uint64(len(img))); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Ref()
 }
