@@ -123,6 +123,20 @@
 //     memory has; a file that shrank is detected and decoded afresh. A
 //     chunk removed by the collector stays readable through the open
 //     descriptor; its space is freed when the descriptor is dropped.
+//   - The same holds for a chunk of an encrypted archive stored without
+//     compression (MagicEncrypted), once its tag and keyed digest passed
+//     with the archive's key: a later read of a range preads just that
+//     range of the ciphertext from the same descriptor and decrypts it
+//     alone (AES-GCM is AES in counter mode: the key stream of a range
+//     follows from the blob's IV and the offset, see crypto.BlobStream).
+//     The tag cannot be checked for a range, so what makes the bytes
+//     the verified ones is, as above, that they come from the inode whose
+//     whole ciphertext was authenticated, which nothing writes in place;
+//     the exposure is again the medium changing bytes after the check
+//     (a flipped ciphertext bit flips the same plaintext bit, as a
+//     flipped bit of a plain chunk's file does). Only the key that
+//     verified the chunk reads it this way; the plaintext never touches
+//     the disk.
 //   - A chunk of an unencrypted archive stored compressed, decoded and
 //     checked as above for a random (not sequential) read, is written
 //     to the mount's spill file (--spill-size, default 2 GiB in

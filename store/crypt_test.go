@@ -8,8 +8,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"hash/crc32"
+	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -560,5 +563,97 @@ func TestEncryptedChunkDamageNamed(t *testing.T) {
 	}
 	if n, err := a.ReadAt(buf, 8<<20); err != nil || !bytes.Equal(buf[:n], image[8<<20:8<<20+4096]) {
 		t.Errorf("good chunk: %d bytes, %v", n, err)
+	}
+}
+
+// TestEncryptedRereadOfVerifiedChunks: once a chunk of an encrypted
+// archive stored without compression was authenticated and its keyed
+// digest checked, later reads of it that miss the cache (random and
+// sequential, across chunk boundaries) decrypt just their range from
+// the file it was read through, with no second load, and give the same
+// bytes; compressed chunks are decoded each time; a reader with another
+// key for the same digest never uses the verified file.
+func TestEncryptedRereadOfVerifiedChunks(t *testing.T) {
+	k := vectorKey()
+	var mu sync.Mutex
+	loaded := map[Digest]int{}
+	s, err := Create(filepath.Join(t.TempDir(), "ds"), Options{
+		RuntimeDir: t.TempDir(), LazyChunkDirs: true, Keys: keyring(k), CacheBytes: 1, // caches nothing
+		OnChunkLoad: func(d Digest) {
+			mu.Lock()
+			loaded[d]++
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	// Random, text, zeros, random, text, a short random chunk: in an
+	// encrypted archive zeros are no hole (the digest is keyed), and are
+	// stored compressed.
+	img := engineImage()
+	ref := backupEncrypted(t, s, GroupRef{Type: TypeVM, ID: "1"}, time.Unix(1700000000, 0), BackupOptions{Key: k}, img, []byte("s"))
+	ctx := context.Background()
+	a, err := s.OpenArchive(ctx, ref, "drive-scsi0.img.fidx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.Decoder().Encrypted() {
+		t.Fatal("archive not encrypted")
+	}
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for pass := range 3 {
+		mu.Lock()
+		clear(loaded)
+		mu.Unlock()
+		r := a.NewReader()
+		if pass < 2 {
+			for _, size := range []int{700 << 10, 1<<20 + 4097} {
+				buf := make([]byte, size)
+				for off := 0; off < len(img); off += size {
+					got, err := readCopy(r, ctx, buf, int64(off))
+					if err != nil || !bytes.Equal(got, img[off:min(off+size, len(img))]) {
+						t.Fatalf("pass %d, %d-byte reads, at %d: %d bytes, %v", pass, size, off, len(got), err)
+					}
+				}
+			}
+		} else {
+			for range 100 {
+				off, n := rnd.IntN(len(img)), 1+rnd.IntN(9000)
+				buf := make([]byte, n)
+				got, err := readCopy(r, ctx, buf, int64(off))
+				if err != nil || !bytes.Equal(got, img[off:min(off+n, len(img))]) {
+					t.Fatalf("random read of %d at %d: %d bytes, %v", n, off, len(got), err)
+				}
+			}
+		}
+		if pass == 0 {
+			continue
+		}
+		mu.Lock()
+		for i := range a.Index().Len() {
+			d, _, _ := a.Index().Chunk(i)
+			compressed := i == 1 || i == 2 || i == 4
+			switch n := loaded[d]; {
+			case compressed && n == 0 && pass == 1:
+				t.Errorf("compressed chunk %d not decoded (nothing is cached)", i)
+			case !compressed && n > 0:
+				t.Errorf("pass %d: chunk %d (stored uncompressed and verified) loaded %d times", pass, i, n)
+			}
+		}
+		mu.Unlock()
+	}
+	if n := s.files.verified.lru.Len(); n != 3 {
+		t.Errorf("%d verified files open, want 3", n)
+	}
+	// Another key never reads the verified files: the range is not served.
+	d0, _, _ := a.Index().Chunk(0)
+	buf := make([]byte, 100)
+	if s.files.ReadChunkRange(d0, otherKey(), buf, 0) || s.files.ReadChunkRange(d0, nil, buf, 0) {
+		t.Error("a verified encrypted chunk's file served a reader with another key or none")
+	}
+	if !s.files.ReadChunkRange(d0, k, buf, 0) || !bytes.Equal(buf, img[:100]) {
+		t.Error("the verifying key's range read failed or differs")
 	}
 }

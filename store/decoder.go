@@ -305,7 +305,12 @@ func (p *plainDecoder) DecodeEncrypted(ctx context.Context, d Digest, size uint6
 	if err != nil {
 		return nil, nil, err
 	}
-	defer f.Close()
+	keep := false
+	defer func() {
+		if !keep {
+			f.Close()
+		}
+	}()
 	mem := p.s.mem
 	if n < encryptedBlobHeaderSize || size == ^uint64(0) || size > MaxBlobSize {
 		// Too short for an encrypted blob, or of unknown size: the
@@ -366,6 +371,13 @@ func (p *plainDecoder) DecodeEncrypted(ctx context.Context, d Digest, size uint6
 		mem.put(buf)
 		return nil, nil, err
 	}
+	if !compressed {
+		// Authenticated and verified whole: later reads of ranges of it
+		// decrypt just those from this descriptor (ReadChunkRange).
+		if st, err := dec.key.BlobStream(hdr[:]); err == nil {
+			keep = p.verified.addEncrypted(d, f, dec.key, st)
+		}
+	}
 	return data, buf, nil
 }
 
@@ -386,15 +398,28 @@ func (p *plainDecoder) willNeed(d Digest) {
 // uncompressed and this decoder verified the whole file before: it reads
 // from the descriptor it opened then, so the bytes come from the very
 // file whose content matched d (see the safety argument in fs/doc.go).
-// It reports false when it cannot (the chunk was never verified here);
+// A chunk of an encrypted archive (key not nil) is one stored
+// MagicEncrypted whose tag and keyed digest passed with key: the range
+// of its ciphertext is read and decrypted alone. It reports false when
+// it cannot (the chunk was never verified here, or with another key);
 // the engine then decodes the chunk.
-func (p *plainDecoder) ReadChunkRange(d Digest, b []byte, off uint64) bool {
+func (p *plainDecoder) ReadChunkRange(d Digest, key *crypto.Key, b []byte, off uint64) bool {
 	v := p.verified.acquire(d)
 	if v == nil {
 		return false
 	}
 	defer p.verified.release(v)
-	if n, _ := v.f.ReadAt(b, blobHeaderSize+int64(off)); n == len(b) {
+	if v.key != key {
+		return false
+	}
+	hdr := int64(blobHeaderSize)
+	if key != nil {
+		hdr = encryptedBlobHeaderSize
+	}
+	if n, _ := v.f.ReadAt(b, hdr+int64(off)); n == len(b) {
+		if v.stream != nil {
+			v.stream.XORKeyStreamAt(b, b, off)
+		}
 		return true
 	}
 	// The file changed size after it was verified: nothing writes chunk
@@ -417,6 +442,10 @@ type vfile struct {
 	f    *os.File
 	refs int
 	gone bool
+	// key and stream: the chunk of an encrypted archive, verified with
+	// key, and the key stream of its ciphertext; nil for plain chunks.
+	key    *crypto.Key
+	stream *crypto.BlobStream
 }
 
 func newFileTable(max int) *fileTable {
@@ -425,15 +454,25 @@ func newFileTable(max int) *fileTable {
 
 // add keeps f as the verified file of d, reporting whether it did.
 func (t *fileTable) add(d Digest, f *os.File) bool {
+	return t.insert(&vfile{d: d, f: f})
+}
+
+// addEncrypted keeps f as the file of encrypted chunk d, verified with
+// key, whose ciphertext st decrypts, reporting whether it did.
+func (t *fileTable) addEncrypted(d Digest, f *os.File, key *crypto.Key, st *crypto.BlobStream) bool {
+	return t.insert(&vfile{d: d, f: f, key: key, stream: st})
+}
+
+func (t *fileTable) insert(v *vfile) bool {
 	if t.max <= 0 {
 		return false
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.items[d]; ok {
+	if _, ok := t.items[v.d]; ok {
 		return false
 	}
-	t.items[d] = t.lru.PushFront(&vfile{d: d, f: f})
+	t.items[v.d] = t.lru.PushFront(v)
 	for t.lru.Len() > t.max {
 		t.remove(t.lru.Back())
 	}

@@ -25,7 +25,8 @@ import (
 //   - A request inside one chunk is served as a slice of the cached chunk
 //     (no copy); any request of a chunk stored uncompressed and verified
 //     before (sequential or random) is served by pread of the range from
-//     the verified file (ReadChunkRange) without a decode, and its
+//     the verified file (ReadChunkRange) without a decode (a chunk of an
+//     encrypted archive: that range of the ciphertext, decrypted), and its
 //     read-ahead is just the kernel's (FADV_WILLNEED); a small random
 //     request of a compressed chunk a random read decoded before is a
 //     pread of the spill file (spillTier); a chunk whose digest is that
@@ -210,7 +211,7 @@ func (s *Store) loadChunk(ctx context.Context, d Digest, size uint64, dec *Chunk
 			return data, buf, rereadable, err
 		}
 		data, buf, err := s.files.DecodeEncrypted(ctx, d, size, dec)
-		return data, buf, false, err
+		return data, buf, err == nil && s.files.verified.has(d), err
 	})
 	if err != nil {
 		return Data{}, err
@@ -405,7 +406,7 @@ func (r *Reader) prefetch(off, n int64) {
 			a.s.files.willNeed(d)
 			// A verified uncompressed chunk is read by pread (reread):
 			// the disk reads just started are all it needs ahead.
-			return a.dec.encrypted || !a.s.files.verified.has(d)
+			return !a.s.files.verified.has(d)
 		}, func(ctx context.Context) {
 			if a.s.cache.has(key) {
 				return
@@ -581,11 +582,8 @@ func (r *Reader) ReadParts(ctx context.Context, dest []byte, off int64) (Parts, 
 // See the safety argument in fs/doc.go.
 func (r *Reader) reread(d Digest, b []byte, off uint64, seq bool) bool {
 	a := r.a
-	if a.dec.encrypted {
-		return false
-	}
-	if a.s.files.ReadChunkRange(d, b, off) {
+	if a.s.files.ReadChunkRange(d, a.dec.key, b, off) {
 		return true
 	}
-	return !seq && len(b) <= smallRead && a.s.spill != nil && a.s.spill.read(d, b, off)
+	return !a.dec.encrypted && !seq && len(b) <= smallRead && a.s.spill != nil && a.s.spill.read(d, b, off)
 }

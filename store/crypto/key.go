@@ -29,9 +29,10 @@ var fingerprintInput = [32]byte{
 // digests and manifest signatures, and the fingerprint. A Key is safe for
 // concurrent use.
 type Key struct {
-	aead cipher.AEAD
-	id   [32]byte
-	fp   Fingerprint
+	aead  cipher.AEAD
+	block cipher.Block // AES-256 of enc_key, for BlobStream
+	id    [32]byte
+	fp    Fingerprint
 }
 
 // NewKey returns the Key of the 32 secret bytes enc.
@@ -44,7 +45,7 @@ func NewKey(enc [KeySize]byte) *Key {
 	if err != nil {
 		panic(err)
 	}
-	k := &Key{aead: aead}
+	k := &Key{aead: aead, block: block}
 	// id_key = PBKDF2-HMAC-SHA256(enc_key, "_id_key", 10 rounds) (§1, P2).
 	id, err := pbkdf2.Key(sha256.New, string(enc[:]), []byte("_id_key"), 10, KeySize)
 	if err != nil {
