@@ -35,7 +35,9 @@
 // the life of a mount and across remounts. The hierarchy is cached by
 // the kernel for Options.HierarchyTimeout (1 s), archive contents for
 // Options.ArchiveTimeout (1 h) and file pages are kept
-// (FOPEN_KEEP_CACHE): archives never change. Listings of archive
+// (FOPEN_KEEP_CACHE): archives never change; with Options.DropBehind
+// (S3 datastores) those a sequential reader has gone past are dropped
+// (see dropBehind). Listings of archive
 // directories stream through the goodbye tables.
 //
 // Listing a group reads the group directory and each snapshot's manifest

@@ -66,6 +66,7 @@ func (n *imageFile) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.
 type imageHandle struct {
 	r     *store.Reader
 	unpin func()
+	drop  *dropBehind
 }
 
 // lockedErr is the error of a locked archive: its reason, or that it is
@@ -90,7 +91,7 @@ func (n *imageFile) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, 
 	if n.snap.isRemoved() {
 		return nil, 0, syscall.ENOENT
 	}
-	h := &imageHandle{r: n.archive().NewReader(), unpin: func() {}}
+	h := &imageHandle{r: n.archive().NewReader(), unpin: func() {}, drop: newDropBehind(n.m.dropBehind, n.EmbeddedInode())}
 	if n.m.pin != nil {
 		h.unpin = n.m.pin(n.idx)
 	}
@@ -112,6 +113,7 @@ func (n *imageFile) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, 
 	if err != nil {
 		return nil, n.m.toErrno(err, "read image", snapAttr(n.snap.ref), "file", n.file, "offset", off)
 	}
+	h.drop.read(off, int64(b.Len()))
 	return &readResult{b}, 0
 }
 

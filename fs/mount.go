@@ -62,6 +62,10 @@ type Options struct {
 	// PanicHandler, if set, is called when a request panics (tests fail
 	// with it).
 	PanicHandler func(any) fuse.Status
+	// DropBehind has the kernel drop the pages of images and archive
+	// files that a sequential reader has gone past (see dropBehind): for
+	// stores whose files are streamed once, such as a bucket's.
+	DropBehind bool
 }
 
 // mount is the state every node of one mount shares.
@@ -86,6 +90,8 @@ type mount struct {
 	// allowOther: other users reach the mount, and removals are
 	// checked against their credentials (mayRemove).
 	allowOther bool
+	// dropBehind: Options.DropBehind.
+	dropBehind bool
 
 	mu        sync.Mutex
 	manifests map[string]manifestEntry // by snapshot directory
@@ -122,6 +128,7 @@ func NewRoot(ctx context.Context, s *store.Store, opts Options) fusefs.InodeEmbe
 		hierTTL: opts.HierarchyTimeout, archTTL: opts.ArchiveTimeout,
 		readOnly:      opts.ReadOnly,
 		allowOther:    opts.AllowOther,
+		dropBehind:    opts.DropBehind,
 		started:       time.Now(),
 		manifests:     make(map[string]manifestEntry),
 		removedGroups: newExpiring[store.GroupRef, struct{}](ghostTTL),

@@ -63,6 +63,7 @@ func (n *pxarNode) OpendirHandle(ctx context.Context, flags uint32) (fusefs.File
 type fileHandle struct {
 	r          *store.Reader
 	base, size int64
+	drop       *dropBehind
 }
 
 // Open finds the file's bytes; archives never change, so the kernel keeps
@@ -83,7 +84,7 @@ func (n *pxarNode) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, u
 	if !ok {
 		return nil, 0, syscall.EIO
 	}
-	return &fileHandle{r: a.NewReader(), base: base, size: size}, fuse.FOPEN_KEEP_CACHE, 0
+	return &fileHandle{r: a.NewReader(), base: base, size: size, drop: newDropBehind(n.st.m.dropBehind, n.EmbeddedInode())}, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 func (n *pxarNode) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -104,6 +105,7 @@ func (n *pxarNode) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, o
 	if err != nil {
 		return nil, n.st.errno(err, "read", n.e)
 	}
+	h.drop.read(off, int64(b.Len()))
 	return &readResult{b}, 0
 }
 

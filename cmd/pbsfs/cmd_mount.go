@@ -276,6 +276,10 @@ func (c *mountCmd) run(ctx context.Context, e *env, args []string) error {
 		ReadOnly:   c.readOnly,
 		AllowOther: c.allowOther,
 		Debug:      c.debug,
+		// A bucket's images and large files are streamed once (a
+		// restore, a copy): their pages are not kept behind the reader
+		// (see fs.Options.DropBehind).
+		DropBehind: e.isS3(),
 	}
 	if met != nil {
 		mopts.Metrics = met
