@@ -140,19 +140,25 @@
 //     verified the chunk reads it this way; the plaintext never touches
 //     the disk.
 //   - A chunk of an unencrypted archive stored compressed, decoded and
-//     checked as above for a random (not sequential) read, is written
-//     to the mount's spill file (--spill-size, default 2 GiB in
-//     --spill-dir /var/tmp; 0 turns it off), and later small random
-//     reads of it that miss the cache are preads of its range there.
-//     The file is made with O_TMPFILE|O_EXCL: it never has a name and
-//     cannot be given one, only the mount's process holds it, and
-//     nothing but the verified bytes of a decoded chunk is written to
-//     it. A range is read only after its chunk's write completed, and a
-//     chunk is never overwritten while a read of it runs (the ring skips
-//     such a write), so the bytes read are those verified. The exposure
-//     is that of the verified chunk files above: the medium changing the
-//     file's bytes after they were written. Chunks of encrypted archives
-//     never go there: their plaintext stays off the disk.
+//     checked as above, is written to the mount's spill file
+//     (--spill-size, default 2 GiB in --spill-dir /var/tmp; 0 turns it
+//     off): at once when a random read decoded it, in the background
+//     (from the cached chunk, referenced until the write is done) when
+//     a sequential scan did. Later reads of it that miss the cache, of
+//     any size, are preads of its range there, so a second cat of a
+//     file reads the decoded bytes back instead of decompressing and
+//     hashing every chunk again. Blocks of 64 KiB of zeros are punched
+//     out as holes instead of written, and read back as zeros by the
+//     file system. The file is made with O_TMPFILE|O_EXCL: it never has
+//     a name and cannot be given one, only the mount's process holds
+//     it, and nothing but the verified bytes of a decoded chunk is
+//     written to it (a hole only where those bytes are zeros). A range
+//     is read only after its chunk's write completed, and a chunk is
+//     never overwritten while a read of it runs (the ring skips such a
+//     write), so the bytes read are those verified. The exposure is
+//     that of the verified chunk files above: the medium changing the
+//     file's bytes after they were written. Chunks of encrypted
+//     archives never go there: their plaintext stays off the disk.
 //   - The memory of decoded chunks is used again (see store's chunkMem):
 //     a read served from a cached chunk holds a reference to it until
 //     go-fuse has written the reply to the kernel (the reply's Done), and

@@ -153,7 +153,14 @@ func (c *chunkCache) has(d cacheKey) bool {
 	return ok || loading
 }
 
-// release drops a reference from get or peek.
+// retain adds a reference to e, which the caller holds one of.
+func (c *chunkCache) retain(e *cacheEntry) {
+	c.mu.Lock()
+	e.refs++
+	c.mu.Unlock()
+}
+
+// release drops a reference from get, peek or retain.
 func (c *chunkCache) release(e *cacheEntry) {
 	c.mu.Lock()
 	e.refs--

@@ -27,9 +27,12 @@ import (
 //     before (sequential or random) is served by pread of the range from
 //     the verified file (ReadChunkRange) without a decode (a chunk of an
 //     encrypted archive: that range of the ciphertext, decrypted), and its
-//     read-ahead is just the kernel's (FADV_WILLNEED); a small random
-//     request of a compressed chunk a random read decoded before is a
-//     pread of the spill file (spillTier); a chunk whose digest is that
+//     read-ahead is just the kernel's (FADV_WILLNEED); so is any request
+//     of a compressed chunk of an unencrypted archive decoded before, once
+//     it left the cache, from the spill file (spillTier), which takes the
+//     chunks of random reads at once and those of sequential scans in the
+//     background (a second cat of a file reads the decoded bytes back
+//     instead of decoding every chunk again); a chunk whose digest is that
 //     of all zeros (a hole) is never read at all.
 
 // Archive gives random access to the decoded bytes of an index archive.
@@ -198,15 +201,23 @@ func (d Data) slice(from, to uint64) Data { return Data{b: d.b[from:to], e: d.e,
 // store's file loader (which keeps verified uncompressed chunk files
 // open for range reads), others through dec with its key.
 func (s *Store) loadChunk(ctx context.Context, d Digest, size uint64, dec *ChunkDecoder, scan bool) (Data, error) {
+	spillLater := false
 	e, err := s.cache.get(cacheKey{d, dec.key}, scan, func() ([]byte, *memBuf, bool, error) {
 		if !dec.encrypted {
 			data, buf, err := s.files.DecodeChunk(ctx, d, size)
 			rereadable := err == nil && s.files.verified.has(d)
-			if err == nil && !rereadable && !scan && s.spill != nil {
-				// A compressed chunk a random reader wanted: later
-				// small reads of it are preads of the spill file, so
-				// it is cheap to read again without the cache.
-				rereadable = s.spill.put(d, data)
+			if err == nil && !rereadable && s.spill != nil {
+				if scan {
+					// A compressed chunk of a sequential scan: spilled
+					// in the background (below), so that the reader
+					// does not wait for the write.
+					spillLater = true
+				} else {
+					// A compressed chunk a random reader wanted: later
+					// reads of it are preads of the spill file, so it
+					// is cheap to read again without the cache.
+					rereadable = s.spill.put(d, data, false)
+				}
 			}
 			return data, buf, rereadable, err
 		}
@@ -215,6 +226,15 @@ func (s *Store) loadChunk(ctx context.Context, d Digest, size uint64, dec *Chunk
 	})
 	if err != nil {
 		return Data{}, err
+	}
+	if spillLater {
+		s.cache.retain(e)
+		s.spilling.add()
+		go func() {
+			defer s.spilling.done()
+			s.spill.put(d, e.data, true)
+			s.cache.release(e)
+		}()
 	}
 	return Data{b: e.data, e: e, c: s.cache}, nil
 }
@@ -320,10 +340,6 @@ const readAheadBytes = 24 << 20
 // sat idle while the reader waited for the other to verify the next.
 const minAheadChunks = 2
 
-// smallRead is the largest random request served by pread of the spill
-// file rather than by decoding the chunk.
-const smallRead = 256 << 10
-
 // note records a request and reports whether it is sequential. A
 // reader turns sequential after two requests in a row near where the
 // last one ended, and random again after two in a row far from it. One
@@ -403,9 +419,13 @@ func (r *Reader) prefetch(off, n int64) {
 			if a.s.cache.has(key) {
 				return false
 			}
+			// A chunk in the spill file, or a verified uncompressed
+			// one, is read by pread (reread): the disk reads just
+			// started are all it needs ahead.
+			if !a.dec.encrypted && a.s.spill != nil && a.s.spill.willNeed(d) {
+				return false
+			}
 			a.s.files.willNeed(d)
-			// A verified uncompressed chunk is read by pread (reread):
-			// the disk reads just started are all it needs ahead.
 			return !a.s.files.verified.has(d)
 		}, func(ctx context.Context) {
 			if a.s.cache.has(key) {
@@ -556,7 +576,7 @@ func (r *Reader) ReadParts(ctx context.Context, dest []byte, off int64) (Parts, 
 			parts = append(parts, Data{b: e.data, e: e, c: a.s.cache}.slice(in, to))
 			continue
 		}
-		if r.reread(d, piece, in, seq) {
+		if r.reread(d, piece, in) {
 			parts = append(parts, Data{b: piece})
 			continue
 		}
@@ -575,15 +595,15 @@ func (r *Reader) ReadParts(ctx context.Context, dest []byte, off int64) (Parts, 
 
 // reread fills b from offset off of chunk d without decoding it, when
 // the chunk was verified before and can be read again cheaply: a chunk
-// stored uncompressed whose verified file is still open (any request:
-// a pread of the range costs a copy, a decode the whole chunk's
-// SHA-256), or a compressed chunk a random reader decoded into the
-// spill file (small random requests only: the spill file is for them).
-// See the safety argument in fs/doc.go.
-func (r *Reader) reread(d Digest, b []byte, off uint64, seq bool) bool {
+// stored uncompressed whose verified file is still open (of an encrypted
+// archive: that range of its ciphertext, decrypted), or a compressed
+// chunk in the spill file (any request: a pread of the range costs a
+// copy, a decode the whole chunk's decompression and SHA-256). See the
+// safety argument in fs/doc.go.
+func (r *Reader) reread(d Digest, b []byte, off uint64) bool {
 	a := r.a
 	if a.s.files.ReadChunkRange(d, a.dec.key, b, off) {
 		return true
 	}
-	return !a.dec.encrypted && !seq && len(b) <= smallRead && a.s.spill != nil && a.s.spill.read(d, b, off)
+	return !a.dec.encrypted && a.s.spill != nil && a.s.spill.read(d, b, off)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"math/rand/v2"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -25,7 +26,7 @@ func TestSpillTier(t *testing.T) {
 	d1, b1 := chunk(1)
 	d2, b2 := chunk(2)
 	d3, b3 := chunk(3)
-	if !st.put(d1, b1) || !st.put(d2, b2) || !st.put(d1, b1) {
+	if !st.put(d1, b1, false) || !st.put(d2, b2, false) || !st.put(d1, b1, false) {
 		t.Fatal("put refused with room")
 	}
 	got := make([]byte, 100)
@@ -36,7 +37,7 @@ func TestSpillTier(t *testing.T) {
 		t.Error("read past the chunk's end served")
 	}
 	// Chunk 3 does not fit behind chunk 2: the ring wraps over chunk 1.
-	if !st.put(d3, b3) || st.has(d1) || !st.has(d2) {
+	if !st.put(d3, b3, false) || st.has(d1) || !st.has(d2) {
 		t.Fatalf("after the wrap: 1 %v, 2 %v", st.has(d1), st.has(d2))
 	}
 	if !st.read(d3, got, 0) || !bytes.Equal(got, b3[:100]) || !st.read(d2, got, 0) || !bytes.Equal(got, b2[:100]) {
@@ -46,7 +47,7 @@ func TestSpillTier(t *testing.T) {
 	st.mu.Lock()
 	st.items[d2].Value.(*spillEntry).refs++
 	st.mu.Unlock()
-	if st.put(d1, b1) {
+	if st.put(d1, b1, false) {
 		t.Error("a write over a chunk being read was made")
 	}
 	if !st.has(d2) || !st.has(d3) {
@@ -56,9 +57,12 @@ func TestSpillTier(t *testing.T) {
 
 // TestSpillServesRandomReads: random small reads of compressed chunks
 // the cache cannot hold decode each chunk once; afterwards they are
-// served from the spill file. Sequential reads do not spill.
+// served from the spill file, and so is a sequential read of them.
 func TestSpillServesRandomReads(t *testing.T) {
-	s, a, img, loads := engineStore(t, Options{CacheBytes: 5 * mib, SpillBytes: 64 * mib, SpillDir: t.TempDir()})
+	var mu sync.Mutex
+	loaded := map[Digest]int{}
+	s, a, img, loads := engineStore(t, Options{CacheBytes: 5 * mib, SpillBytes: 64 * mib, SpillDir: t.TempDir(),
+		OnChunkLoad: func(d Digest) { mu.Lock(); loaded[d]++; mu.Unlock() }})
 	if s.spill == nil {
 		t.Skip("no O_TMPFILE here")
 	}
@@ -87,54 +91,130 @@ func TestSpillServesRandomReads(t *testing.T) {
 	if s.spill.reads == 0 {
 		t.Error("nothing read from the spill file")
 	}
-	writes := s.spill.writes
-	var out bytes.Buffer
-	if _, err := a.WriteTo(&out); err != nil || !bytes.Equal(out.Bytes(), img) {
-		t.Fatal(err)
-	}
-	if s.spill.writes != writes {
-		t.Errorf("a sequential read spilled %d chunks", s.spill.writes-writes)
-	}
-}
-
-// TestRandomReadsDoNotReadAhead: random reads that happen to land near
-// the last one do not start read-ahead; a reader going on from there
-// does.
-func TestRandomReadsDoNotReadAhead(t *testing.T) {
-	s, a, img, _ := engineStore(t, Options{})
-	ctx := context.Background()
+	mu.Lock()
+	clear(loaded)
+	mu.Unlock()
 	r := a.NewReader()
-	for _, off := range []int64{9 * mib, 20 * mib, 20*mib + 100<<10, 3 * mib, 15 * mib} {
-		if got, err := readCopy(r, ctx, make([]byte, 4096), off); err != nil || !bytes.Equal(got, img[off:off+4096]) {
-			t.Fatal(err)
+	for _, off := range text {
+		for o := off; o < off+4*mib; o += mib {
+			if got, err := readCopy(r, ctx, make([]byte, mib), o); err != nil || !bytes.Equal(got, img[o:o+mib]) {
+				t.Fatalf("sequential read at %d: %v", o, err)
+			}
 		}
 	}
-	if n := s.prefetchJobs.Load(); n != 0 {
-		t.Errorf("%d read-ahead jobs for random reads", n)
-	}
-	for off := int64(15*mib + 4096); off < 16*mib; off += 4096 {
-		readCopy(r, ctx, make([]byte, 4096), off)
-	}
-	if s.prefetchJobs.Load() == 0 {
-		t.Error("no read-ahead for a sequential reader")
+	mu.Lock()
+	defer mu.Unlock()
+	for _, off := range text {
+		i, _, _ := a.idx.Locate(uint64(off))
+		if d, _, _ := a.idx.Chunk(i); loaded[d] != 0 {
+			t.Errorf("chunk at %d loaded %d times by sequential reads of it spilled, want 0", off, loaded[d])
+		}
 	}
 }
 
-// TestSpillFreeSpaceBound: the spill file takes at most a quarter of the
-// space free in its file system when the mount starts.
-func TestSpillFreeSpaceBound(t *testing.T) {
-	dir := t.TempDir()
-	var sf unix.Statfs_t
-	if err := unix.Statfs(dir, &sf); err != nil {
-		t.Fatal(err)
-	}
-	free := int64(sf.Bavail) * sf.Bsize
-	st := newSpillTier(dir, 1<<62)
-	if st == nil {
+// TestSpillSequentialRereads: a sequential scan spills the compressed
+// chunks it decodes (in the background), and a second scan, after the
+// cache let them go, reads them back from the spill file: no chunk is
+// loaded (decoded) twice. Uncompressed chunks are reread from their
+// verified files and never spilled.
+func TestSpillSequentialRereads(t *testing.T) {
+	s, a, img, loads := engineStore(t, Options{CacheBytes: 64 * mib, SpillBytes: 64 * mib, SpillDir: t.TempDir()})
+	if s.spill == nil {
 		t.Skip("no O_TMPFILE here")
 	}
-	defer st.close()
-	if st.max > free/spillFreeShare+(64<<20) || st.max < free/spillFreeShare-(64<<20) {
-		t.Errorf("spill bound %d with %d free, want about a quarter", st.max, free)
+	ctx := context.Background()
+	scan := func() {
+		t.Helper()
+		r := a.NewReader()
+		for off := int64(0); off < a.Size(); off += mib {
+			n := min(mib, a.Size()-off)
+			if got, err := readCopy(r, ctx, make([]byte, n), off); err != nil || !bytes.Equal(got, img[off:off+n]) {
+				t.Fatalf("read at %d: %v", off, err)
+			}
+		}
+		s.spilling.wait()
+	}
+	scan()
+	first := loads.Load()
+	// The image's six chunks: three random (uncompressed), two text
+	// (compressed) and a hole, which is never loaded.
+	if first != 5 {
+		t.Fatalf("first scan loaded %d chunks, want 5", first)
+	}
+	if s.spill.writes != 2 {
+		t.Errorf("first scan spilled %d chunks, want the 2 compressed ones", s.spill.writes)
+	}
+	s.cache.clear()
+	scan()
+	if n := loads.Load() - first; n != 0 {
+		t.Errorf("second scan loaded %d chunks, want 0", n)
+	}
+	if s.spill.reads == 0 {
+		t.Error("second scan read nothing from the spill file")
+	}
+}
+
+// TestSpillHoles: blocks of zeros are punched out of the spill file, not
+// written, and read back as zeros, also where the ring held another
+// chunk's data before; a chunk ending in zeros reads whole at the end of
+// the file; a chunk of a length not a multiple of the page size reads
+// back whole; all of it through the page cache and with O_DIRECT.
+func TestSpillHoles(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		st := newSpillTier(t.TempDir(), 4*mib+8<<10)
+		if st == nil {
+			t.Skip("no O_TMPFILE here")
+		}
+		defer st.close()
+		if direct && st.direct == nil {
+			t.Log("no O_DIRECT here")
+		}
+		// Memory at a page boundary, as chunks have (chunkMem).
+		mem := newChunkMem()
+		buf := func(n int) []byte { return mem.get(max(n, smallBuf)).mem[:n] }
+		full := buf(4 * mib)
+		for i := range full {
+			full[i] = 0xa5
+		}
+		sparse := buf(4 * mib)
+		clear(sparse)
+		copy(sparse[mib:], bytes.Repeat([]byte{7}, 100<<10)) // a data island
+		sparse[3*mib+5] = 1                                  // a lone byte in a zero block
+		blocks := func() int64 {
+			var s unix.Stat_t
+			if err := unix.Fstat(int(st.f.Fd()), &s); err != nil {
+				t.Fatal(err)
+			}
+			return s.Blocks * 512
+		}
+		if !st.put(DigestOf(full), full, direct) {
+			t.Fatal("put of a full chunk refused")
+		}
+		if b := blocks(); b < 4*mib {
+			t.Skipf("the file system holds 4 MiB in %d bytes", b)
+		}
+		tail := buf(3*mib + 1000) // zeros to the end
+		clear(tail)
+		tail[0] = 9
+		odd := buf(spillBlock + 3000) // a page and a bit past a block
+		for i := range odd {
+			odd[i] = byte(i)
+		}
+		for _, c := range [][]byte{sparse, tail, odd} {
+			d := DigestOf(c)
+			if !st.put(d, c, direct) { // wraps over the full chunk
+				t.Fatal("put refused")
+			}
+			got := make([]byte, len(c))
+			if !st.read(d, got, 0) || !bytes.Equal(got, c) {
+				t.Fatalf("direct %v: chunk of %d bytes read back wrong", direct, len(c))
+			}
+		}
+		// The data blocks of the first two chunks: two blocks of the
+		// island, one of the lone byte, one of the tail's first byte,
+		// each 64 KiB; the third chunk is data.
+		if b := blocks(); b > 4*spillBlock+int64(len(odd))+64<<10 {
+			t.Errorf("direct %v: spill file holds %d bytes for %d bytes of data blocks", direct, b, 4*spillBlock+len(odd))
+		}
 	}
 }

@@ -101,9 +101,11 @@ type Store struct {
 	readAheadBytes int64
 	// readAhead counts the background decodes run (ReadAheadChunks).
 	readAhead atomic.Int64
-	// spill holds verified decoded chunks for small random reads (nil:
-	// none).
+	// spill holds verified decoded chunks that were stored compressed,
+	// for reads that come back to them (nil: none).
 	spill *spillTier
+	// spilling counts the background writes to spill.
+	spilling pending
 	// prefetchJobs counts the read-ahead jobs queued (tests).
 	prefetchJobs atomic.Int64
 
@@ -278,6 +280,7 @@ func (s *Store) ReadAheadChunks() int64 { return s.readAhead.Load() }
 // the read engine holds open.
 func (s *Store) Close() error {
 	s.files.verified.closeAll()
+	s.spilling.wait()
 	s.spill.close()
 	s.cache.clear()
 	s.mem.release()

@@ -126,7 +126,7 @@ func (c *mountCmd) flags(fs *pflag.FlagSet) {
 	c.cacheSize = store.DefaultCacheBytes
 	fs.Var(&c.cacheSize, "cache-size", "memory for decoded chunks (e.g. 256M, 1G); the mount's memory stays near this plus 100M")
 	c.spillSize = store.DefaultSpillBytes
-	fs.Var(&c.spillSize, "spill-size", "disk for verified decoded chunks of unencrypted archives that random reads come back to, in an unnamed scratch file, at most a quarter of the free space (0: none)")
+	fs.Var(&c.spillSize, "spill-size", "disk for verified decoded chunks of unencrypted archives that reads come back to (those stored compressed), in an unnamed scratch file, at most a quarter of the free space (0: none)")
 	fs.StringVar(&c.spillDir, "spill-dir", store.DefaultSpillDir, "directory of the --spill-size scratch file (a disk, not tmpfs)")
 }
 
