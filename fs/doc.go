@@ -144,10 +144,11 @@
 //     (--spill-size, default 2 GiB in --spill-dir /var/tmp; 0 turns it
 //     off): at once when a random read decoded it, in the background
 //     (from the cached chunk, referenced until the write is done) when
-//     a sequential scan did. Later reads of it that miss the cache, of
-//     any size, are preads of its range there, so a second cat of a
-//     file reads the decoded bytes back instead of decompressing and
-//     hashing every chunk again. Blocks of 64 KiB of zeros are punched
+//     a sequential scan did. Later reads of it that miss the cache are
+//     preads of its range there (a sequential reader's read-ahead reads
+//     the whole chunk back into the cache), so a second cat of a file
+//     reads the decoded bytes back instead of decompressing and hashing
+//     every chunk again. Blocks of 64 KiB of zeros are punched
 //     out as holes instead of written, and read back as zeros by the
 //     file system. The file is made with O_TMPFILE|O_EXCL: it never has
 //     a name and cannot be given one, only the mount's process holds

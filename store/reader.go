@@ -31,9 +31,10 @@ import (
 //     of a compressed chunk of an unencrypted archive decoded before, once
 //     it left the cache, from the spill file (spillTier), which takes the
 //     chunks of random reads at once and those of sequential scans in the
-//     background (a second cat of a file reads the decoded bytes back
-//     instead of decoding every chunk again); a chunk whose digest is that
-//     of all zeros (a hole) is never read at all.
+//     background (a second cat of a file reads the decoded bytes back,
+//     each chunk whole into the cache without the page cache, instead of
+//     decoding every chunk again); a chunk whose digest is that of all
+//     zeros (a hole) is never read at all.
 
 // Archive gives random access to the decoded bytes of an index archive.
 // It is safe for concurrent use.
@@ -204,6 +205,13 @@ func (s *Store) loadChunk(ctx context.Context, d Digest, size uint64, dec *Chunk
 	spillLater := false
 	e, err := s.cache.get(cacheKey{d, dec.key}, scan, func() ([]byte, *memBuf, bool, error) {
 		if !dec.encrypted {
+			if scan && s.spill != nil {
+				// Spilled before: read back whole, without the page
+				// cache, into the cache for the scan.
+				if data, buf, ok := s.spill.load(d, size, s.mem); ok {
+					return data, buf, false, nil
+				}
+			}
 			data, buf, err := s.files.DecodeChunk(ctx, d, size)
 			rereadable := err == nil && s.files.verified.has(d)
 			if err == nil && !rereadable && s.spill != nil {
@@ -419,12 +427,9 @@ func (r *Reader) prefetch(off, n int64) {
 			if a.s.cache.has(key) {
 				return false
 			}
-			// A chunk in the spill file, or a verified uncompressed
-			// one, is read by pread (reread): the disk reads just
-			// started are all it needs ahead.
-			if !a.dec.encrypted && a.s.spill != nil && a.s.spill.willNeed(d) {
-				return false
-			}
+			// A verified uncompressed chunk is read by pread (reread):
+			// the disk reads just started are all it needs ahead. (A
+			// spilled one is read whole into the cache, see loadChunk.)
 			a.s.files.willNeed(d)
 			return !a.s.files.verified.has(d)
 		}, func(ctx context.Context) {
@@ -576,7 +581,7 @@ func (r *Reader) ReadParts(ctx context.Context, dest []byte, off int64) (Parts, 
 			parts = append(parts, Data{b: e.data, e: e, c: a.s.cache}.slice(in, to))
 			continue
 		}
-		if r.reread(d, piece, in) {
+		if r.reread(d, piece, in, seq) {
 			parts = append(parts, Data{b: piece})
 			continue
 		}
@@ -596,14 +601,15 @@ func (r *Reader) ReadParts(ctx context.Context, dest []byte, off int64) (Parts, 
 // reread fills b from offset off of chunk d without decoding it, when
 // the chunk was verified before and can be read again cheaply: a chunk
 // stored uncompressed whose verified file is still open (of an encrypted
-// archive: that range of its ciphertext, decrypted), or a compressed
-// chunk in the spill file (any request: a pread of the range costs a
-// copy, a decode the whole chunk's decompression and SHA-256). See the
-// safety argument in fs/doc.go.
-func (r *Reader) reread(d Digest, b []byte, off uint64) bool {
+// archive: that range of its ciphertext, decrypted), or, for a random
+// request, a compressed chunk in the spill file (a pread of the range
+// costs a copy, a decode the whole chunk's decompression and SHA-256; a
+// sequential reader has spilled chunks read whole into the cache
+// instead, see loadChunk). See the safety argument in fs/doc.go.
+func (r *Reader) reread(d Digest, b []byte, off uint64, seq bool) bool {
 	a := r.a
 	if a.s.files.ReadChunkRange(d, a.dec.key, b, off) {
 		return true
 	}
-	return !a.dec.encrypted && a.s.spill != nil && a.s.spill.read(d, b, off)
+	return !seq && !a.dec.encrypted && a.s.spill != nil && a.s.spill.read(d, b, off)
 }

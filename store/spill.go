@@ -47,7 +47,7 @@ type spillTier struct {
 	ring   *list.List // of *spillEntry
 	items  map[Digest]*list.Element
 	// stats
-	writes, reads int64
+	writes, reads, loads int64
 }
 
 type spillEntry struct {
@@ -87,7 +87,7 @@ func newSpillTier(dir string, max int64) *spillTier {
 	t := &spillTier{f: os.NewFile(uintptr(fd), fmt.Sprintf("%s/(spill)", dir)), max: max, ring: list.New(), items: map[Digest]*list.Element{}}
 	// A second descriptor of the file for writes that bypass the page
 	// cache (see put); the file has no name, but its descriptor's does.
-	if dfd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0); err == nil {
+	if dfd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), unix.O_RDWR|unix.O_DIRECT|unix.O_CLOEXEC, 0); err == nil {
 		t.direct = os.NewFile(uintptr(dfd), t.f.Name())
 	}
 	return t
@@ -248,22 +248,53 @@ func (t *spillTier) read(d Digest, p []byte, off uint64) bool {
 	return k == len(p)
 }
 
-// willNeed starts the disk reads of chunk d's range of the file, if the
-// file holds it, without waiting (read-ahead), and reports whether it
-// does.
-func (t *spillTier) willNeed(d Digest) bool {
+// load reads chunk d, size bytes long (^0: any), whole into a buffer of
+// mem, if the file holds it, with O_DIRECT where it can: a sequential
+// reader's read-ahead loads spilled chunks into the cache this way,
+// without the page cache (whose fresh pages cost more than the disk
+// read on this VM) and without a copy by the CPU.
+func (t *spillTier) load(d Digest, size uint64, mem *chunkMem) ([]byte, *memBuf, bool) {
 	t.mu.Lock()
 	el, ok := t.items[d]
-	var off, n int64
+	var e *spillEntry
 	if ok {
-		e := el.Value.(*spillEntry)
-		ok, off, n = e.ready, e.off, e.n
+		e = el.Value.(*spillEntry)
+		ok = e.ready && (size == ^uint64(0) || uint64(e.n) == size)
 	}
+	if !ok {
+		t.mu.Unlock()
+		return nil, nil, false
+	}
+	e.refs++
 	t.mu.Unlock()
-	if ok {
-		t.control(func(fd int) { unix.Fadvise(fd, off, n, unix.FADV_WILLNEED) })
+	defer func() {
+		t.mu.Lock()
+		e.refs--
+		t.mu.Unlock()
+	}()
+	n := int(e.n)
+	whole := (n + spillAlign - 1) &^ (spillAlign - 1)
+	buf := mem.get(whole)
+	data := buf.mem[:n]
+	got := 0
+	if t.direct != nil && aligned(buf.mem) && len(buf.mem) >= whole {
+		// The file ends at the end of its last chunk: a read of the
+		// whole last block stops there.
+		got, _ = t.direct.ReadAt(buf.mem[:whole], e.off)
 	}
-	return ok
+	if got < n {
+		k, _ := t.f.ReadAt(data[got:], e.off+int64(got))
+		got += k
+	}
+	if got < n {
+		mem.put(buf)
+		return nil, nil, false
+	}
+	t.mu.Lock()
+	t.reads++
+	t.loads++
+	t.mu.Unlock()
+	return data, buf, true
 }
 
 // has reports whether chunk d is in the file.
