@@ -647,6 +647,20 @@ func TestEncryptedRereadOfVerifiedChunks(t *testing.T) {
 	if n := s.files.verified.lru.Len(); n != 3 {
 		t.Errorf("%d verified files open, want 3", n)
 	}
+	// A whole-chunk load (cat, restore) of a verified chunk is its
+	// ciphertext decrypted again, not a load.
+	mu.Lock()
+	clear(loaded)
+	mu.Unlock()
+	var all bytes.Buffer
+	if _, err := a.WriteTo(&all); err != nil || !bytes.Equal(all.Bytes(), img) {
+		t.Fatalf("WriteTo: %d bytes, %v", all.Len(), err)
+	}
+	for _, i := range []int{0, 3, 5} {
+		if d, _, _ := a.Index().Chunk(i); loaded[d] > 0 {
+			t.Errorf("WriteTo loaded verified chunk %d", i)
+		}
+	}
 	// Another key never reads the verified files: the range is not served.
 	d0, _, _ := a.Index().Chunk(0)
 	buf := make([]byte, 100)
@@ -655,5 +669,10 @@ func TestEncryptedRereadOfVerifiedChunks(t *testing.T) {
 	}
 	if !s.files.ReadChunkRange(d0, k, buf, 0) || !bytes.Equal(buf, img[:100]) {
 		t.Error("the verifying key's range read failed or differs")
+	}
+	// Nothing past the verified length, whatever the file holds.
+	_, start, end := a.Index().Chunk(0)
+	if s.files.ReadChunkRange(d0, k, buf, end-start-50) {
+		t.Error("a range past the chunk's verified length was served")
 	}
 }

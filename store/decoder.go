@@ -151,7 +151,7 @@ func (p *plainDecoder) DecodeChunk(ctx context.Context, d Digest, size uint64) (
 	}
 	data, buf, uncompressed, err := p.decodePayload(d, hdr, raw, int(n-blobHeaderSize), size)
 	if err == nil && uncompressed {
-		keep = p.verified.add(d, f)
+		keep = p.verified.add(d, f, uint64(n-blobHeaderSize))
 	}
 	return data, buf, err
 }
@@ -375,7 +375,7 @@ func (p *plainDecoder) DecodeEncrypted(ctx context.Context, d Digest, size uint6
 		// Authenticated and verified whole: later reads of ranges of it
 		// decrypt just those from this descriptor (ReadChunkRange).
 		if st, err := dec.key.BlobStream(hdr[:]); err == nil {
-			keep = p.verified.addEncrypted(d, f, dec.key, st)
+			keep = p.verified.addEncrypted(d, f, uint64(ctLen), dec.key, st)
 		}
 	}
 	return data, buf, nil
@@ -409,7 +409,7 @@ func (p *plainDecoder) ReadChunkRange(d Digest, key *crypto.Key, b []byte, off u
 		return false
 	}
 	defer p.verified.release(v)
-	if v.key != key {
+	if v.key != key || off > v.n || uint64(len(b)) > v.n-off {
 		return false
 	}
 	hdr := int64(blobHeaderSize)
@@ -440,6 +440,7 @@ type fileTable struct {
 type vfile struct {
 	d    Digest
 	f    *os.File
+	n    uint64 // the chunk's length (of its plaintext)
 	refs int
 	gone bool
 	// key and stream: the chunk of an encrypted archive, verified with
@@ -452,15 +453,17 @@ func newFileTable(max int) *fileTable {
 	return &fileTable{max: max, lru: list.New(), items: map[Digest]*list.Element{}}
 }
 
-// add keeps f as the verified file of d, reporting whether it did.
-func (t *fileTable) add(d Digest, f *os.File) bool {
-	return t.insert(&vfile{d: d, f: f})
+// add keeps f as the verified file of d, a chunk of n bytes, reporting
+// whether it did.
+func (t *fileTable) add(d Digest, f *os.File, n uint64) bool {
+	return t.insert(&vfile{d: d, f: f, n: n})
 }
 
-// addEncrypted keeps f as the file of encrypted chunk d, verified with
-// key, whose ciphertext st decrypts, reporting whether it did.
-func (t *fileTable) addEncrypted(d Digest, f *os.File, key *crypto.Key, st *crypto.BlobStream) bool {
-	return t.insert(&vfile{d: d, f: f, key: key, stream: st})
+// addEncrypted keeps f as the file of encrypted chunk d of n bytes,
+// verified with key, whose ciphertext st decrypts, reporting whether it
+// did.
+func (t *fileTable) addEncrypted(d Digest, f *os.File, n uint64, key *crypto.Key, st *crypto.BlobStream) bool {
+	return t.insert(&vfile{d: d, f: f, n: n, key: key, stream: st})
 }
 
 func (t *fileTable) insert(v *vfile) bool {
@@ -495,6 +498,16 @@ func (t *fileTable) has(d Digest) bool {
 	defer t.mu.Unlock()
 	_, ok := t.items[d]
 	return ok
+}
+
+// size returns the length of chunk d if its verified file is open.
+func (t *fileTable) size(d Digest) (uint64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e, ok := t.items[d]; ok {
+		return e.Value.(*vfile).n, true
+	}
+	return 0, false
 }
 
 func (t *fileTable) drop(d Digest) {
