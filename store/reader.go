@@ -245,9 +245,8 @@ func (s *Store) loadChunk(ctx context.Context, d Digest, size uint64, dec *Chunk
 	if err != nil {
 		return Data{}, err
 	}
-	if spillLater {
+	if spillLater && s.spilling.tryAdd(maxSpilling) {
 		s.cache.retain(e)
-		s.spilling.add()
 		go func() {
 			defer s.spilling.done()
 			s.spill.put(d, e.data, true)
@@ -256,6 +255,12 @@ func (s *Store) loadChunk(ctx context.Context, d Digest, size uint64, dec *Chunk
 	}
 	return Data{b: e.data, e: e, c: s.cache}, nil
 }
+
+// maxSpilling bounds the background writes of scanned chunks to the
+// spill file: each holds its chunk's memory, which the cache cannot give
+// to the next chunk until the write is done, so a disk slower than the
+// decoding skips chunks rather than holding more memory than that.
+const maxSpilling = 4
 
 // DataBytes returns how many bytes of [off, off+n) lie in chunks that
 // are not holes: what st_blocks counts.

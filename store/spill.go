@@ -323,10 +323,15 @@ type pending struct {
 	n    int
 }
 
-func (p *pending) add() {
+// tryAdd adds one unless limit are pending, and reports whether it did.
+func (p *pending) tryAdd(limit int) bool {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n >= limit {
+		return false
+	}
 	p.n++
-	p.mu.Unlock()
+	return true
 }
 
 func (p *pending) done() {

@@ -123,8 +123,11 @@ func TestSpillSequentialRereads(t *testing.T) {
 		t.Skip("no O_TMPFILE here")
 	}
 	ctx := context.Background()
+	// scan reads the image from the cache cleared, in 1 MiB requests,
+	// and waits for its spill writes.
 	scan := func() {
 		t.Helper()
+		s.cache.clear()
 		r := a.NewReader()
 		for off := int64(0); off < a.Size(); off += mib {
 			n := min(mib, a.Size()-off)
@@ -144,7 +147,29 @@ func TestSpillSequentialRereads(t *testing.T) {
 	if s.spill.writes != 2 {
 		t.Errorf("first scan spilled %d chunks, want the 2 compressed ones", s.spill.writes)
 	}
+	// With writes pending at the bound a scan spills nothing more (a
+	// slow disk does not hold more chunks' memory): into a spill file of
+	// its own, the first kept for the second scan.
+	spill := s.spill
+	s.spill = newSpillTier(t.TempDir(), 64*mib)
+	for range maxSpilling {
+		s.spilling.tryAdd(maxSpilling)
+	}
 	s.cache.clear()
+	r := a.NewReader()
+	for off := int64(0); off < a.Size(); off += mib {
+		readCopy(r, ctx, make([]byte, min(mib, a.Size()-off)), off)
+	}
+	for range maxSpilling {
+		s.spilling.done()
+	}
+	s.spilling.wait() // for any write the scan started
+	if s.spill.writes != 0 {
+		t.Errorf("%d chunks spilled with %d writes pending", s.spill.writes, maxSpilling)
+	}
+	s.spill.close()
+	s.spill = spill
+	first = loads.Load()
 	scan()
 	if n := loads.Load() - first; n != 0 {
 		t.Errorf("second scan loaded %d chunks, want 0", n)
