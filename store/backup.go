@@ -244,6 +244,7 @@ func (s *Store) ensureOwner(ctx context.Context, g GroupRef, owner string) error
 }
 
 func (b *Backup) unlock() {
+	b.s.dropChunkBufs()
 	for i := len(b.release) - 1; i >= 0; i-- {
 		if err := b.release[i](); err != nil {
 			b.s.log.Warn("release lock", "snapshot", b.ref.String(), "err", err)
@@ -399,7 +400,8 @@ func (b *Backup) CreateStream(ctx context.Context, name string, avg int) (*Strea
 		w.Abort()
 		return nil, err
 	}
-	sw := &StreamWriter{ctx: ctx, b: b, name: name, file: file, w: w, ch: ch, buf: b.s.getChunkBuf(chunkHeadroom)}
+	sw := &StreamWriter{ctx: ctx, b: b, name: name, file: file, w: w, ch: ch}
+	sw.buf = sw.newBuf(chunkHeadroom)
 	// Workers finish in any order; the entries are written sorted at Close.
 	sw.up = b.newUploader(ctx, func(c chunkRef) error {
 		sw.done = append(sw.done, c)
@@ -434,7 +436,12 @@ func (sw *StreamWriter) Write(p []byte) (int, error) {
 }
 
 func (sw *StreamWriter) emit() error {
-	return sw.emitWith(sw.b.s.getChunkBuf(chunkHeadroom))
+	return sw.emitWith(sw.newBuf(chunkHeadroom))
+}
+
+// newBuf returns a pooled chunk buffer of n bytes.
+func (sw *StreamWriter) newBuf(n int) []byte {
+	return sw.b.s.getChunkBuf(n)
 }
 
 // emitWith submits the chunk in sw.buf and continues with next, a buffer
@@ -449,8 +456,10 @@ func (sw *StreamWriter) emitWith(next []byte) error {
 	return nil
 }
 
-// maxStreamRead is the most bytes ReadFrom asks of its reader at once.
-const maxStreamRead = 4 << 20
+// maxStreamRead is the most bytes ReadFrom asks of its reader at once:
+// the bytes of a read after a cut are copied into the next chunk's
+// buffer, on average half a read per chunk.
+const maxStreamRead = 256 << 10
 
 // ReadFrom feeds the chunker all of r's bytes, read straight into the
 // chunk buffers (large reads, no copy but the rest of a read after a
@@ -496,7 +505,7 @@ func (sw *StreamWriter) accept(n int) error {
 		if !cut {
 			continue
 		}
-		next := sw.b.s.getChunkBuf(chunkHeadroom + n)
+		next := sw.newBuf(chunkHeadroom + n)
 		copy(next[chunkHeadroom:], data[m:])
 		if err := sw.emitWith(next[:chunkHeadroom]); err != nil {
 			return err
@@ -1038,6 +1047,18 @@ func chunkBufClass(n int) int {
 	return -1
 }
 
+// chunkPool keeps the chunk buffers of writers by size class for reuse.
+// Unlike a sync.Pool it keeps them across garbage collections: a backup
+// collects often under its memory limit, and a buffer a collection
+// dropped was allocated and zeroed again (the scavenger returning its
+// pages, the kernel faulting them in). It holds no more than the most
+// buffers a session had in use at once, which its memory budget bounds;
+// the session drops them when it ends.
+type chunkPool struct {
+	mu   sync.Mutex
+	free [chunkBufClasses][][]byte
+}
+
 // getChunkBuf returns a buffer of n bytes from the store's pool, sparing
 // the allocation and zeroing of one per chunk. Its content is undefined
 // and its capacity that of its size class. Large buffers start on a page
@@ -1048,9 +1069,16 @@ func (s *Store) getChunkBuf(n int) []byte {
 	if k < 0 {
 		return make([]byte, n)
 	}
-	if p, ok := s.bufs[k].Get().(*[]byte); ok {
-		return (*p)[:n]
+	p := &s.bufs
+	p.mu.Lock()
+	if l := len(p.free[k]); l > 0 {
+		b := p.free[k][l-1]
+		p.free[k][l-1] = nil
+		p.free[k] = p.free[k][:l-1]
+		p.mu.Unlock()
+		return b[:n]
 	}
+	p.mu.Unlock()
 	return make([]byte, n, chunkBufSize<<k)
 }
 
@@ -1059,10 +1087,22 @@ func (s *Store) getChunkBuf(n int) []byte {
 func (s *Store) putChunkBuf(b []byte) {
 	for k := chunkBufClasses - 1; k >= 0; k-- {
 		if cap(b) >= chunkBufSize<<k {
-			s.bufs[k].Put(&b)
+			p := &s.bufs
+			p.mu.Lock()
+			p.free[k] = append(p.free[k], b)
+			p.mu.Unlock()
 			return
 		}
 	}
+}
+
+// dropChunkBufs lets the collector have the pooled buffers (a backup
+// session ended).
+func (s *Store) dropChunkBufs() {
+	p := &s.bufs
+	p.mu.Lock()
+	p.free = [chunkBufClasses][][]byte{}
+	p.mu.Unlock()
 }
 
 // growChunkBuf returns a buffer holding buf's bytes with room for n in

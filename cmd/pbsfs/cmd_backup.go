@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"time"
@@ -140,6 +141,16 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 		if f, err := os.Create(p); err == nil {
 			if err := pprof.StartCPUProfile(f); err == nil {
 				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
+	if p := os.Getenv("PBSFS_TRACE"); p != "" {
+		// An execution trace of the whole backup, for go tool trace: what
+		// runs in sequence (the walk, the base's index, chunking, reads
+		// of files, syncs) and where workers wait.
+		if f, err := os.Create(p); err == nil {
+			if err := trace.Start(f); err == nil {
+				defer func() { trace.Stop(); f.Close() }()
 			}
 		}
 	}

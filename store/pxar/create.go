@@ -84,6 +84,10 @@ type CreateOptions struct {
 	// writes it; a split archive carries them in its prelude instead (the
 	// caller's Prelude).
 	Exclude exclude.List
+
+	// aheadHook is the walker's test hook (walker.hook); the encoder
+	// tells it ("read", path) for each file it reads.
+	aheadHook func(event, path string)
 }
 
 // maxExcludeFile bounds the .pxarexclude files read.
@@ -110,6 +114,8 @@ func Create(ctx context.Context, src Source, w *Writer, opts CreateOptions) erro
 			c.reuse.dirs = append(c.reuse.dirs, nil)
 		}
 	}
+	c.walk = c.newWalker(src)
+	defer c.walk.close()
 	if opts.Prelude != nil {
 		if err := w.SetPrelude(opts.Prelude); err != nil {
 			return err
@@ -129,7 +135,13 @@ func Create(ctx context.Context, src Source, w *Writer, opts CreateOptions) erro
 	if err := w.BeginDir("", &info.Metadata); err != nil {
 		return err
 	}
-	if err := c.dir("", names); err != nil {
+	if d := c.walk.take(""); d != nil {
+		names = d.names // the root's previous entries are counted above
+		err = c.dir("", names, d)
+	} else {
+		err = c.dir("", names, nil)
+	}
+	if err != nil {
 		return err
 	}
 	if err := c.flush(false); err != nil {
@@ -163,6 +175,7 @@ type creator struct {
 	links map[[2]uint64]hardlinkTarget
 	reuse *reuser     // metadata change detection, nil otherwise
 	pf    *prefetcher // reads files ahead (nil if the source cannot)
+	walk  *walker     // lists and stats the tree ahead (nil: the encoder does)
 	// patterns are the exclusion patterns in force: the caller's, then
 	// those of the .pxarexclude files of the open directories.
 	patterns exclude.List
@@ -186,22 +199,12 @@ func (c *creator) excludeCLI() error {
 // readExcludes adds the patterns of directory path's .pxarexclude file.
 func (c *creator) readExcludes(path string) {
 	p := join(path, ".pxarexclude")
-	f, err := c.src.Open(p)
+	l, bad, err := readExcludeFile(c.src, path)
 	if err != nil {
 		c.warn(p, fmt.Errorf("ignored: %w", err))
 		return
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxExcludeFile+1))
-	f.Close()
-	if err == nil && len(data) > maxExcludeFile {
-		err = fmt.Errorf("larger than %d bytes", maxExcludeFile)
-	}
-	if err != nil {
-		c.warn(p, fmt.Errorf("ignored: %w", err))
-		return
-	}
-	l, errs := exclude.ParseFile(data, path)
-	for _, err := range errs {
+	for _, err := range bad {
 		c.warn(p, fmt.Errorf("bad pattern: %w", err))
 	}
 	c.patterns = append(c.patterns, l...)
@@ -228,31 +231,42 @@ func join(dir, name string) string {
 	return dir + "/" + name
 }
 
-// dir writes the children names of directory path.
-func (c *creator) dir(path string, names []string) error {
+// dir writes the children names of directory path; d is the walker's
+// listing of it (nil: none).
+func (c *creator) dir(path string, names []string, d *aheadDir) error {
 	slices.Sort(names) // Go compares strings bytewise, as the PBS client does
 	if _, ok := slices.BinarySearch(names, ".pxarexclude"); ok {
 		n := len(c.patterns)
 		defer func() { c.patterns = c.patterns[:n] }()
 		c.readExcludes(path)
 	}
-	// Every file is read: start reading this directory's files. Metadata
-	// mode reads the inodes ahead (the files it decides to read are
-	// prefetched then).
-	for _, name := range names {
-		c.pf.add(join(path, name), c.reuse == nil)
-	}
 	var infos []*SourceInfo
-	if c.reuse != nil {
+	switch {
+	case d != nil:
+		infos = d.infos
+		if c.reuse != nil {
+			defer c.reuse.forgetAhead(path, names)
+		}
+	case c.reuse != nil:
+		// Metadata mode reads the inodes ahead (the files it decides to
+		// read are prefetched then).
+		for _, name := range names {
+			c.pf.add(join(path, name), false)
+		}
 		infos = c.lookAhead(path, names)
 		defer c.reuse.forgetAhead(path, names)
+	default:
+		// Every file is read: start reading this directory's files.
+		for _, name := range names {
+			c.pf.add(join(path, name), true)
+		}
 	}
 	for i, name := range names {
 		if err := c.ctx.Err(); err != nil {
 			return err
 		}
 		if path == "" && name == excludeCLIName {
-			continue // the PBS client leaves a real one at the root out
+			continue
 		}
 		var info *SourceInfo
 		if infos != nil {
@@ -263,6 +277,14 @@ func (c *creator) dir(path string, names []string) error {
 		}
 	}
 	return nil
+}
+
+// aheadTaken counts the previous entries the walker read for a
+// directory.
+func (c *creator) aheadTaken(d *aheadDir) {
+	if c.reuse != nil {
+		c.opts.Stats.PreviousEntries += d.prevN
+	}
 }
 
 // child archives entry path; info is its stat if the caller has it.
@@ -320,17 +342,28 @@ func (c *creator) catalog(path string, f func(CatalogWriter) error) error {
 
 // childDir archives directory path and its tree.
 func (c *creator) childDir(path, name string, info *SourceInfo) error {
-	names, err := c.src.ReadDirNames(path)
-	if err != nil {
-		return c.skip(path, err)
+	var names []string
+	d := c.walk.take(path)
+	if d != nil {
+		names = d.names
+		c.aheadTaken(d)
+	} else {
+		var err error
+		if names, err = c.src.ReadDirNames(path); err != nil {
+			return c.skip(path, err)
+		}
 	}
 	if r := c.reuse; r != nil {
-		r.dirs = append(r.dirs, c.prevDir(name))
+		if d != nil {
+			r.dirs = append(r.dirs, d.prev)
+		} else {
+			r.dirs = append(r.dirs, c.prevDir(name))
+		}
 		defer func() { r.dirs = r.dirs[:len(r.dirs)-1] }()
 		if err := c.emit(pending{op: opBeginDir, path: path, name: name, info: info}); err != nil {
 			return err
 		}
-		if err := c.dir(path, names); err != nil {
+		if err := c.dir(path, names, d); err != nil {
 			return err
 		}
 		return c.emit(pending{op: opEndDir, path: path})
@@ -341,7 +374,7 @@ func (c *creator) childDir(path, name string, info *SourceInfo) error {
 	if err := c.catalog(path, func(cat CatalogWriter) error { return cat.StartDirectory(name) }); err != nil {
 		return err
 	}
-	if err := c.dir(path, names); err != nil {
+	if err := c.dir(path, names, d); err != nil {
 		return err
 	}
 	if err := c.catalog(path, func(cat CatalogWriter) error { return cat.EndDirectory() }); err != nil {
@@ -353,11 +386,15 @@ func (c *creator) childDir(path, name string, info *SourceInfo) error {
 // encodeFile reads regular file path and writes it with its contents. It
 // reports false if the file could not be opened (and was skipped).
 func (c *creator) encodeFile(path, name string, info *SourceInfo) (LinkOffset, bool, error) {
-	f, err := c.src.Open(path)
+	f, err := c.openChecked(path, info)
 	if err != nil {
 		return 0, false, c.skip(path, err)
 	}
 	defer f.Close()
+	c.walk.passed(path)
+	if c.opts.aheadHook != nil {
+		c.opts.aheadHook("read", path)
+	}
 	c.opts.Stats.FilesRead++
 	r := &exactReader{r: f, left: int64(info.Size)}
 	off, err := c.w.AddFile(name, &info.Metadata, info.Size, r)
@@ -375,6 +412,34 @@ func (c *creator) encodeFile(path, name string, info *SourceInfo) (LinkOffset, b
 		}
 	}
 	return off, true, c.catalog(path, func(cat CatalogWriter) error { return cat.AddFile(name, info.Size, info.Mtime.Secs) })
+}
+
+// errReplaced reports a regular file that became something else between
+// its stat and its read.
+var errReplaced = errors.New("file replaced while being read")
+
+// openChecked opens regular file path, whose stat is info. With a walker
+// that stat is older than the open: if path is another file now (a rename
+// replaced it), it is stat'ed again and info updated, so that the
+// archived metadata is that of the contents read.
+func (c *creator) openChecked(path string, info *SourceInfo) (io.ReadCloser, error) {
+	f, err := c.src.Open(path)
+	if err != nil || c.walk == nil {
+		return f, err
+	}
+	if fd, ok := f.(*fdFile); ok && !fd.sameFile(info) {
+		f.Close()
+		fresh, err := c.src.Lstat(path)
+		if err != nil {
+			return nil, err
+		}
+		if fresh.Kind != KindFile {
+			return nil, errReplaced
+		}
+		*info = *fresh
+		return c.src.Open(path)
+	}
+	return f, nil
 }
 
 // writeOther writes a symlink, device, FIFO or socket.

@@ -393,6 +393,16 @@ func (f *fdFile) Read(p []byte) (int, error) {
 	}
 }
 
+// sameFile reports whether f is the file info describes (same device
+// and inode), true when that cannot be told.
+func (f *fdFile) sameFile(info *SourceInfo) bool {
+	var st unix.Stat_t
+	if unix.Fstat(f.fd, &st) != nil {
+		return true
+	}
+	return st.Dev == info.Dev && st.Ino == info.Ino
+}
+
 func (f *fdFile) Close() error {
 	if f.fd < 0 {
 		return nil

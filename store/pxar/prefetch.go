@@ -70,6 +70,18 @@ func (pf *prefetcher) add(path string, contents bool) {
 	}
 }
 
+// wait queues path, waiting for room in the queue unless stop is closed
+// first.
+func (pf *prefetcher) wait(path string, contents bool, stop <-chan struct{}) {
+	if pf == nil {
+		return
+	}
+	select {
+	case pf.ch <- prefetchJob{path, contents}:
+	case <-stop:
+	}
+}
+
 // stop ends the workers after the queued prefetches.
 func (pf *prefetcher) stop() {
 	if pf == nil {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"slices"
 	"sort"
+
+	"github.com/pbsfs/pbsfs/store/exclude"
 )
 
 // Metadata change detection (the PBS client's --change-detection-mode
@@ -190,15 +192,28 @@ type reuser struct {
 // current previous directory (nil if it has none). The root is "".
 func (c *creator) prevDir(name string) map[string]*Entry {
 	r := c.reuse
+	var top map[string]*Entry
+	if name != "" {
+		top = r.dirs[len(r.dirs)-1]
+	}
+	m := r.prevEntries(top, name)
+	c.opts.Stats.PreviousEntries += int64(len(m))
+	return m
+}
+
+// prevEntries returns the previous entries of the directory name among
+// the previous entries parent (nil if it has none). The root is "". It
+// reads only the previous archive, which is safe for concurrent use, so
+// the walker may call it.
+func (r *reuser) prevEntries(parent map[string]*Entry, name string) map[string]*Entry {
 	var dir *Entry
 	if name == "" {
 		dir = r.prev.Archive.Root()
 	} else {
-		top := r.dirs[len(r.dirs)-1]
-		if top == nil || top[name] == nil || top[name].Kind != KindDir {
+		if parent == nil || parent[name] == nil || parent[name].Kind != KindDir {
 			return nil
 		}
-		dir = top[name]
+		dir = parent[name]
 	}
 	dr, err := r.prev.Archive.OpenDir(dir)
 	if err != nil {
@@ -225,21 +240,13 @@ func (c *creator) prevDir(name string) map[string]*Entry {
 		}
 		m[name] = e
 	}
-	c.opts.Stats.PreviousEntries += int64(len(m))
 	return m
 }
 
 // lookAhead stats the entries of directory path (names sorted) before
 // they are archived, as the PBS client lists and stats a directory's
-// entries first, and starts reading the unchanged files that will be read
-// all the same: a run of them that lies between two changed files of the
-// directory, whose chunks would be mostly padding (the rule of flush).
-// Without it such a run's files are prefetched only when the run ends,
-// just before they are read, and a cold backup waits on their reads one
-// run at a time. A run that may go on past the directory's subdirectories
-// or ends is left to flush: whether it is reused depends on entries not
-// seen yet. The stats returned (nil where Lstat failed) are those
-// archived.
+// entries first, and starts reading the files aheadFiles names. The
+// stats returned (nil where Lstat failed) are those archived.
 func (c *creator) lookAhead(path string, names []string) []*SourceInfo {
 	r := c.reuse
 	infos := make([]*SourceInfo, len(names))
@@ -255,6 +262,34 @@ func (c *creator) lookAhead(path string, names []string) []*SourceInfo {
 	if c.pf == nil || prev == nil {
 		return infos
 	}
+	for _, p := range r.aheadFiles(path, names, infos, prev, c.patterns) {
+		r.markAhead(p)
+		c.pf.add(p, true)
+	}
+	return infos
+}
+
+// markAhead records that the contents of file p are being read ahead.
+func (r *reuser) markAhead(p string) {
+	if r.ahead == nil {
+		r.ahead = map[string]bool{}
+	}
+	r.ahead[p] = true
+}
+
+// aheadFiles returns the paths of the regular files of directory path
+// (names sorted, infos their stats, prev the previous snapshot's entries
+// of the directory) whose contents will be read all the same: a run of
+// unchanged files that lies between two changed files of the directory,
+// whose chunks would be mostly padding (the rule of flush). Without it such a run's
+// files are prefetched only when the run ends, just before they are read,
+// and a cold backup waits on their reads one run at a time. A run that
+// may go on past the directory's subdirectories or ends is left to flush:
+// whether it is reused depends on entries not seen yet. It reads only
+// what does not change during a backup (the previous archive's chunk
+// list and padding limit).
+func (r *reuser) aheadFiles(path string, names []string, infos []*SourceInfo, prev map[string]*Entry, patterns exclude.List) []string {
+	var out []string
 	limit := r.prev.MaxPadding
 	if limit <= 0 {
 		limit = ReusePaddingThreshold
@@ -275,12 +310,7 @@ func (c *creator) lookAhead(path string, names []string) []*SourceInfo {
 		}
 		for k := first; k < last; k++ {
 			if infos[k] != nil && infos[k].Kind == KindFile {
-				p := join(path, names[k])
-				if r.ahead == nil {
-					r.ahead = map[string]bool{}
-				}
-				r.ahead[p] = true
-				c.pf.add(p, true)
+				out = append(out, join(path, names[k]))
 			}
 		}
 	}
@@ -294,7 +324,7 @@ func (c *creator) lookAhead(path string, names []string) []*SourceInfo {
 			continue
 		case info.Kind != KindFile:
 			continue // no payload: the run goes on
-		case len(c.patterns) > 0 && c.patterns.Excluded(join(path, name), false):
+		case len(patterns) > 0 && patterns.Excluded(join(path, name), false):
 			continue
 		}
 		s, e, ok := reusable(prev[name], info)
@@ -313,7 +343,7 @@ func (c *creator) lookAhead(path string, names []string) []*SourceInfo {
 			first, open, start, end = i, true, s, e
 		}
 	}
-	return infos
+	return out
 }
 
 // forgetAhead drops the look-ahead marks of directory path's entries.
@@ -534,7 +564,7 @@ func (c *creator) flush(keepLast bool) error {
 // about to be read in order.
 func (c *creator) prefetch(entries []pending) {
 	for _, p := range entries {
-		if p.op == opFile && !c.reuse.ahead[p.path] {
+		if p.op == opFile && !c.reuse.ahead[p.path] && !c.walk.fetching(p.path) {
 			c.pf.add(p.path, true)
 		}
 	}
