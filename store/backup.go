@@ -577,8 +577,55 @@ func (sw *StreamWriter) Check(chunks []pxar.PayloadChunk) error {
 // Close flushes the last chunk, waits for every upload and writes the
 // index. It returns the archive size.
 func (sw *StreamWriter) Close() (uint64, error) {
+	if err := sw.finish(); err != nil {
+		return 0, err
+	}
+	return sw.writeIndex()
+}
+
+// closeStreams closes streams together: their chunks are made durable by
+// one flush of the session's batch (one wait for the disk) before any of
+// their indexes is written. On an error every stream not yet written is
+// dropped.
+func closeStreams(streams ...*StreamWriter) error {
+	var err error
+	for _, sw := range streams {
+		if e := sw.upload(); e != nil && err == nil {
+			err = e
+		}
+	}
+	if err == nil {
+		err = streams[0].b.flushChunks(streams[0].ctx)
+	}
+	for _, sw := range streams {
+		if err != nil {
+			sw.drop(err)
+			continue
+		}
+		if _, err = sw.writeIndex(); err != nil {
+			sw.b.dropFile(sw.file)
+		}
+	}
+	return err
+}
+
+// finish ends the stream's uploads and makes its chunks durable.
+func (sw *StreamWriter) finish() error {
+	err := sw.upload()
+	if err == nil {
+		err = sw.b.flushChunks(sw.ctx)
+	}
+	if err != nil {
+		return sw.drop(err)
+	}
+	return nil
+}
+
+// upload flushes the last chunk, waits for every upload and lays out
+// the index entries.
+func (sw *StreamWriter) upload() error {
 	if sw.closed {
-		return 0, fmt.Errorf("stream %s: closed twice", sw.name)
+		return fmt.Errorf("stream %s: closed twice", sw.name)
 	}
 	sw.closed = true
 	if len(sw.buf) > chunkHeadroom {
@@ -593,14 +640,18 @@ func (sw *StreamWriter) Close() (uint64, error) {
 			}
 		}
 	}
-	if err == nil {
-		err = sw.b.flushChunks(sw.ctx)
-	}
-	if err != nil {
-		sw.w.Abort()
-		sw.b.dropFile(sw.file)
-		return 0, fmt.Errorf("stream %s: %w", sw.name, err)
-	}
+	return err
+}
+
+// drop removes the unwritten index after err.
+func (sw *StreamWriter) drop(err error) error {
+	sw.w.Abort()
+	sw.b.dropFile(sw.file)
+	return fmt.Errorf("stream %s: %w", sw.name, err)
+}
+
+// writeIndex writes the index of a stream whose chunks are durable.
+func (sw *StreamWriter) writeIndex() (uint64, error) {
 	csum, err := sw.w.Close()
 	if err == nil {
 		err = sw.b.s.mirrorFile(sw.ctx, sw.b.s.Path(path.Join(sw.b.ref.Dir(), sw.file)))

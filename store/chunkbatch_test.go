@@ -293,3 +293,61 @@ func testChunkBatchDirect(t *testing.T, buffered bool) {
 	}
 	t.Logf("O_DIRECT used: %v; %d syncs", !s.chunks.noDirect.Load(), batch.Syncs())
 }
+
+// TestSplitArchiveOneFlush backs up a tree as a split pxar archive and
+// follows the chunk batch: both streams' chunks are made durable by one
+// flush (one wait for the disk, not one per stream), and neither index
+// exists before that flush is done.
+func TestSplitArchiveOneFlush(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	for i := range 6 {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%d", i)), xorshiftBytes(uint64(i+1), 900_000+i*1000), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := newTestStore(t)
+	g := GroupRef{Type: TypeHost, ID: "h"}
+	when := int64(1_800_000_000)
+	snap := s.Path(b2dir(g, when))
+	m := newDiskModel(t)
+	var mu sync.Mutex
+	dones := 0
+	b, err := s.StartBackup(ctx, g, time.Unix(when, 0), BackupOptions{batchHook: func(ev BatchEvent) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, name := range []string{"root.mpxar.didx", "root.ppxar.didx"} {
+			if _, err := os.Stat(filepath.Join(snap, name)); err == nil && dones == 0 {
+				t.Errorf("%s written before its chunks were durable", name)
+			}
+		}
+		if ev.Kind == BatchDone {
+			dones++
+		}
+		m.event(ev)
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AddPxar(ctx, "root.pxar", dir, PxarOptions{Split: true}); err != nil {
+		b.Abort()
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if dones != 1 {
+		t.Errorf("%d flushes for the two streams, want 1", dones)
+	}
+	mu.Unlock()
+	if err := b.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range m.violations {
+		t.Error(v)
+	}
+	if n := b.Stats.NewChunks.Load(); n < 2 {
+		t.Errorf("%d new chunks, want both streams' chunks", n)
+	}
+	verifyAll(t, s, b.Ref())
+	t.Logf("%d new chunks, %d syncs", b.Stats.NewChunks.Load(), b.Syncs())
+}

@@ -212,16 +212,12 @@ func (b *Backup) AddPxar(ctx context.Context, name, dir string, opts PxarOptions
 		abort()
 		return skipped, fmt.Errorf("pxar %s of %s: %w", name, dir, err)
 	}
-	if _, err := metaW.Close(); err != nil {
-		abort()
-		return skipped, err
-	}
+	// A split archive's two streams wait for the disk once.
+	streams := []*StreamWriter{metaW}
 	if payloadW != nil {
-		if _, err := payloadW.Close(); err != nil {
-			return skipped, err
-		}
+		streams = append(streams, payloadW)
 	}
-	return skipped, nil
+	return skipped, closeStreams(streams...)
 }
 
 // catalogWriter returns the snapshot's catalog, started on first use.

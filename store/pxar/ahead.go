@@ -43,7 +43,7 @@ import (
 // not yet taken by the encoder, and bytes of file contents asked to be
 // read ahead of the encoder's position.
 const (
-	aheadEntries = 8192
+	aheadEntries = 16384
 	aheadBytes   = 64 << 20
 )
 
