@@ -244,7 +244,6 @@ func (s *Store) ensureOwner(ctx context.Context, g GroupRef, owner string) error
 }
 
 func (b *Backup) unlock() {
-	b.s.dropChunkBufs()
 	for i := len(b.release) - 1; i >= 0; i-- {
 		if err := b.release[i](); err != nil {
 			b.s.log.Warn("release lock", "snapshot", b.ref.String(), "err", err)
@@ -1098,38 +1097,23 @@ func chunkBufClass(n int) int {
 	return -1
 }
 
-// chunkPool keeps the chunk buffers of writers by size class for reuse.
-// Unlike a sync.Pool it keeps them across garbage collections: a backup
-// collects often under its memory limit, and a buffer a collection
-// dropped was allocated and zeroed again (the scavenger returning its
-// pages, the kernel faulting them in). It holds no more than the most
-// buffers a session had in use at once, which its memory budget bounds;
-// the session drops them when it ends.
-type chunkPool struct {
-	mu   sync.Mutex
-	free [chunkBufClasses][][]byte
-}
-
 // getChunkBuf returns a buffer of n bytes from the store's pool, sparing
 // the allocation and zeroing of one per chunk. Its content is undefined
 // and its capacity that of its size class. Large buffers start on a page
 // boundary (the runtime allocates them in spans of their own), which
 // O_DIRECT writes of their blobs need.
+//
+// The pool is a sync.Pool, which lets the collector have idle buffers:
+// a pool keeping every buffer holds the peak use of each size class at
+// once (a backup's peak RSS rose from about 100 to 155 MiB).
 func (s *Store) getChunkBuf(n int) []byte {
 	k := chunkBufClass(n)
 	if k < 0 {
 		return make([]byte, n)
 	}
-	p := &s.bufs
-	p.mu.Lock()
-	if l := len(p.free[k]); l > 0 {
-		b := p.free[k][l-1]
-		p.free[k][l-1] = nil
-		p.free[k] = p.free[k][:l-1]
-		p.mu.Unlock()
-		return b[:n]
+	if p, ok := s.bufs[k].Get().(*[]byte); ok {
+		return (*p)[:n]
 	}
-	p.mu.Unlock()
 	return make([]byte, n, chunkBufSize<<k)
 }
 
@@ -1138,22 +1122,10 @@ func (s *Store) getChunkBuf(n int) []byte {
 func (s *Store) putChunkBuf(b []byte) {
 	for k := chunkBufClasses - 1; k >= 0; k-- {
 		if cap(b) >= chunkBufSize<<k {
-			p := &s.bufs
-			p.mu.Lock()
-			p.free[k] = append(p.free[k], b)
-			p.mu.Unlock()
+			s.bufs[k].Put(&b)
 			return
 		}
 	}
-}
-
-// dropChunkBufs lets the collector have the pooled buffers (a backup
-// session ended).
-func (s *Store) dropChunkBufs() {
-	p := &s.bufs
-	p.mu.Lock()
-	p.free = [chunkBufClasses][][]byte{}
-	p.mu.Unlock()
 }
 
 // growChunkBuf returns a buffer holding buf's bytes with room for n in

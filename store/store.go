@@ -114,8 +114,8 @@ type Store struct {
 	plock   *lock.ProcessLocker
 	locks   *lock.Locks
 	log     *slog.Logger
-	bufs    chunkPool // chunk buffers of writers by size class, see getChunkBuf
-	owner   fileOwner // owner of what pbsfs creates, see ownerOf
+	bufs    [chunkBufClasses]sync.Pool // chunk buffers of writers by size class, see getChunkBuf
+	owner   fileOwner                  // owner of what pbsfs creates, see ownerOf
 
 	// removeStep, when set (tests), is called after each step of a
 	// snapshot removal (remove.go), so that a test can kill the process

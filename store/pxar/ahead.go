@@ -43,7 +43,7 @@ import (
 // not yet taken by the encoder, and bytes of file contents asked to be
 // read ahead of the encoder's position.
 const (
-	aheadEntries = 16384
+	aheadEntries = 8192
 	aheadBytes   = 64 << 20
 )
 
