@@ -92,10 +92,25 @@ func (d *dropBehind) read(off, n int64) {
 	}
 	from := d.dropped
 	d.dropped, d.busy = end, true
-	go func() {
+	go d.drain(from, end)
+}
+
+// drain invalidates [from, end), then what the run left behind while
+// that was on its way (requests then arrive without starting one: the
+// last ones of a file would otherwise never be dropped), until it has
+// caught up.
+func (d *dropBehind) drain(from, end int64) {
+	for {
 		d.notify(from, end-from)
 		d.mu.Lock()
-		d.busy = false
+		next := (d.next - dropLag) / dropAlign * dropAlign
+		if next-d.dropped < dropStep {
+			d.busy = false
+			d.mu.Unlock()
+			return
+		}
+		from, end = d.dropped, next
+		d.dropped = next
 		d.mu.Unlock()
-	}()
+	}
 }
