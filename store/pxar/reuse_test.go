@@ -417,15 +417,7 @@ func TestTreeChangedWhileRead(t *testing.T) {
 				OnError: func(p string, err error) error { skipped = append(skipped, p); return nil },
 			})
 			got := contents(t, meta, payload)
-			if got["grow"] != files["grow"] {
-				t.Errorf("grown file archived with %d bytes, want its stat size %d", len(got["grow"]), len(files["grow"]))
-			}
-			if want := "ssssssssss" + strings.Repeat("\x00", 4990); got["shrink"] != want {
-				t.Errorf("shrunk file archived as %.20q (%d bytes), want 10 bytes and zeros to 5000", got["shrink"], len(got["shrink"]))
-			}
-			if _, ok := got["gone"]; ok {
-				t.Error("vanished file archived")
-			}
+			checkChangedWhileRead(t, got, files)
 			if got["a"] != files["a"] || got["z"] != files["z"] {
 				t.Error("unchanged files archived wrong")
 			}
@@ -557,5 +549,22 @@ func TestLookAheadPrefetch(t *testing.T) {
 				t.Error("the archive differs from the one written without prefetching")
 			}
 		})
+	}
+}
+
+// checkChangedWhileRead checks the archived contents got of the files a
+// tree-changed-while-read test changed after their stat: "grow" archived
+// with its stat size, "shrink" cut to what is left and padded with zeros
+// to its stat size, "gone" not archived.
+func checkChangedWhileRead(t *testing.T, got, files map[string]string) {
+	t.Helper()
+	if got["grow"] != files["grow"] {
+		t.Errorf("grown file archived with %d bytes, want its stat size %d", len(got["grow"]), len(files["grow"]))
+	}
+	if want := "ssssssssss" + strings.Repeat("\x00", 4990); got["shrink"] != want {
+		t.Errorf("shrunk file archived as %.20q (%d bytes), want 10 bytes and zeros to 5000", got["shrink"], len(got["shrink"]))
+	}
+	if _, ok := got["gone"]; ok {
+		t.Error("vanished file archived")
 	}
 }
