@@ -200,24 +200,9 @@ func (e *walkerEvents) sets() (dirs, fetched, read []string) {
 func TestWalkerTreeChanged(t *testing.T) {
 	for _, metadata := range []bool{false, true} {
 		t.Run(fmt.Sprintf("metadata=%v", metadata), func(t *testing.T) {
-			root := t.TempDir()
 			files := map[string]string{"a": strings.Repeat("a", 3000), "gone": "x", "grow": strings.Repeat("g", 4000),
 				"shrink": strings.Repeat("s", 5000), "swap": strings.Repeat("o", 6000), "z": "zz"}
-			write := func() {
-				for n, c := range files {
-					if err := os.WriteFile(filepath.Join(root, n), []byte(c), 0o644); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-			write()
-			var prev func(*bytes.Buffer) *Previous
-			if metadata {
-				meta1, payload1, _ := createSplit(t, &DirSource{Root: root}, nil, CreateOptions{})
-				write() // new mtimes: every file is read again
-				mc := memChunks{}
-				prev = func(out *bytes.Buffer) *Previous { return mc.previous(t, meta1, payload1, out, nil) }
-			}
+			root, prev := treeToChange(t, files, metadata)
 			replaced := strings.Repeat("N", 1234)
 			change := func(kind, path string) {
 				if kind != "dir" || path != "" {

@@ -390,25 +390,8 @@ func (s *changingSource) ReadDirNames(p string) ([]string, error) {
 func TestTreeChangedWhileRead(t *testing.T) {
 	for _, metadata := range []bool{false, true} {
 		t.Run(fmt.Sprintf("metadata=%v", metadata), func(t *testing.T) {
-			root := t.TempDir()
 			files := map[string]string{"a": strings.Repeat("a", 3000), "gone": "x", "grow": strings.Repeat("g", 4000), "shrink": strings.Repeat("s", 5000), "z": "zz"}
-			write := func() {
-				for n, c := range files {
-					if err := os.WriteFile(filepath.Join(root, n), []byte(c), 0o644); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-			write()
-			var prev func(*bytes.Buffer) *Previous
-			if metadata {
-				// A previous archive taken before the files changed, with
-				// other mtimes so that every file is read again.
-				meta1, payload1, _ := createSplit(t, &DirSource{Root: root}, nil, CreateOptions{})
-				write()
-				mc := memChunks{}
-				prev = func(out *bytes.Buffer) *Previous { return mc.previous(t, meta1, payload1, out, nil) }
-			}
+			root, prev := treeToChange(t, files, metadata)
 			var warned, skipped []string
 			src := &changingSource{DirSource: &DirSource{Root: root}, root: root}
 			defer src.Close()
@@ -567,4 +550,28 @@ func checkChangedWhileRead(t *testing.T, got, files map[string]string) {
 	if _, ok := got["gone"]; ok {
 		t.Error("vanished file archived")
 	}
+}
+
+// treeToChange writes files (name: contents) into a new directory and
+// returns it with, in metadata mode, the previous archive to back up
+// against: one taken before the files are written again with other
+// mtimes, so that every file is read again; nil otherwise.
+func treeToChange(t *testing.T, files map[string]string, metadata bool) (string, func(*bytes.Buffer) *Previous) {
+	t.Helper()
+	root := t.TempDir()
+	write := func() {
+		for n, c := range files {
+			if err := os.WriteFile(filepath.Join(root, n), []byte(c), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write()
+	if !metadata {
+		return root, nil
+	}
+	meta1, payload1, _ := createSplit(t, &DirSource{Root: root}, nil, CreateOptions{})
+	write()
+	mc := memChunks{}
+	return root, func(out *bytes.Buffer) *Previous { return mc.previous(t, meta1, payload1, out, nil) }
 }
