@@ -285,31 +285,20 @@ func (w *walker) flushRun(keepLast bool) {
 	if len(files) == 0 {
 		return
 	}
-	i, j, startPad, endPad, err := w.reuse.chunksFor(r.start, r.end)
+	run, err := w.reuse.decideRun(r.start, r.end, r.held, false)
+	r.held = nil
 	if err != nil {
-		r.held = nil
 		return
 	}
-	padding := startPad + endPad
-	total := r.end - r.start + padding
-	if r.held != nil && r.held.idx == i && r.start >= r.held.runEnd {
-		padding -= min(padding, r.held.used)
-	}
-	limit := w.reuse.prev.MaxPadding
-	if limit <= 0 {
-		limit = ReusePaddingThreshold
-	}
-	if float64(padding) > limit*float64(total) {
-		r.held = nil
+	if run.reread {
 		for _, f := range files {
 			w.fetch(f.path, uint64(f.bytes))
 		}
 		return
 	}
-	r.held = nil
 	if keepLast {
-		last := w.reuse.prev.Chunks[j-1]
-		r.held = &heldChunk{idx: j - 1, used: (last.End - last.Start) - endPad, runEnd: r.end}
+		last := w.reuse.prev.Chunks[run.j-1]
+		r.held = &heldChunk{idx: run.j - 1, used: (last.End - last.Start) - run.endPad, runEnd: r.end}
 	}
 }
 

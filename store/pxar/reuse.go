@@ -290,10 +290,7 @@ func (r *reuser) markAhead(p string) {
 // list and padding limit).
 func (r *reuser) aheadFiles(path string, names []string, infos []*SourceInfo, prev map[string]*Entry, patterns exclude.List) []string {
 	var out []string
-	limit := r.prev.MaxPadding
-	if limit <= 0 {
-		limit = ReusePaddingThreshold
-	}
+	limit := r.paddingLimit()
 	// The run being followed: names[first:] from payload offset start to
 	// end; closed says it began after a changed file, so that flush will
 	// decide it on its own bytes.
@@ -457,6 +454,55 @@ func (c *creator) inject(chunks []PayloadChunk) error {
 	return nil
 }
 
+// paddingLimit returns the largest share of a reused run's chunk bytes
+// that may be padding (Previous.MaxPadding, by default
+// ReusePaddingThreshold).
+func (r *reuser) paddingLimit() float64 {
+	if r.prev.MaxPadding > 0 {
+		return r.prev.MaxPadding
+	}
+	return ReusePaddingThreshold
+}
+
+// runDecision is the padding rule's verdict on a run of unchanged files.
+type runDecision struct {
+	i, j             int    // the run's chunks of the previous archive, [i, j)
+	startPad, endPad uint64 // bytes of the first chunk before the run, of the last after it
+	sameFirst        bool   // the run starts in held, after the run that kept it
+	reread           bool   // mostly padding: the files are read again
+}
+
+// decideRun applies the padding rule to the run of unchanged files at
+// payload offsets [start, end) of the previous archive: its chunks are
+// reused unless padding, the bytes of them no file of the run needs, is
+// more than paddingLimit of their bytes. held is the chunk kept back
+// from the run before; continued says the run goes on past a full
+// pending list (its last chunk's bytes after it are not counted).
+func (r *reuser) decideRun(start, end uint64, held *heldChunk, continued bool) (runDecision, error) {
+	var d runDecision
+	var err error
+	d.i, d.j, d.startPad, d.endPad, err = r.chunksFor(start, end)
+	if err != nil {
+		return d, err
+	}
+	padding := d.startPad + d.endPad
+	total := end - start + padding
+	if continued {
+		padding -= d.endPad
+	}
+	// A run starting in the chunk kept back from the run before, after
+	// that run's end, shares it: the bytes the earlier run used are not
+	// waste, and the chunk is put in once. (A run starting before that
+	// end would make payload offsets go backwards, which sequential
+	// readers refuse; it gets the chunk again.)
+	d.sameFirst = held != nil && held.idx == d.i && start >= held.runEnd
+	if d.sameFirst {
+		padding -= min(padding, held.used)
+	}
+	d.reread = float64(padding) > r.paddingLimit()*float64(total)
+	return d, nil
+}
+
 // flushFull decides a run cut short because the pending list is full:
 // the run very likely goes on in its last chunk, which is kept back, so
 // that chunk's bytes after the run are not counted as waste (they are if
@@ -487,31 +533,14 @@ func (c *creator) flush(keepLast bool) error {
 		}
 		return c.writeAll(entries, 0, false)
 	}
-	i, j, startPad, endPad, err := r.chunksFor(start, end)
+	run, err := r.decideRun(start, end, r.held, r.continued)
 	if err != nil {
 		return err
 	}
-	padding := startPad + endPad
-	total := end - start + padding
-	if r.continued {
-		padding -= endPad
-	}
-	// A run starting in the chunk kept back from the run before, after
-	// that run's end, shares it: the bytes the earlier run used are not
-	// waste, and the chunk is put in once. (A run starting before that
-	// end would make payload offsets go backwards, which sequential
-	// readers refuse; it gets the chunk again.)
-	oldHeld := r.held
-	sameFirst := oldHeld != nil && oldHeld.idx == i && start >= oldHeld.runEnd
-	if sameFirst {
-		padding -= min(padding, oldHeld.used)
-	}
+	i, j, startPad, endPad := run.i, run.j, run.startPad, run.endPad
+	oldHeld, sameFirst := r.held, run.sameFirst
 	st := c.opts.Stats
-	limit := r.prev.MaxPadding
-	if limit <= 0 {
-		limit = ReusePaddingThreshold
-	}
-	if float64(padding) > limit*float64(total) {
+	if run.reread {
 		st.RunsReencoded++
 		st.FilesReencoded += int64(files)
 		c.prefetch(entries)
