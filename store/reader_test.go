@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -582,4 +583,66 @@ func backupImage(t *testing.T, s *Store, img []byte) SnapshotRef {
 		t.Fatal(err)
 	}
 	return b.Ref()
+}
+
+// TestPlainChunkCRC: the read engine proves an unencrypted chunk by its
+// SHA-256 and does not make a CRC pass of its own. A chunk whose header
+// CRC alone is damaged therefore reads as its proven content, while
+// verify reports the CRC as PBS does; a chunk whose stored bytes are
+// damaged (here compressed ones) is ErrCorrupt named as a CRC error; the
+// other chunks read fine.
+func TestPlainChunkCRC(t *testing.T) {
+	s := newTestStore(t)
+	image := xorshiftBytes(5, 12<<20)
+	copy(image[4<<20:8<<20], bytes.Repeat([]byte("compressible text\n"), 4<<20/18+1))
+	ref := backupImage(t, s, image)
+	idx, err := s.OpenIndex(ref, "drive-scsi0.img.fidx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d0, _, _ := idx.Chunk(0)
+	d1, _, _ := idx.Chunk(1)
+	damage := func(d Digest, off int) {
+		p := s.chunks.Path(d)
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if off < 0 {
+			off = len(raw) / 2
+		}
+		raw[off] ^= 1
+		if err := os.WriteFile(p, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	damage(d0, 8)  // the CRC field
+	damage(d1, -1) // the middle of the compressed payload
+
+	a, err := reopen(t, s).OpenArchive(context.Background(), ref, "drive-scsi0.img.fidx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	if n, err := a.ReadAt(buf, 100); err != nil || !bytes.Equal(buf[:n], image[100:100+4096]) {
+		t.Errorf("chunk with only its CRC field damaged: %d bytes, %v", n, err)
+	}
+	if _, err := a.ReadAt(buf, 4<<20); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "crc") || !strings.Contains(err.Error(), d1.String()) {
+		t.Errorf("chunk with a damaged payload: %v", err)
+	}
+	if n, err := a.ReadAt(buf, 8<<20); err != nil || !bytes.Equal(buf[:n], image[8<<20:8<<20+4096]) {
+		t.Errorf("good chunk: %d bytes, %v", n, err)
+	}
+	r, err := reopen(t, s).NewVerifier(VerifyOptions{}).Verify(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var crc0, bad1 bool
+	for _, p := range r.Problems {
+		crc0 = crc0 || strings.Contains(p.Error(), d0.String()) && strings.Contains(p.Error(), "crc")
+		bad1 = bad1 || strings.Contains(p.Error(), d1.String())
+	}
+	if !crc0 || !bad1 {
+		t.Errorf("verify problems %v: want the CRC of %s and chunk %s named", r.Problems, d0, d1)
+	}
 }
