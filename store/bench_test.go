@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -289,15 +291,36 @@ func BenchmarkChunkFiles(b *testing.B) {
 
 // TestIngestTable prints the one-core ingest table of a first backup
 // (PBSFS_BENCH=1; run under taskset -c N with -cpu 1): for random and
-// mixed data, pbsfs ingest against SHA-256 of the same bytes and against
-// dd (the same bytes written to one file and fsynced). The three are
-// measured in turn, round after round (PBSFS_BENCH_ROUNDS, default 5), so
-// that a change in the machine's load hits all of them alike; the table
-// gives the best round and the median. The ratio that counts is CPU time
-// against CPU time: SHA-256's is the CPU time of the thread that hashes
-// (RUSAGE_THREAD), ingest's and dd's that of the whole process (hashing,
-// compressing, writing and the kernel's work on its behalf), so time the
-// process waits for a core on a shared machine counts in neither.
+// mixed data (benchImage, 512 MiB each), pbsfs ingest (AddImage into a
+// fresh store, synced: chunk batch, syncfs, indexes, manifest) against
+// SHA-256 of the same bytes and against dd (the same bytes written to one
+// file and fsynced). The three run in turn, round after round
+// (PBSFS_BENCH_ROUNDS, default 5), so that a change in the machine's load
+// hits all three of a round alike; every ratio is taken within a round
+// (paired) and the table gives the median of the rounds' ratios and their
+// spread [min–max]; MB/s columns are medians over the rounds.
+//
+// What each CPU figure is:
+//   - sha: CPU time of the thread that hashes (RUSAGE_THREAD, locked to it).
+//   - own: CPU time (user+sys) of this process during the run
+//     (RUSAGE_SELF): hashing, chunking, compressing, and the kernel's work
+//     done in this process's syscalls (copying into the page cache, the
+//     part of fsync done in the caller).
+//   - kern: the kernel's work not charged to this process: CPU time of
+//     every kernel thread (children of kthreadd: the writeback kworkers
+//     that syncfs and dirty-page flushing run in, the filesystem's journal
+//     thread) plus the machine's irq and softirq time (/proc/stat), from
+//     before the run to after it. Another process's writes in the same
+//     window count here too: on a shared machine kern is an upper bound.
+//   - all = own + kern: what the run cost the machine. The issue's goal
+//     ("ingest at least 0.6× SHA-256, the kernel cost of writing chunk
+//     files part of the budget") is the column sha/all ≥ 0.6.
+//
+// Columns: SHA-256 MB per CPU second; ingest MB (of input) per own and per
+// all CPU second; dd the same; sha/own and sha/all the paired ratios of
+// SHA-256's CPU time to ingest's; dd/all the share of ingest's all-CPU
+// that dd spent to write the same (uncompressed) bytes; ingest and dd
+// wall MB/s (both wait for the disk: their data is synced).
 func TestIngestTable(t *testing.T) {
 	if os.Getenv("PBSFS_BENCH") == "" {
 		t.Skip("set PBSFS_BENCH=1")
@@ -306,6 +329,10 @@ func TestIngestTable(t *testing.T) {
 	rounds := 5
 	if n, err := strconv.Atoi(os.Getenv("PBSFS_BENCH_ROUNDS")); err == nil && n > 0 {
 		rounds = n
+	}
+	kinds := []string{"random", "mixed"}
+	if k := os.Getenv("PBSFS_BENCH_KINDS"); k != "" {
+		kinds = strings.Split(k, ",")
 	}
 	ctx := context.Background()
 	procCPU := func() time.Duration {
@@ -318,9 +345,19 @@ func TestIngestTable(t *testing.T) {
 		unix.Getrusage(unix.RUSAGE_THREAD, &ru)
 		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	type row struct{ shaCPU, ingest, ingestCPU, dd, ddCPU, ratio []time.Duration }
+	type cpus struct{ own, kern time.Duration }
+	sample := func() cpus { return cpus{procCPU(), kernelCPU(t)} }
+	since := func(c0 cpus) cpus {
+		c := sample()
+		return cpus{c.own - c0.own, c.kern - c0.kern}
+	}
+	type row struct {
+		sha, ingestWall, ddWall []time.Duration
+		ingest, dd              []cpus
+		shaOwn, shaAll, ddShare []float64
+	}
 	rows := map[string]*row{}
-	for _, kind := range []string{"random", "mixed"} {
+	for _, kind := range kinds {
 		path := benchImage(t, kind, size)
 		data, err := os.ReadFile(path)
 		if err != nil {
@@ -337,16 +374,17 @@ func TestIngestTable(t *testing.T) {
 				h.Write(data[off:min(off+FixedChunkSize, len(data))])
 			}
 			h.Sum(nil)
-			shaCPU := threadCPU() - c0
+			sha := threadCPU() - c0
 			runtime.UnlockOSThread()
-			r.shaCPU = append(r.shaCPU, shaCPU)
+			r.sha = append(r.sha, sha)
 
 			s := newTestStore(t)
 			f, err := os.Open(path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			start, c0 := time.Now(), procCPU()
+			unix.Sync() // nothing of an earlier run left to write back
+			start, s0 := time.Now(), sample()
 			b, err := s.StartBackup(ctx, GroupRef{Type: TypeVM, ID: "1"}, time.Unix(1_800_000_000, 0), BackupOptions{})
 			if err == nil {
 				err = b.AddImage(ctx, "disk.img", f, size)
@@ -354,20 +392,18 @@ func TestIngestTable(t *testing.T) {
 			if err == nil {
 				err = b.Finish()
 			}
-			el, elCPU := time.Since(start), procCPU()-c0
+			el, ic := time.Since(start), since(s0)
 			f.Close()
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.ingest = append(r.ingest, el)
-			r.ingestCPU = append(r.ingestCPU, elCPU)
-			// The ratio of this round: a load change between rounds
-			// moves both of its terms.
-			r.ratio = append(r.ratio, time.Duration(float64(time.Second)*shaCPU.Seconds()/elCPU.Seconds()))
 			s.Close()
+			r.ingestWall = append(r.ingestWall, el)
+			r.ingest = append(r.ingest, ic)
 
 			out := filepath.Join(t.TempDir(), "dd")
-			start, c0 = time.Now(), procCPU()
+			unix.Sync()
+			start, s0 = time.Now(), sample()
 			o, err := os.Create(out)
 			if err != nil {
 				t.Fatal(err)
@@ -381,27 +417,90 @@ func TestIngestTable(t *testing.T) {
 				t.Fatal(err)
 			}
 			o.Close()
-			r.dd = append(r.dd, time.Since(start))
-			r.ddCPU = append(r.ddCPU, procCPU()-c0)
+			r.ddWall = append(r.ddWall, time.Since(start))
+			dc := since(s0)
+			r.dd = append(r.dd, dc)
 			os.Remove(out)
+
+			r.shaOwn = append(r.shaOwn, sha.Seconds()/ic.own.Seconds())
+			r.shaAll = append(r.shaAll, sha.Seconds()/(ic.own+ic.kern).Seconds())
+			r.ddShare = append(r.ddShare, (dc.own+dc.kern).Seconds()/(ic.own+ic.kern).Seconds())
 		}
 	}
-	best := func(d []time.Duration) time.Duration { return slices.Min(d) }
-	median := func(d []time.Duration) time.Duration {
+	mbps := func(d []time.Duration) float64 {
 		d = slices.Clone(d)
 		slices.Sort(d)
-		return d[len(d)/2]
+		return float64(size) / 1e6 / d[len(d)/2].Seconds()
 	}
-	mbps := func(d time.Duration) float64 { return float64(size) / 1e6 / d.Seconds() }
-	t.Logf("GOMAXPROCS=%d, %d MiB per kind, %d rounds of SHA-256, ingest and dd in turn; best round (median)", runtime.GOMAXPROCS(0), size>>20, rounds)
-	t.Logf("cpu: MB per CPU second (SHA-256: its thread's; ingest, dd: the process's user+sys); wall: MB/s of elapsed time (ingest and dd wait for the disk: their data is synced)")
-	t.Logf("| data | SHA-256 cpu MB/s | ingest cpu MB/s | ingest cpu / SHA cpu, per round | ingest wall MB/s | dd+fsync wall MB/s | dd cpu MB/s | ingest wall / dd wall |")
-	t.Logf("|---|---:|---:|---:|---:|---:|---:|---:|")
-	for _, kind := range []string{"random", "mixed"} {
+	pick := func(c []cpus, f func(cpus) time.Duration) []time.Duration {
+		var d []time.Duration
+		for _, x := range c {
+			d = append(d, f(x))
+		}
+		return d
+	}
+	own := func(c cpus) time.Duration { return c.own }
+	all := func(c cpus) time.Duration { return c.own + c.kern }
+	ratio := func(v []float64) string {
+		v = slices.Clone(v)
+		slices.Sort(v)
+		return fmt.Sprintf("%.2f [%.2f–%.2f]", v[len(v)/2], v[0], v[len(v)-1])
+	}
+	t.Logf("GOMAXPROCS=%d, %d MiB per kind, %d rounds of SHA-256, ingest and dd in turn; MB/s: medians over rounds; ratios: median [min–max] of the rounds' paired ratios", runtime.GOMAXPROCS(0), size>>20, rounds)
+	t.Logf("own = the process's user+sys CPU; all = own + kernel threads' CPU + irq/softirq (writeback charged to no process; upper bound on a shared machine)")
+	t.Logf("| data | SHA-256 MB/s | ingest own MB/s | ingest all MB/s | sha/own | sha/all (goal ≥ 0.6) | dd own MB/s | dd all MB/s | dd all / ingest all | ingest wall MB/s | dd wall MB/s |")
+	t.Logf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, kind := range kinds {
 		r := rows[kind]
-		t.Logf("| %s | %.0f (%.0f) | %.0f (%.0f) | %.2f (%.2f) | %.0f (%.0f) | %.0f (%.0f) | %.0f (%.0f) | %.2f |", kind,
-			mbps(best(r.shaCPU)), mbps(median(r.shaCPU)), mbps(best(r.ingestCPU)), mbps(median(r.ingestCPU)),
-			slices.Max(r.ratio).Seconds(), median(r.ratio).Seconds(), mbps(best(r.ingest)), mbps(median(r.ingest)),
-			mbps(best(r.dd)), mbps(median(r.dd)), mbps(best(r.ddCPU)), mbps(median(r.ddCPU)), best(r.dd).Seconds()/best(r.ingest).Seconds())
+		t.Logf("| %s | %.0f | %.0f | %.0f | %s | %s | %.0f | %.0f | %s | %.0f | %.0f |", kind,
+			mbps(r.sha), mbps(pick(r.ingest, own)), mbps(pick(r.ingest, all)), ratio(r.shaOwn), ratio(r.shaAll),
+			mbps(pick(r.dd, own)), mbps(pick(r.dd, all)), ratio(r.ddShare), mbps(r.ingestWall), mbps(r.ddWall))
 	}
+}
+
+// kernelCPU is the CPU time the kernel spent outside any process so far:
+// every kernel thread's (the children of kthreadd, pid 2, and kthreadd
+// itself) user+sys plus the machine's irq and softirq time from
+// /proc/stat. A kernel thread that exits between two samples takes its
+// time with it (kworkers come and go; the error is a few ticks).
+func kernelCPU(t testing.TB) time.Duration {
+	const tick = 10 * time.Millisecond // USER_HZ = 100 on Linux
+	var total int64
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone
+		}
+		// pid (comm) state ppid ...: comm may hold spaces; fields after ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 || (f[1] != "2" && e.Name() != "2") {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		total += u + s
+	}
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(stat), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq ...
+	if len(f) > 7 {
+		irq, _ := strconv.ParseInt(f[6], 10, 64)
+		soft, _ := strconv.ParseInt(f[7], 10, 64)
+		total += irq + soft
+	}
+	return time.Duration(total) * tick
 }
