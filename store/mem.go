@@ -34,6 +34,13 @@ type chunkMem struct {
 	mapped    atomic.Int64 // bytes mapped now
 	faults    atomic.Int64 // buffers mapped fresh, or partly fresh (tests)
 	moved     atomic.Int64 // bytes of free buffers moved into new ones (tests)
+	reused    atomic.Int64 // buffers of passed chunks taken (tests)
+
+	// reclaim, when set (by the chunk cache), gives up cached chunks
+	// that sequential readers have passed and no one holds, for their
+	// buffers (see chunkCache.reclaim): asked before fresh memory is
+	// mapped. It must not be called with mu held.
+	reclaim func(lo, hi, want int) []*memBuf
 }
 
 // memBuf is one buffer. heap buffers are Go memory.
@@ -99,13 +106,22 @@ func sizeClass(n int) int {
 }
 
 // get returns a buffer of at least n bytes; its content is undefined.
+// In order: a free buffer of its size class (or a little larger), the
+// buffer of a cached chunk that sequential readers have passed (see
+// chunkCache.reclaim), and a fresh mapping, whose first huge pages are
+// moved from free buffers and passed chunks' buffers where they have
+// them (see assemble). Memory already faulted in is used again before
+// fresh memory: a sequential stream cycles through the buffers of the
+// chunks behind it instead of growing the cache with fresh memory (see
+// chunkCache).
 func (m *chunkMem) get(n int) *memBuf {
 	if n < smallBuf {
 		return &memBuf{mem: make([]byte, n), heap: true}
 	}
 	c := sizeClass(n)
+	hi := c + max(spareClass, c/2)
 	m.mu.Lock()
-	for k := c; k <= c+max(spareClass, c/2); k += bufGrain {
+	for k := c; k <= hi; k += bufGrain {
 		if l := m.free[k]; len(l) > 0 {
 			b := l[len(l)-1]
 			m.free[k] = l[:len(l)-1]
@@ -117,7 +133,8 @@ func (m *chunkMem) get(n int) *memBuf {
 	// No free buffer fits. Take the free buffers made of whole huge
 	// pages, to move their pages into the new buffer (see assemble).
 	var parts []*memBuf
-	if whole := c / hugePage * hugePage; whole > 0 {
+	whole := c / hugePage * hugePage
+	if whole > 0 {
 		for k, l := range m.free {
 			if k%hugePage != 0 {
 				continue
@@ -131,6 +148,20 @@ func (m *chunkMem) get(n int) *memBuf {
 		}
 	}
 	m.mu.Unlock()
+	if short := whole - m.partBytes(parts); m.reclaim != nil && short > 0 {
+		// The free buffers were not enough: the buffer of a passed
+		// chunk that fits, else passed chunks' huge pages for the rest.
+		lo := 0
+		if len(parts) == 0 {
+			lo = c
+		}
+		got := m.reclaim(lo, hi, short)
+		m.reused.Add(int64(len(got)))
+		if len(got) == 1 && len(parts) == 0 && len(got[0].mem) >= c && len(got[0].mem) <= hi {
+			return got[0]
+		}
+		parts = append(parts, got...)
+	}
 	b := mapHuge(c)
 	if b == nil {
 		for _, p := range parts {

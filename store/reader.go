@@ -21,7 +21,10 @@ import (
 //     each reader: the memory bound is the cache plus one chunk per core
 //     (plus at most maxFreeMem of free buffers, see chunkMem).
 //   - Chunk memory is mapped outside the Go heap and used again (chunkMem);
-//     bytes handed out are references (Data) released by their user.
+//     bytes handed out are references (Data) released by their user. A
+//     sequential reader marks the chunks it has gone past (markPassed):
+//     their buffers serve the next chunks loaded before fresh memory
+//     does, once no one holds them (chunkCache.reclaim).
 //   - A request inside one chunk is served as a slice of the cached chunk
 //     (no copy); any request of a chunk stored uncompressed and verified
 //     before (sequential or random) is served by pread of the range from
@@ -120,6 +123,7 @@ func (a *Archive) WriteTo(w io.Writer) (int64, error) {
 		}
 		n, err := w.Write(d.Bytes())
 		d.Release()
+		a.pass(i) // no request comes out of order here
 		total += int64(n)
 		if err != nil {
 			return total, err
@@ -330,6 +334,10 @@ type Reader struct {
 	// aheadChunk: read-ahead was started for the chunks before it (since
 	// the last jump).
 	aheadChunk int
+	// passedTo: the chunks of this sequential run that end before it
+	// were marked passed (see markPassed); where the run started, after
+	// a jump.
+	passedTo int64
 }
 
 // NewReader returns a Reader of the archive.
@@ -394,6 +402,7 @@ func (r *Reader) note(off, n int64) bool {
 	}
 	if !r.seq {
 		r.aheadChunk = 0 // a jump: read ahead from the new place
+		r.passedTo = off // and mark only what is passed from here
 	}
 	switch end := off + n; {
 	case near && end > r.next:
@@ -456,6 +465,53 @@ func (r *Reader) prefetch(off, n int64) {
 			} // errors show on the real read
 		})
 	}
+}
+
+// passMargin is how far behind a sequential request a chunk must end to
+// count as passed by its reader: the kernel's read-ahead requests arrive
+// out of order, as far behind as nearWindow allows a near one to be.
+const passMargin = seqWindow + 16<<20
+
+// markPassed marks the chunks this sequential run has gone past, from
+// where it started (or the last chunk marked) to passMargin before off,
+// as passed in the cache (chunkCache.pass): their buffers serve the next
+// chunks loaded rather than fresh memory.
+func (r *Reader) markPassed(off int64) {
+	a := r.a
+	to := off - passMargin
+	r.mu.Lock()
+	from := r.passedTo
+	if to <= from {
+		r.mu.Unlock()
+		return
+	}
+	i, _, err := a.idx.Locate(uint64(from))
+	if err != nil {
+		r.mu.Unlock()
+		return
+	}
+	var passed []int
+	for ; i < a.idx.Len(); i++ {
+		_, _, end := a.idx.Chunk(i)
+		if int64(end) > to {
+			break
+		}
+		passed = append(passed, i)
+		r.passedTo = int64(end)
+	}
+	r.mu.Unlock()
+	for _, j := range passed {
+		a.pass(j)
+	}
+}
+
+// pass marks chunk i passed by a sequential reader (chunkCache.pass).
+func (a *Archive) pass(i int) {
+	if a.IsHole(i) {
+		return
+	}
+	d, _, _ := a.idx.Chunk(i)
+	a.s.cache.pass(cacheKey{d, a.dec.key})
 }
 
 // prefetch runs fn in the background, at most one per core at a time;
@@ -574,6 +630,7 @@ func (r *Reader) ReadParts(ctx context.Context, dest []byte, off int64) (Parts, 
 	seq := r.note(off, int64(len(dest)))
 	if seq {
 		r.prefetch(off, int64(len(dest)))
+		r.markPassed(off)
 	}
 	var parts Parts
 	n := 0
