@@ -62,7 +62,10 @@ func (s *Store) NewArchive(ctx context.Context, idx Index) *Archive {
 // archive comes with its decoder.
 func (s *Store) NewArchiveWith(ctx context.Context, idx Index, dec *ChunkDecoder) *Archive {
 	a := &Archive{s: s, idx: idx, ctx: ctx, dec: dec, holes: make([]atomic.Uint32, idx.Len())}
-	a.own = a.NewReader()
+	// The shared reader does not mark what it passes: its users (the
+	// pxar decoder listing directories, entry by entry) come back to the
+	// same chunks (find, then du, then tar of one tree).
+	a.own = &Reader{a: a, next: -1}
 	return a
 }
 
@@ -338,10 +341,14 @@ type Reader struct {
 	// were marked passed (see markPassed); where the run started, after
 	// a jump.
 	passedTo int64
+	// marks: the reader marks the chunks it passes (one user's stream).
+	marks bool
 }
 
-// NewReader returns a Reader of the archive.
-func (a *Archive) NewReader() *Reader { return &Reader{a: a, next: -1} }
+// NewReader returns a Reader of the archive for one stream (an open
+// file): when it reads sequentially, the chunks it has gone past give
+// their memory to the next chunks loaded (see markPassed).
+func (a *Archive) NewReader() *Reader { return &Reader{a: a, next: -1, marks: true} }
 
 // seqWindow is how far a read may start from where the previous one ended
 // and still count as sequential: the kernel sends readahead requests in
@@ -477,6 +484,9 @@ const passMargin = seqWindow + 16<<20
 // as passed in the cache (chunkCache.pass): their buffers serve the next
 // chunks loaded rather than fresh memory.
 func (r *Reader) markPassed(off int64) {
+	if !r.marks {
+		return
+	}
 	a := r.a
 	to := off - passMargin
 	r.mu.Lock()
