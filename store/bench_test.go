@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -321,6 +322,15 @@ func BenchmarkChunkFiles(b *testing.B) {
 // SHA-256's CPU time to ingest's; dd/all the share of ingest's all-CPU
 // that dd spent to write the same (uncompressed) bytes; ingest and dd
 // wall MB/s (both wait for the disk: their data is synced).
+//
+// A second table says where ingest's time goes: before each round's three
+// runs, ingestStages runs every stage of the upload path alone over the
+// same chunks on one locked thread (read from the page cache, SHA-256,
+// the compressibility probe, zstd, CRC32, writing the chunk files: own
+// CPU, and own plus kern), each as MB per CPU second and as a multiple of
+// SHA-256's time in that pass; the stages' sum beside ingest's own CPU
+// (as a multiple of the same run's SHA-256 time) shows what the pipeline
+// itself costs.
 func TestIngestTable(t *testing.T) {
 	if os.Getenv("PBSFS_BENCH") == "" {
 		t.Skip("set PBSFS_BENCH=1")
@@ -355,6 +365,7 @@ func TestIngestTable(t *testing.T) {
 		sha, ingestWall, ddWall []time.Duration
 		ingest, dd              []cpus
 		shaOwn, shaAll, ddShare []float64
+		stages                  map[string][]time.Duration
 	}
 	rows := map[string]*row{}
 	for _, kind := range kinds {
@@ -363,9 +374,10 @@ func TestIngestTable(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := &row{}
+		r := &row{stages: map[string][]time.Duration{}}
 		rows[kind] = r
 		for range rounds {
+			ingestStages(t, path, data, r.stages)
 			runtime.GC()
 			runtime.LockOSThread()
 			c0 := threadCPU()
@@ -456,6 +468,124 @@ func TestIngestTable(t *testing.T) {
 			mbps(r.sha), mbps(pick(r.ingest, own)), mbps(pick(r.ingest, all)), ratio(r.shaOwn), ratio(r.shaAll),
 			mbps(pick(r.dd, own)), mbps(pick(r.dd, all)), ratio(r.ddShare), mbps(r.ingestWall), mbps(r.ddWall))
 	}
+	t.Logf("Where ingest's time goes: each stage of the upload path run alone over the same bytes, one goroutine, MB (of input) per CPU second, medians over rounds; in brackets the stage's share of SHA-256's time (the stages' sum against ingest's own CPU: what is left is the pipeline: goroutines, budget, pool, index)")
+	t.Logf("| data | read (page cache) | SHA-256 | probe | zstd (chunks the probe passes) | CRC32 of stored form | write chunk files: own | write: own+kern | sum own (x SHA) | ingest own (x SHA) |")
+	t.Logf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, kind := range kinds {
+		r := rows[kind]
+		sha := median(r.stages["sha"]).Seconds()
+		cell := func(name string) string {
+			d := median(r.stages[name]).Seconds()
+			return fmt.Sprintf("%.0f (%.2f)", float64(size)/1e6/d, d/sha)
+		}
+		var sum float64
+		for _, name := range []string{"read", "sha", "probe", "zstd", "crc", "write"} {
+			sum += median(r.stages[name]).Seconds()
+		}
+		t.Logf("| %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f |", kind, cell("read"), cell("sha"), cell("probe"), cell("zstd"),
+			cell("crc"), cell("write"), cell("writeAll"), sum/sha, median(pick(r.ingest, own)).Seconds()/sha)
+	}
+}
+
+func median(d []time.Duration) time.Duration {
+	d = slices.Clone(d)
+	slices.Sort(d)
+	return d[len(d)/2]
+}
+
+// ingestStages runs the stages of a first backup's upload path one by one
+// over the image at path (data: its bytes), in fixed chunks as AddImage
+// cuts them, on one locked thread, and appends each stage's CPU time to
+// stages: "read" (the file read into a chunk buffer, from the page
+// cache), "sha" (the digest), "probe" (worthCompressing), "zstd" (the
+// zstd encoding of the chunks the probe passes, into a blob), "crc"
+// (the CRC32 of the stored form: the zstd frame or the plain data),
+// "write" (the blobs inserted into a chunk batch of a fresh store and
+// flushed: this process's CPU) and "writeAll" (the same with the kernel
+// threads' and irq time, see kernelCPU).
+func ingestStages(t *testing.T, path string, data []byte, stages map[string][]time.Duration) {
+	runtime.GC()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	thread := func() time.Duration {
+		var ru unix.Rusage
+		unix.Getrusage(unix.RUSAGE_THREAD, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	timed := func(name string, f func()) {
+		c0 := thread()
+		f()
+		stages[name] = append(stages[name], thread()-c0)
+	}
+	s := newTestStore(t)
+	defer s.Close()
+	var chunks [][]byte
+	for off := 0; off < len(data); off += FixedChunkSize {
+		chunks = append(chunks, data[off:min(off+FixedChunkSize, len(data))])
+	}
+	buf := make([]byte, FixedChunkSize)
+	timed("read", func() {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		for {
+			if _, err := io.ReadFull(f, buf); err != nil {
+				break
+			}
+		}
+	})
+	digests := make([]Digest, len(chunks))
+	timed("sha", func() {
+		for i, c := range chunks {
+			digests[i] = sha256.Sum256(c)
+		}
+	})
+	worth := make([]bool, len(chunks))
+	timed("probe", func() {
+		for i, c := range chunks {
+			worth[i] = s.codec.worthCompressing(c)
+		}
+	})
+	blobs := make([][]byte, len(chunks))
+	timed("zstd", func() {
+		for i, c := range chunks {
+			if worth[i] {
+				blobs[i] = s.codec.enc.EncodeAll(c, make([]byte, 0, blobBound(len(c))))
+			}
+		}
+	})
+	timed("crc", func() {
+		for i, c := range chunks {
+			if blobs[i] != nil && len(blobs[i]) < len(c) {
+				crc32.ChecksumIEEE(blobs[i])
+			} else {
+				crc32.ChecksumIEEE(c)
+			}
+		}
+	})
+	for i, c := range chunks { // the stored form, not timed
+		var err error
+		if blobs[i], err = s.codec.AppendEncode(nil, c, worth[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unix.Sync()
+	k0 := kernelCPU(t)
+	timed("write", func() {
+		batch := s.chunks.NewBatch(0, 0, SyncFS)
+		for i, bl := range blobs {
+			if _, err := batch.Insert(context.Background(), digests[i], bl); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := batch.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	w := stages["write"]
+	stages["writeAll"] = append(stages["writeAll"], w[len(w)-1]+kernelCPU(t)-k0)
 }
 
 // kernelCPU is the CPU time the kernel spent outside any process so far:
