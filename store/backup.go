@@ -435,8 +435,26 @@ func (sw *StreamWriter) Write(p []byte) (int, error) {
 }
 
 func (sw *StreamWriter) emit() error {
+	if len(sw.buf) <= chunkHeadroom+shortChunk {
+		// A short chunk (cut by Inject or the stream's end) goes in a
+		// buffer of its own size and the stream keeps its large one:
+		// a metadata-mode backup cuts one before every run of reused
+		// chunks, and a fresh pooled buffer for each (allocated and
+		// zeroed whole when the pool was emptied, and reserving its
+		// whole size in the budget) cost more than the chunk's own
+		// work (a backup of /usr/share with 1 % of files touched:
+		// 452 such chunks, 0.41 s of 5.5 s CPU in getChunkBuf).
+		short := append(make([]byte, 0, len(sw.buf)), sw.buf...)
+		next := sw.buf[:chunkHeadroom]
+		sw.buf = short
+		return sw.emitWith(next)
+	}
 	return sw.emitWith(sw.newBuf(chunkHeadroom))
 }
+
+// shortChunk is the largest chunk given a buffer of its own size rather
+// than a pooled one (emit, blobBuf): the pools' smallest class is 4 MiB.
+const shortChunk = 256 << 10
 
 // newBuf returns a pooled chunk buffer of n bytes.
 func (sw *StreamWriter) newBuf(n int) []byte {
@@ -1028,9 +1046,9 @@ func (u *uploader) store(job upJob) error {
 			// before the data: no copy.
 			blob = putUncompressedHeader(job.buf[:chunkHeadroom+plain])
 		case u.b.mode == CryptEncrypt:
-			blob, err = s.codec.AppendEncodeEncrypted(s.getChunkBuf(int(job.blob))[:0], job.data, u.b.opts.Key, compress)
+			blob, err = s.codec.AppendEncodeEncrypted(s.blobBuf(int(job.blob)), job.data, u.b.opts.Key, compress)
 		default:
-			blob, err = s.codec.AppendEncode(s.getChunkBuf(int(job.blob))[:0], job.data, compress)
+			blob, err = s.codec.AppendEncode(s.blobBuf(int(job.blob)), job.data, compress)
 		}
 		if !inPlace {
 			freeData()
@@ -1115,6 +1133,15 @@ func (s *Store) getChunkBuf(n int) []byte {
 		return (*p)[:n]
 	}
 	return make([]byte, n, chunkBufSize<<k)
+}
+
+// blobBuf returns an empty buffer with room for an encoded chunk of n
+// bytes: pooled, or for a short chunk one of its own size.
+func (s *Store) blobBuf(n int) []byte {
+	if n <= blobBound(shortChunk) {
+		return make([]byte, 0, n)
+	}
+	return s.getChunkBuf(n)[:0]
 }
 
 // putChunkBuf returns b to the pool of the largest class it holds, once

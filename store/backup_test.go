@@ -423,3 +423,59 @@ func TestStreamReadFrom(t *testing.T) {
 		}
 	}
 }
+
+// TestShortChunksOwnBuffers cuts a stream into short chunks (Inject cuts
+// the chunk in progress, as a metadata-mode backup does before every run
+// of reused chunks): each is stored whole, and in flight it holds a
+// buffer of its own size, not one of the pool's 4 MiB buffers, so the
+// session's peak of chunk memory stays near the chunks' size.
+func TestShortChunksOwnBuffers(t *testing.T) {
+	ctx := context.Background()
+	s := newTestStore(t)
+	b, err := s.StartBackup(ctx, GroupRef{Type: TypeHost, ID: "h"}, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw, err := b.CreateStream(ctx, "data.pxar", DefaultAvgChunkSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const chunks, size = 50, 10 << 10
+	var want []byte
+	for i := range chunks {
+		p := xorshiftBytes(uint64(i+1), size)
+		want = append(want, p...)
+		if _, err := sw.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		if err := sw.Inject(nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := sw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := s.OpenIndex(b.Ref(), "data.pxar.didx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx.Len() != chunks {
+		t.Fatalf("%d chunks, want %d", idx.Len(), chunks)
+	}
+	a, err := s.OpenArchive(ctx, b.Ref(), "data.pxar.didx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(a.Reader())
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read back %d bytes (%v), want the %d written", len(got), err, len(want))
+	}
+	// Every chunk in flight at once would be 50 × (10 KiB + its encoded
+	// bound); one pooled buffer alone is 4 MiB.
+	if peak := b.PeakInFlight(); peak >= 2<<20 {
+		t.Errorf("peak chunk memory in flight %d bytes: short chunks held pooled buffers", peak)
+	}
+}
