@@ -384,14 +384,7 @@ func TestStreamReadFrom(t *testing.T) {
 			return nil
 		},
 	} {
-		b, err := s.StartBackup(ctx, GroupRef{Type: TypeHost, ID: "h"}, time.Date(2026, 11, 20, 10, i, 0, 0, time.UTC), BackupOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sw, err := b.CreateStream(ctx, "data.pxar", DefaultAvgChunkSize)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b, sw := startDataStream(t, s, time.Date(2026, 11, 20, 10, i, 0, 0, time.UTC))
 		if err := feed(sw); err != nil {
 			t.Fatal(err)
 		}
@@ -432,14 +425,7 @@ func TestStreamReadFrom(t *testing.T) {
 func TestShortChunksOwnBuffers(t *testing.T) {
 	ctx := context.Background()
 	s := newTestStore(t)
-	b, err := s.StartBackup(ctx, GroupRef{Type: TypeHost, ID: "h"}, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), BackupOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sw, err := b.CreateStream(ctx, "data.pxar", DefaultAvgChunkSize)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, sw := startDataStream(t, s, time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC))
 	const chunks, size = 50, 10 << 10
 	var want []byte
 	for i := range chunks {
@@ -478,4 +464,20 @@ func TestShortChunksOwnBuffers(t *testing.T) {
 	if peak := b.PeakInFlight(); peak >= 2<<20 {
 		t.Errorf("peak chunk memory in flight %d bytes: short chunks held pooled buffers", peak)
 	}
+}
+
+// startDataStream starts a backup of host/h at time when in s and a
+// stream data.pxar in it with the default chunk size.
+func startDataStream(t *testing.T, s *Store, when time.Time) (*Backup, *StreamWriter) {
+	t.Helper()
+	ctx := context.Background()
+	b, err := s.StartBackup(ctx, GroupRef{Type: TypeHost, ID: "h"}, when, BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw, err := b.CreateStream(ctx, "data.pxar", DefaultAvgChunkSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, sw
 }
