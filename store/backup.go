@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 	"os"
@@ -321,31 +322,15 @@ func (b *Backup) AddImage(ctx context.Context, name string, r io.Reader, size ui
 		w.Abort()
 		return err
 	}
-	up := b.newUploader(ctx, func(c chunkRef) error { return w.Add(c.end, c.length, c.digest) })
-	var off uint64
-	for off < size {
-		n := min(uint64(FixedChunkSize), size-off)
-		buf := b.s.getChunkBuf(chunkHeadroom + int(n))
-		if _, err := io.ReadFull(r, buf[chunkHeadroom:]); err != nil {
-			up.abort(err)
-			break
-		}
-		off += n
-		b.Stats.BytesRead.Add(int64(n))
-		if !up.submit(buf, off) {
-			break
-		}
+	record := func(c chunkRef) error { return w.Add(c.end, c.length, c.digest) }
+	if src, base, ok := positioned(r); ok {
+		err = b.readImageAt(ctx, src, base, size, record)
+	} else {
+		err = b.readImage(ctx, r, size, record)
 	}
-	if err := up.wait(); err != nil {
+	if err != nil {
 		w.Abort()
 		return fmt.Errorf("image %s: %w", name, err)
-	}
-	if off == size {
-		var extra [1]byte
-		if n, _ := r.Read(extra[:]); n > 0 {
-			w.Abort()
-			return fmt.Errorf("image %s: source is longer than %d bytes", name, size)
-		}
 	}
 	if err := b.flushChunks(ctx); err != nil {
 		w.Abort()
@@ -361,6 +346,160 @@ func (b *Backup) AddImage(ctx context.Context, name string, r io.Reader, size ui
 	b.Stats.BytesWritten.Add(int64(indexHeaderSize + 32*len(w.digests)))
 	b.files = append(b.files, FileInfo{Filename: file, CryptMode: b.mode, Size: size, Csum: hex.EncodeToString(csum[:])})
 	return nil
+}
+
+// readImage stores the size bytes read from r in fixed chunks: this
+// goroutine reads each into a buffer and hands it to the uploader's
+// workers.
+func (b *Backup) readImage(ctx context.Context, r io.Reader, size uint64, record func(chunkRef) error) error {
+	up := b.newUploader(ctx, record)
+	var off uint64
+	for off < size {
+		n := min(uint64(FixedChunkSize), size-off)
+		buf := b.s.getChunkBuf(chunkHeadroom + int(n))
+		if _, err := io.ReadFull(r, buf[chunkHeadroom:]); err != nil {
+			b.s.putChunkBuf(buf)
+			up.abort(err)
+			break
+		}
+		off += n
+		b.Stats.BytesRead.Add(int64(n))
+		if !up.submit(buf, off) {
+			break
+		}
+	}
+	if err := up.wait(); err != nil {
+		return err
+	}
+	var extra [1]byte
+	if n, _ := r.Read(extra[:]); n > 0 {
+		return fmt.Errorf("source is longer than %d bytes", size)
+	}
+	return nil
+}
+
+// readerAtSeeker is a source that can be read at any offset.
+type readerAtSeeker interface {
+	io.ReaderAt
+	io.Seeker
+}
+
+// positioned returns r as a source readable at offsets, and its current
+// offset, when it is one (a file or block device: not a pipe).
+func positioned(r io.Reader) (readerAtSeeker, int64, bool) {
+	src, ok := r.(readerAtSeeker)
+	if !ok {
+		return nil, 0, false
+	}
+	base, err := src.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, 0, false
+	}
+	return src, base, true
+}
+
+// imagePiece is how much of a chunk a worker reads at once before it
+// hashes those bytes, while they are still in the CPU's cache.
+const imagePiece = 1 << 20
+
+// readImageAt stores the size bytes of src from offset base in fixed
+// chunks, as readImage does, except that every worker reads its own
+// chunks (pread) and hashes each piece right after reading it: no
+// handoff of buffers between goroutines, the copy out of the page cache
+// spread over all cores, and the bytes hashed while cached. On success
+// src's offset is left after the bytes read, as a sequential read would.
+func (b *Backup) readImageAt(ctx context.Context, src readerAtSeeker, base int64, size uint64, record func(chunkRef) error) error {
+	u := b.uploaderOnly(ctx, record)
+	if b.batch != nil {
+		// A ChunkBatch has written a blob when Insert returns, so the
+		// buffers can be unmapped after the workers ended (a remote
+		// backend's HTTP transport may read a body after its request
+		// returned).
+		u.bufs = new(hugeBufs)
+		defer u.bufs.release()
+	}
+	u.compute = make(chan struct{}, runtime.GOMAXPROCS(0))
+	chunks := (size + FixedChunkSize - 1) / FixedChunkSize
+	var next atomic.Uint64
+	for range b.opts.Workers {
+		u.wg.Add(1)
+		go func() {
+			defer u.wg.Done()
+			for i := next.Add(1) - 1; i < chunks; i = next.Add(1) - 1 {
+				err := u.ctx.Err()
+				if err == nil {
+					err = u.readChunkAt(src, base, i, size)
+				}
+				if err != nil {
+					u.abort(err)
+					return
+				}
+			}
+		}()
+	}
+	if err := u.wait(); err != nil {
+		return err
+	}
+	var extra [1]byte
+	if n, _ := src.ReadAt(extra[:], base+int64(size)); n > 0 {
+		return fmt.Errorf("source is longer than %d bytes", size)
+	}
+	if _, err := src.Seek(base+int64(size), io.SeekStart); err != nil {
+		return err
+	}
+	return nil
+}
+
+// readChunkAt reads chunk i of the image at base in src, hashing it as it
+// reads (unencrypted archives), and stores it.
+func (u *uploader) readChunkAt(src io.ReaderAt, base int64, i, size uint64) error {
+	off := i * FixedChunkSize
+	n := int(min(uint64(FixedChunkSize), size-off))
+	job := upJob{end: off + uint64(n), blob: int64(blobBound(n)), bufs: u.bufs}
+	job.held = int64(chunkBufCap(chunkHeadroom + n))
+	if u.bufs != nil {
+		job.held = hugeBufCap
+	}
+	if err := u.b.mem.acquire(u.ctx, job.held+job.blob); err != nil {
+		return err
+	}
+	if u.compute != nil {
+		select {
+		case u.compute <- struct{}{}:
+			job.compute = true
+		case <-u.ctx.Done():
+			u.b.mem.release(job.held + job.blob)
+			return u.ctx.Err()
+		}
+	}
+	job.buf = u.getBuf(&job, chunkHeadroom+n)
+	job.data = job.buf[chunkHeadroom:]
+	var h hash.Hash
+	if u.b.mode != CryptEncrypt {
+		h = sha256.New()
+	}
+	for p := 0; p < n; {
+		piece := job.data[p:min(p+imagePiece, n)]
+		if _, err := src.ReadAt(piece, base+int64(off)+int64(p)); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			u.putBuf(&job, job.buf)
+			u.b.mem.release(job.held + job.blob)
+			u.endCompute(&job)
+			return fmt.Errorf("read at %d: %w", base+int64(off)+int64(p), err)
+		}
+		if h != nil {
+			h.Write(piece)
+		}
+		p += len(piece)
+	}
+	if h != nil {
+		h.Sum(job.digest[:0])
+		job.hashed = true
+	}
+	u.b.Stats.BytesRead.Add(int64(n))
+	return u.store(job)
 }
 
 // StreamWriter cuts a stream into content-defined chunks as it is written
@@ -936,6 +1075,12 @@ type uploader struct {
 	err    error
 	record func(chunkRef) error // called under mu, in any order
 	seq    int
+	// bufs, when set, are the chunk buffers of readImageAt's jobs.
+	bufs *hugeBufs
+	// compute, when set, limits how many jobs read, hash and encode at
+	// once (a token each, taken before the read and returned before the
+	// chunk is written): one per CPU, while more workers wait for writes.
+	compute chan struct{}
 }
 
 type upJob struct {
@@ -945,16 +1090,70 @@ type upJob struct {
 	end  uint64
 	held int64 // budget reserved for data's buffer
 	blob int64 // budget reserved for the encoded chunk
+	// digest is data's, when hashed (computed while it was read).
+	digest Digest
+	hashed bool
+	// compute: the job holds a token of uploader.compute.
+	compute bool
+	// bufs, when set, holds buf and the encoded chunk's buffer.
+	bufs *hugeBufs
+}
+
+// getBuf returns a buffer of n bytes for job's data: from its hugeBufs
+// when it has them, else from the store's pool.
+func (u *uploader) getBuf(job *upJob, n int) []byte {
+	if job.bufs != nil {
+		if b := job.bufs.get(n); b != nil {
+			return b
+		}
+	}
+	return u.b.s.getChunkBuf(n)
+}
+
+// blobBuf returns an empty buffer with room for job's encoded chunk of
+// n bytes: from its hugeBufs when it has them, else Store.blobBuf.
+func (u *uploader) blobBuf(job *upJob, n int) []byte {
+	if job.bufs != nil && n > blobBound(shortChunk) {
+		if b := job.bufs.get(n); b != nil {
+			return b[:0]
+		}
+	}
+	return u.b.s.blobBuf(n)
+}
+
+// putBuf returns a buffer getBuf or blobBuf handed out for job (or one
+// an encoder grew from it).
+func (u *uploader) putBuf(job *upJob, b []byte) {
+	if job.bufs != nil && job.bufs.owns(b) {
+		job.bufs.put(b)
+		return
+	}
+	u.b.s.putChunkBuf(b)
+}
+
+// endCompute returns job's compute token, if it holds one.
+func (u *uploader) endCompute(job *upJob) {
+	if job.compute {
+		job.compute = false
+		<-u.compute
+	}
 }
 
 func (b *Backup) newUploader(ctx context.Context, record func(chunkRef) error) *uploader {
-	ctx, cancel := context.WithCancel(ctx)
-	u := &uploader{b: b, ctx: ctx, cancel: cancel, jobs: make(chan upJob), record: record}
+	u := b.uploaderOnly(ctx, record)
+	u.jobs = make(chan upJob)
 	for range b.opts.Workers {
 		u.wg.Add(1)
 		go u.work(u.jobs)
 	}
 	return u
+}
+
+// uploaderOnly returns an uploader without workers: its caller runs
+// store on goroutines of its own, counted in wg.
+func (b *Backup) uploaderOnly(ctx context.Context, record func(chunkRef) error) *uploader {
+	ctx, cancel := context.WithCancel(ctx)
+	return &uploader{b: b, ctx: ctx, cancel: cancel, record: record}
 }
 
 // submit queues a chunk ending at archive offset end, once the memory
@@ -995,8 +1194,8 @@ func (u *uploader) wait() error {
 	if u.jobs != nil {
 		close(u.jobs)
 		u.jobs = nil
-		u.wg.Wait()
 	}
+	u.wg.Wait()
 	u.cancel()
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -1022,17 +1221,21 @@ func (u *uploader) store(job upJob) error {
 	s := u.b.s
 	freeData := func() {
 		if job.data != nil {
-			s.putChunkBuf(job.buf)
+			u.putBuf(&job, job.buf)
 			job.data, job.buf = nil, nil
 			u.b.mem.release(job.held)
 		}
 	}
 	defer freeData()
 	defer u.b.mem.release(job.blob)
+	defer u.endCompute(&job)
 	if err := u.ctx.Err(); err != nil {
 		return err
 	}
-	d := u.b.dec.Digest(job.data)
+	d := job.digest
+	if !job.hashed {
+		d = u.b.dec.Digest(job.data)
+	}
 	ref := chunkRef{end: job.end, length: uint64(len(job.data)), digest: d}
 	reused, err := u.b.reuseChunk(u.ctx, d)
 	if err == nil && !reused {
@@ -1046,13 +1249,14 @@ func (u *uploader) store(job upJob) error {
 			// before the data: no copy.
 			blob = putUncompressedHeader(job.buf[:chunkHeadroom+plain])
 		case u.b.mode == CryptEncrypt:
-			blob, err = s.codec.AppendEncodeEncrypted(s.blobBuf(int(job.blob)), job.data, u.b.opts.Key, compress)
+			blob, err = s.codec.AppendEncodeEncrypted(u.blobBuf(&job, int(job.blob)), job.data, u.b.opts.Key, compress)
 		default:
-			blob, err = s.codec.AppendEncode(s.blobBuf(int(job.blob)), job.data, compress)
+			blob, err = s.codec.AppendEncode(u.blobBuf(&job, int(job.blob)), job.data, compress)
 		}
 		if !inPlace {
 			freeData()
 		}
+		u.endCompute(&job)
 		if err == nil {
 			var dup bool
 			dup, err = u.b.insertChunk(u.ctx, d, blob)
@@ -1064,7 +1268,7 @@ func (u *uploader) store(job upJob) error {
 			}
 		}
 		if !inPlace {
-			s.putChunkBuf(blob)
+			u.putBuf(&job, blob)
 		}
 	}
 	if err != nil {
@@ -1133,6 +1337,14 @@ func (s *Store) getChunkBuf(n int) []byte {
 		return (*p)[:n]
 	}
 	return make([]byte, n, chunkBufSize<<k)
+}
+
+// chunkBufCap returns the capacity of the buffer getChunkBuf(n) returns.
+func chunkBufCap(n int) int {
+	if k := chunkBufClass(n); k >= 0 {
+		return chunkBufSize << k
+	}
+	return n
 }
 
 // blobBuf returns an empty buffer with room for an encoded chunk of n
