@@ -254,3 +254,45 @@ func TestSpillHoles(t *testing.T) {
 		}
 	}
 }
+
+// TestSpillGrowsInSteps: the file grows spillGrow at a time, not by a
+// truncate per chunk, never past its bound; chunks read back whole,
+// the zeros at the end of the last one too.
+func TestSpillGrowsInSteps(t *testing.T) {
+	const max = spillGrow + 8<<20
+	st := newSpillTier(t.TempDir(), max)
+	if st == nil {
+		t.Skip("no O_TMPFILE here")
+	}
+	defer st.close()
+	if st.max < max {
+		t.Skip("not enough free space here")
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	var ds []Digest
+	var bs [][]byte
+	for i := range 18 { // 72 MiB: past the first step, within the bound
+		b := make([]byte, 4<<20)
+		for j := range b[:len(b)-spillBlock] {
+			b[j] = byte(r.Uint32())
+		}
+		b[0] = byte(i) // distinct even if the generator repeated
+		d := DigestOf(b)
+		if !st.put(d, b, true) {
+			t.Fatalf("put %d refused", i)
+		}
+		ds, bs = append(ds, d), append(bs, b)
+	}
+	if st.grows != 2 {
+		t.Errorf("%d truncates grew the file for 18 chunks; want 2", st.grows)
+	}
+	if st.size != max {
+		t.Errorf("file size %d, want its bound %d", st.size, max)
+	}
+	got := make([]byte, 4<<20)
+	for i, d := range ds {
+		if !st.read(d, got, 0) || !bytes.Equal(got, bs[i]) {
+			t.Fatalf("chunk %d read back wrong", i)
+		}
+	}
+}
