@@ -147,10 +147,7 @@ func (t *spillTier) put(d Digest, data []byte, direct bool) bool {
 		// chunk by chunk: a truncate costs ~0.1 ms here (a journal
 		// update), and the first stream through a mount made one per
 		// chunk.
-		size := min(max(end, t.size+spillGrow), t.max)
-		if size < end {
-			size = end
-		}
+		size := max(end, min(t.size+spillGrow, t.max))
 		if err = t.f.Truncate(size); err == nil {
 			t.size = size
 			t.grows++
