@@ -293,7 +293,9 @@ func BenchmarkChunkFiles(b *testing.B) {
 // TestIngestTable prints the one-core ingest table of a first backup
 // (PBSFS_BENCH=1; run under taskset -c N with -cpu 1): for random and
 // mixed data (benchImage, 512 MiB each), pbsfs ingest (AddImage into a
-// fresh store, synced: chunk batch, syncfs, indexes, manifest) against
+// store made as `pbsfs init` makes one and holding none of the image's
+// chunks, see benchStoreDir; synced: chunk batch, syncfs, indexes,
+// manifest) against
 // SHA-256 of the same bytes and against dd (the same bytes written to one
 // file and fsynced). The three run in turn, round after round
 // (PBSFS_BENCH_ROUNDS, default 5), so that a change in the machine's load
@@ -368,16 +370,18 @@ func TestIngestTable(t *testing.T) {
 		stages                  map[string][]time.Duration
 	}
 	rows := map[string]*row{}
+	root := benchStoreDir(t)
 	for _, kind := range kinds {
 		path := benchImage(t, kind, size)
 		data, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
+		digests := chunkDigests(data)
 		r := &row{stages: map[string][]time.Duration{}}
 		rows[kind] = r
 		for range rounds {
-			ingestStages(t, path, data, r.stages)
+			ingestStages(t, root, path, data, digests, r.stages)
 			runtime.GC()
 			runtime.LockOSThread()
 			c0 := threadCPU()
@@ -390,7 +394,7 @@ func TestIngestTable(t *testing.T) {
 			runtime.UnlockOSThread()
 			r.sha = append(r.sha, sha)
 
-			s := newTestStore(t)
+			s := openBenchStore(t, root, digests)
 			f, err := os.Open(path)
 			if err != nil {
 				t.Fatal(err)
@@ -487,6 +491,60 @@ func TestIngestTable(t *testing.T) {
 	}
 }
 
+// benchStoreDir returns the root of the datastore TestIngestTable backs
+// up into, made as `pbsfs init` makes one: its 65536 chunk directories
+// exist before any timed run (as PBS makes them), so ingest pays no mkdir
+// per new chunk, as a user's backup into an initialized store does not
+// (newTestStore makes them on demand). Making and removing them takes
+// long on a busy machine, so the store is made once per test and
+// emptied between runs (openBenchStore); PBSFS_BENCH_STORE names a
+// directory where it is made once and kept for later runs.
+func benchStoreDir(t testing.TB) string {
+	t.Helper()
+	root := os.Getenv("PBSFS_BENCH_STORE")
+	if root == "" {
+		root = filepath.Join(t.TempDir(), "ds")
+	}
+	if _, err := os.Stat(filepath.Join(root, ".chunks")); err == nil {
+		return root
+	}
+	s, err := Create(root, Options{RuntimeDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	return root
+}
+
+// openBenchStore removes from the store at root the chunks named by
+// digests and the group vm/1, the backups of earlier runs, and opens it.
+func openBenchStore(t testing.TB, root string, digests []Digest) *Store {
+	t.Helper()
+	s, err := Open(root, Options{RuntimeDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	for _, d := range digests {
+		if err := os.Remove(s.chunks.Path(d)); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	if err := os.RemoveAll(s.Path(GroupRef{Type: TypeVM, ID: "1"}.Dir())); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// chunkDigests returns the digests of data's fixed-size chunks.
+func chunkDigests(data []byte) []Digest {
+	var ds []Digest
+	for off := 0; off < len(data); off += FixedChunkSize {
+		ds = append(ds, sha256.Sum256(data[off:min(off+FixedChunkSize, len(data))]))
+	}
+	return ds
+}
+
 func median(d []time.Duration) time.Duration {
 	d = slices.Clone(d)
 	slices.Sort(d)
@@ -500,10 +558,10 @@ func median(d []time.Duration) time.Duration {
 // cache), "sha" (the digest), "probe" (worthCompressing), "zstd" (the
 // zstd encoding of the chunks the probe passes, into a blob), "crc"
 // (the CRC32 of the stored form: the zstd frame or the plain data),
-// "write" (the blobs inserted into a chunk batch of a fresh store and
-// flushed: this process's CPU) and "writeAll" (the same with the kernel
+// "write" (the blobs inserted into a chunk batch of the store at root,
+// emptied of them first, and flushed: this process's CPU) and "writeAll" (the same with the kernel
 // threads' and irq time, see kernelCPU).
-func ingestStages(t *testing.T, path string, data []byte, stages map[string][]time.Duration) {
+func ingestStages(t *testing.T, root, path string, data []byte, digests []Digest, stages map[string][]time.Duration) {
 	runtime.GC()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -517,7 +575,7 @@ func ingestStages(t *testing.T, path string, data []byte, stages map[string][]ti
 		f()
 		stages[name] = append(stages[name], thread()-c0)
 	}
-	s := newTestStore(t)
+	s := openBenchStore(t, root, digests)
 	defer s.Close()
 	var chunks [][]byte
 	for off := 0; off < len(data); off += FixedChunkSize {
@@ -536,10 +594,10 @@ func ingestStages(t *testing.T, path string, data []byte, stages map[string][]ti
 			}
 		}
 	})
-	digests := make([]Digest, len(chunks))
+	sums := make([]Digest, len(chunks))
 	timed("sha", func() {
 		for i, c := range chunks {
-			digests[i] = sha256.Sum256(c)
+			sums[i] = sha256.Sum256(c)
 		}
 	})
 	worth := make([]bool, len(chunks))
