@@ -474,9 +474,9 @@ func (u *uploader) readChunkAt(src io.ReaderAt, base int64, i, size uint64) erro
 	}
 	job.buf = u.getBuf(&job, chunkHeadroom+n)
 	job.data = job.buf[chunkHeadroom:]
-	var h hash.Hash
+	var sum *pieceSum
 	if u.b.mode != CryptEncrypt {
-		h = sha256.New()
+		sum = u.newPieceSum()
 	}
 	for p := 0; p < n; {
 		piece := job.data[p:min(p+imagePiece, n)]
@@ -489,17 +489,60 @@ func (u *uploader) readChunkAt(src io.ReaderAt, base int64, i, size uint64) erro
 			u.endCompute(&job)
 			return fmt.Errorf("read at %d: %w", base+int64(off)+int64(p), err)
 		}
-		if h != nil {
-			h.Write(piece)
+		if sum != nil {
+			sum.write(piece)
 		}
 		p += len(piece)
 	}
-	if h != nil {
-		h.Sum(job.digest[:0])
-		job.hashed = true
+	if sum != nil {
+		sum.finish(&job)
 	}
 	u.b.Stats.BytesRead.Add(int64(n))
 	return u.store(job)
+}
+
+// cachePiece is how many bytes pieceSum hashes before it computes their
+// CRC32: few enough that the CRC reads them from the CPU's first-level
+// cache.
+const cachePiece = 32 << 10
+
+// pieceSum computes a chunk's SHA-256 and, when the chunk is expected to
+// be stored uncompressed, the CRC32 of its data (which is then the
+// blob's CRC) in one pass, cachePiece bytes at a time: the CRC of a 4 MiB
+// chunk read back from memory after hashing cost 0.05-0.08x its SHA-256
+// on the test machine, of bytes still in the first-level cache next to
+// nothing.
+type pieceSum struct {
+	h   hash.Hash
+	crc uint32
+	// withCRC: compute the CRC (the uploader's last chunk was stored
+	// uncompressed, so this one likely is too).
+	withCRC bool
+}
+
+// newPieceSum returns a pieceSum for the next chunk of an unencrypted
+// archive.
+func (u *uploader) newPieceSum() *pieceSum {
+	return &pieceSum{h: sha256.New(), withCRC: !u.compressed.Load()}
+}
+
+// write adds data to the sums.
+func (ps *pieceSum) write(data []byte) {
+	for len(data) > 0 {
+		piece := data[:min(cachePiece, len(data))]
+		ps.h.Write(piece)
+		if ps.withCRC {
+			ps.crc = crc32.Update(ps.crc, crc32.IEEETable, piece)
+		}
+		data = data[len(piece):]
+	}
+}
+
+// finish stores the sums in job.
+func (ps *pieceSum) finish(job *upJob) {
+	ps.h.Sum(job.digest[:0])
+	job.hashed = true
+	job.crc, job.crcKnown = ps.crc, ps.withCRC
 }
 
 // StreamWriter cuts a stream into content-defined chunks as it is written
@@ -1081,6 +1124,11 @@ type uploader struct {
 	// once (a token each, taken before the read and returned before the
 	// chunk is written): one per CPU, while more workers wait for writes.
 	compute chan struct{}
+	// compressed tells whether the chunk stored last was compressed: the
+	// next one likely is alike (an image's random or text regions span
+	// many chunks), which decides whether its CRC is computed as it is
+	// hashed (pieceSum).
+	compressed atomic.Bool
 }
 
 type upJob struct {
@@ -1093,6 +1141,9 @@ type upJob struct {
 	// digest is data's, when hashed (computed while it was read).
 	digest Digest
 	hashed bool
+	// crc is the CRC32 of data, when crcKnown (computed while hashed).
+	crc      uint32
+	crcKnown bool
 	// compute: the job holds a token of uploader.compute.
 	compute bool
 	// bufs, when set, holds buf and the encoded chunk's buffer.
@@ -1232,22 +1283,32 @@ func (u *uploader) store(job upJob) error {
 	if err := u.ctx.Err(); err != nil {
 		return err
 	}
-	d := job.digest
 	if !job.hashed {
-		d = u.b.dec.Digest(job.data)
+		if u.b.mode == CryptEncrypt {
+			job.digest, job.hashed = u.b.dec.Digest(job.data), true
+		} else {
+			sum := u.newPieceSum()
+			sum.write(job.data)
+			sum.finish(&job)
+		}
 	}
+	d := job.digest
 	ref := chunkRef{end: job.end, length: uint64(len(job.data)), digest: d}
 	reused, err := u.b.reuseChunk(u.ctx, d)
 	if err == nil && !reused {
 		var blob []byte
 		compress := s.codec.worthCompressing(job.data)
+		u.compressed.Store(compress)
 		plain := len(job.data)
 		inPlace := u.b.mode != CryptEncrypt && !compress
 		switch {
 		case inPlace:
 			// The uncompressed blob is the header in the headroom
 			// before the data: no copy.
-			blob = putUncompressedHeader(job.buf[:chunkHeadroom+plain])
+			if !job.crcKnown {
+				job.crc = crc32.ChecksumIEEE(job.data)
+			}
+			blob = putUncompressedHeader(job.buf[:chunkHeadroom+plain], job.crc)
 		case u.b.mode == CryptEncrypt:
 			blob, err = s.codec.AppendEncodeEncrypted(u.blobBuf(&job, int(job.blob)), job.data, u.b.opts.Key, compress)
 		default:
@@ -1288,11 +1349,11 @@ func (u *uploader) store(job upJob) error {
 const chunkHeadroom = blobHeaderSize
 
 // putUncompressedHeader writes the header of an uncompressed blob (magic
-// and CRC of the rest) into the first chunkHeadroom bytes of blob and
-// returns blob.
-func putUncompressedHeader(blob []byte) []byte {
+// and crc, the CRC32 of the rest) into the first chunkHeadroom bytes of
+// blob and returns blob.
+func putUncompressedHeader(blob []byte, crc uint32) []byte {
 	copy(blob, magicUncompressed[:])
-	binary.LittleEndian.PutUint32(blob[8:], crc32.ChecksumIEEE(blob[chunkHeadroom:]))
+	binary.LittleEndian.PutUint32(blob[8:], crc)
 	return blob
 }
 
