@@ -103,6 +103,7 @@ type Backup struct {
 	mode    string         // crypt mode of every archive
 	mem     *memBudget     // bytes of chunks in flight, shared by all streams
 	batch   *ChunkBatch    // new chunks of a disk store, synced in batches (nil on S3)
+	pool    *bufPool       // chunk buffers, with a batch (nil: heap buffers; see bufPool)
 	dec     *ChunkDecoder  // names chunks: keyed digests when encrypting
 	release []func() error // undone in reverse order
 	done    bool
@@ -147,6 +148,12 @@ func (s *Store) StartBackup(ctx context.Context, g GroupRef, t time.Time, opts B
 	if fc, ok := s.backend.(*FileChunkStore); ok && fc == s.chunks {
 		b.batch = fc.NewBatch(opts.BatchBytes, 0, opts.ChunkSync)
 		b.batch.Hook = opts.batchHook
+		// A ChunkBatch has written a blob when Insert returns, so its
+		// buffer can go back to the pool then (a remote backend's HTTP
+		// transport may read a body after its request returned).
+		b.pool = &s.pool
+		b.pool.acquire()
+		b.release = append(b.release, func() error { b.pool.release(); return nil })
 	}
 	if err := b.start(ctx); err != nil {
 		b.unlock()
@@ -356,9 +363,9 @@ func (b *Backup) readImage(ctx context.Context, r io.Reader, size uint64, record
 	var off uint64
 	for off < size {
 		n := min(uint64(FixedChunkSize), size-off)
-		buf := b.s.getChunkBuf(chunkHeadroom + int(n))
+		buf := b.getBuf(chunkHeadroom + int(n))
 		if _, err := io.ReadFull(r, buf[chunkHeadroom:]); err != nil {
-			b.s.putChunkBuf(buf)
+			b.putBuf(buf)
 			up.abort(err)
 			break
 		}
@@ -410,14 +417,6 @@ const imagePiece = 1 << 20
 // src's offset is left after the bytes read, as a sequential read would.
 func (b *Backup) readImageAt(ctx context.Context, src readerAtSeeker, base int64, size uint64, record func(chunkRef) error) error {
 	u := b.uploaderOnly(ctx, record)
-	if b.batch != nil {
-		// A ChunkBatch has written a blob when Insert returns, so the
-		// buffers can be unmapped after the workers ended (a remote
-		// backend's HTTP transport may read a body after its request
-		// returned).
-		u.bufs = new(hugeBufs)
-		defer u.bufs.release()
-	}
 	u.compute = make(chan struct{}, runtime.GOMAXPROCS(0))
 	chunks := (size + FixedChunkSize - 1) / FixedChunkSize
 	var next atomic.Uint64
@@ -455,11 +454,8 @@ func (b *Backup) readImageAt(ctx context.Context, src readerAtSeeker, base int64
 func (u *uploader) readChunkAt(src io.ReaderAt, base int64, i, size uint64) error {
 	off := i * FixedChunkSize
 	n := int(min(uint64(FixedChunkSize), size-off))
-	job := upJob{end: off + uint64(n), blob: int64(blobBound(n)), bufs: u.bufs}
-	job.held = int64(chunkBufCap(chunkHeadroom + n))
-	if u.bufs != nil {
-		job.held = hugeBufCap
-	}
+	job := upJob{end: off + uint64(n), blob: int64(blobBound(n))}
+	job.held = u.b.bufHeld(chunkHeadroom + n)
 	if err := u.b.mem.acquire(u.ctx, job.held+job.blob); err != nil {
 		return err
 	}
@@ -472,7 +468,7 @@ func (u *uploader) readChunkAt(src io.ReaderAt, base int64, i, size uint64) erro
 			return u.ctx.Err()
 		}
 	}
-	job.buf = u.getBuf(&job, chunkHeadroom+n)
+	job.buf = u.b.getBuf(chunkHeadroom + n)
 	job.data = job.buf[chunkHeadroom:]
 	var sum *pieceSum
 	if u.b.mode != CryptEncrypt {
@@ -484,7 +480,7 @@ func (u *uploader) readChunkAt(src io.ReaderAt, base int64, i, size uint64) erro
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
-			u.putBuf(&job, job.buf)
+			u.b.putBuf(job.buf)
 			u.b.mem.release(job.held + job.blob)
 			u.endCompute(&job)
 			return fmt.Errorf("read at %d: %w", base+int64(off)+int64(p), err)
@@ -602,7 +598,7 @@ func (sw *StreamWriter) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		n, cut := sw.ch.Scan(p)
 		if len(sw.buf)+n > cap(sw.buf) {
-			sw.buf = sw.b.s.growChunkBuf(sw.buf, len(sw.buf)+n)
+			sw.buf = sw.b.growBuf(sw.buf, len(sw.buf)+n)
 		}
 		sw.buf = append(sw.buf, p[:n]...)
 		p = p[n:]
@@ -635,12 +631,13 @@ func (sw *StreamWriter) emit() error {
 }
 
 // shortChunk is the largest chunk given a buffer of its own size rather
-// than a pooled one (emit, blobBuf): the pools' smallest class is 4 MiB.
+// than a pooled one (emit, blobBuf): the pools' buffers hold 4 MiB and
+// more.
 const shortChunk = 256 << 10
 
 // newBuf returns a pooled chunk buffer of n bytes.
 func (sw *StreamWriter) newBuf(n int) []byte {
-	return sw.b.s.getChunkBuf(n)
+	return sw.b.getBuf(n)
 }
 
 // emitWith submits the chunk in sw.buf and continues with next, a buffer
@@ -671,7 +668,7 @@ func (sw *StreamWriter) ReadFrom(r io.Reader) (int64, error) {
 	defer func() { sw.b.Stats.BytesRead.Add(total) }()
 	for {
 		if len(sw.buf) == cap(sw.buf) {
-			sw.buf = sw.b.s.growChunkBuf(sw.buf, len(sw.buf)+1)
+			sw.buf = sw.b.growBuf(sw.buf, len(sw.buf)+1)
 		}
 		room := sw.buf[len(sw.buf):cap(sw.buf)]
 		if len(room) > maxStreamRead {
@@ -830,6 +827,7 @@ func (sw *StreamWriter) upload() error {
 	if len(sw.buf) > chunkHeadroom {
 		sw.emit()
 	}
+	sw.dropBuf()
 	err := sw.up.wait()
 	if err == nil {
 		slices.SortFunc(sw.done, func(a, b chunkRef) int { return cmp.Compare(a.end, b.end) })
@@ -869,11 +867,21 @@ func (sw *StreamWriter) writeIndex() (uint64, error) {
 	return sw.off, nil
 }
 
+// dropBuf gives the buffer of the chunk in progress back to its pool
+// once the stream is closed.
+func (sw *StreamWriter) dropBuf() {
+	if sw.buf != nil {
+		sw.b.putBuf(sw.buf)
+		sw.buf = nil
+	}
+}
+
 // Abort drops the stream and its temporary index.
 func (sw *StreamWriter) Abort() {
 	if !sw.closed {
 		sw.closed = true
 		sw.up.abort(errors.New("aborted"))
+		sw.dropBuf()
 		sw.up.wait()
 		sw.w.Abort()
 		sw.b.dropFile(sw.file)
@@ -1118,8 +1126,6 @@ type uploader struct {
 	err    error
 	record func(chunkRef) error // called under mu, in any order
 	seq    int
-	// bufs, when set, are the chunk buffers of readImageAt's jobs.
-	bufs *hugeBufs
 	// compute, when set, limits how many jobs read, hash and encode at
 	// once (a token each, taken before the read and returned before the
 	// chunk is written): one per CPU, while more workers wait for writes.
@@ -1146,40 +1152,69 @@ type upJob struct {
 	crcKnown bool
 	// compute: the job holds a token of uploader.compute.
 	compute bool
-	// bufs, when set, holds buf and the encoded chunk's buffer.
-	bufs *hugeBufs
 }
 
-// getBuf returns a buffer of n bytes for job's data: from its hugeBufs
-// when it has them, else from the store's pool.
-func (u *uploader) getBuf(job *upJob, n int) []byte {
-	if job.bufs != nil {
-		if b := job.bufs.get(n); b != nil {
-			return b
+// getBuf returns a chunk buffer of n bytes, of undefined content: from
+// the store's bufPool when the session uses it, else from its heap pool.
+func (b *Backup) getBuf(n int) []byte {
+	if b.pool != nil {
+		if buf := b.pool.get(n); buf != nil {
+			return buf
 		}
 	}
-	return u.b.s.getChunkBuf(n)
+	return b.s.getChunkBuf(n)
 }
 
-// blobBuf returns an empty buffer with room for job's encoded chunk of
-// n bytes: from its hugeBufs when it has them, else Store.blobBuf.
-func (u *uploader) blobBuf(job *upJob, n int) []byte {
-	if job.bufs != nil && n > blobBound(shortChunk) {
-		if b := job.bufs.get(n); b != nil {
-			return b[:0]
-		}
+// bufHeld is what a buffer getBuf(n) returns counts in the session's
+// memory budget.
+func (b *Backup) bufHeld(n int) int64 {
+	if b.pool != nil && n <= poolBufCap {
+		return b.pool.heldBytes(n)
 	}
-	return u.b.s.blobBuf(n)
+	return int64(chunkBufCap(n))
 }
 
-// putBuf returns a buffer getBuf or blobBuf handed out for job (or one
-// an encoder grew from it).
-func (u *uploader) putBuf(job *upJob, b []byte) {
-	if job.bufs != nil && job.bufs.owns(b) {
-		job.bufs.put(b)
+// heldBytes is what buf, from getBuf, counts in the session's memory
+// budget.
+func (b *Backup) heldBytes(buf []byte) int64 {
+	if b.pool != nil && b.pool.owns(buf) {
+		return b.pool.heldBytes(len(buf))
+	}
+	return int64(cap(buf))
+}
+
+// blobBuf returns an empty buffer with room for an encoded chunk of n
+// bytes: pooled, or for a short chunk one of its own size.
+func (b *Backup) blobBuf(n int) []byte {
+	if n <= blobBound(shortChunk) {
+		return make([]byte, 0, n)
+	}
+	return b.getBuf(n)[:0]
+}
+
+// putBuf returns a buffer getBuf or blobBuf handed out (or one an
+// encoder grew from it, or a reslice of one from its start), once
+// nothing refers to it; buf's length is how much of it was written.
+func (b *Backup) putBuf(buf []byte) {
+	if b.pool != nil && b.pool.owns(buf) {
+		b.pool.put(buf)
 		return
 	}
-	u.b.s.putChunkBuf(b)
+	b.s.putChunkBuf(buf)
+}
+
+// growBuf returns a buffer holding buf's bytes with room for n in all:
+// buf itself if it has the room (a bufPool buffer has room for the
+// largest chunk of a stream of the default average size), else one from
+// the heap pool's next large enough class, buf going back to its pool.
+func (b *Backup) growBuf(buf []byte, n int) []byte {
+	if n <= cap(buf) {
+		return buf
+	}
+	nb := b.s.getChunkBuf(max(n, 2*cap(buf)))[:len(buf)]
+	copy(nb, buf)
+	b.putBuf(buf)
+	return nb
 }
 
 // endCompute returns job's compute token, if it holds one.
@@ -1213,9 +1248,9 @@ func (b *Backup) uploaderOnly(ctx context.Context, record func(chunkRef) error) 
 // data. The uploader owns buf from here on.
 func (u *uploader) submit(buf []byte, end uint64) bool {
 	data := buf[chunkHeadroom:]
-	job := upJob{seq: u.seq, buf: buf, data: data, end: end, held: int64(cap(buf)), blob: int64(blobBound(len(data)))}
+	job := upJob{seq: u.seq, buf: buf, data: data, end: end, held: u.b.heldBytes(buf), blob: int64(blobBound(len(data)))}
 	if err := u.b.mem.acquire(u.ctx, job.held+job.blob); err != nil {
-		u.b.s.putChunkBuf(buf)
+		u.b.putBuf(buf)
 		u.abort(err)
 		return false
 	}
@@ -1225,7 +1260,7 @@ func (u *uploader) submit(buf []byte, end uint64) bool {
 		return true
 	case <-u.ctx.Done():
 		u.b.mem.release(job.held + job.blob)
-		u.b.s.putChunkBuf(buf)
+		u.b.putBuf(buf)
 		u.abort(u.ctx.Err())
 		return false
 	}
@@ -1272,7 +1307,7 @@ func (u *uploader) store(job upJob) error {
 	s := u.b.s
 	freeData := func() {
 		if job.data != nil {
-			u.putBuf(&job, job.buf)
+			u.b.putBuf(job.buf)
 			job.data, job.buf = nil, nil
 			u.b.mem.release(job.held)
 		}
@@ -1310,9 +1345,9 @@ func (u *uploader) store(job upJob) error {
 			}
 			blob = putUncompressedHeader(job.buf[:chunkHeadroom+plain], job.crc)
 		case u.b.mode == CryptEncrypt:
-			blob, err = s.codec.AppendEncodeEncrypted(u.blobBuf(&job, int(job.blob)), job.data, u.b.opts.Key, compress)
+			blob, err = s.codec.AppendEncodeEncrypted(u.b.blobBuf(int(job.blob)), job.data, u.b.opts.Key, compress)
 		default:
-			blob, err = s.codec.AppendEncode(u.blobBuf(&job, int(job.blob)), job.data, compress)
+			blob, err = s.codec.AppendEncode(u.b.blobBuf(int(job.blob)), job.data, compress)
 		}
 		if !inPlace {
 			freeData()
@@ -1329,7 +1364,7 @@ func (u *uploader) store(job upJob) error {
 			}
 		}
 		if !inPlace {
-			u.putBuf(&job, blob)
+			u.b.putBuf(blob)
 		}
 	}
 	if err != nil {
@@ -1408,15 +1443,6 @@ func chunkBufCap(n int) int {
 	return n
 }
 
-// blobBuf returns an empty buffer with room for an encoded chunk of n
-// bytes: pooled, or for a short chunk one of its own size.
-func (s *Store) blobBuf(n int) []byte {
-	if n <= blobBound(shortChunk) {
-		return make([]byte, 0, n)
-	}
-	return s.getChunkBuf(n)[:0]
-}
-
 // putChunkBuf returns b to the pool of the largest class it holds, once
 // nothing refers to it.
 func (s *Store) putChunkBuf(b []byte) {
@@ -1426,17 +1452,4 @@ func (s *Store) putChunkBuf(b []byte) {
 			return
 		}
 	}
-}
-
-// growChunkBuf returns a buffer holding buf's bytes with room for n in
-// all, from the pool's next large enough class; buf goes back to the
-// pool.
-func (s *Store) growChunkBuf(buf []byte, n int) []byte {
-	if n <= cap(buf) {
-		return buf
-	}
-	nb := s.getChunkBuf(max(n, 2*cap(buf)))[:len(buf)]
-	copy(nb, buf)
-	s.putChunkBuf(buf)
-	return nb
 }

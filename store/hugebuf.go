@@ -7,85 +7,168 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// hugeBufCap is the capacity of a hugeBufs buffer: a fixed-size chunk
-// with its headroom, or the bound of its encoded form.
-const hugeBufCap = FixedChunkSize + 2*directAlign
+// poolMaxChunk is the largest chunk a bufPool buffer holds: the largest
+// chunk a stream of the default average size cuts (four times the
+// average), which is four fixed-size image chunks.
+const poolMaxChunk = 4 * DefaultAvgChunkSize
 
-// hugeBufs hands out the chunk buffers of one image upload (as chunkMem
-// does for reads, more simply: all of one size): mapped
-// outside the Go heap, starting on a 2 MiB boundary, their first 4 MiB
-// advised as transparent huge pages (MADV_HUGEPAGE; the rest, a few
-// bytes past the chunk, stays in small pages). A chunk then lies in two
-// huge pages instead of 1024 small ones, which the CPU's TLB, the page
-// faults of a fresh buffer and the O_DIRECT write of its blob (pages
-// pinned, I/O segments and their completions) all pay for: reading,
-// hashing and writing 256 MiB of chunk files took 0.32 s of CPU from
-// such buffers against 0.61 s from heap buffers on the 2-CPU test
-// machine. Without THP they are plain pages, as fast as the heap's.
+// poolBufCap is the capacity of a bufPool buffer: poolMaxChunk with its
+// headroom, or its encoded bound (blobBound), rounded up to a page.
+const poolBufCap = (poolMaxChunk + poolMaxChunk>>10 + 256 + chunkHeadroom + directAlign - 1) &^ (directAlign - 1)
+
+// poolLead is the small page a bufPool buffer starts with, before its
+// first 2 MiB boundary: a chunk's data starts chunkHeadroom bytes into
+// the buffer, so a fixed-size chunk with its headroom fits in that page
+// and two huge pages, while the buffer (and an uncompressed blob built
+// in place) starts on a page boundary, as O_DIRECT writes need.
+const poolLead = directAlign
+
+// poolKeep is how many bytes of an idle buffer stay mapped: a buffer that
+// held more gives the rest back to the kernel when it is put back
+// (MADV_DONTNEED), so the pool keeps at most poolKeep of memory per
+// buffer however large the chunks it held were. It covers a fixed-size
+// chunk with its headroom (and a stream chunk of up to as much).
+const poolKeep = poolLead + 2*hugePage
+
+// bufPool is the store's pool of chunk buffers for backups that write
+// into a local chunk directory: image chunks (read by the workers or by
+// one reader), stream chunks (StreamWriter) and their encoded blobs.
 //
-// The buffers are mapped as they are first needed (the memory budget
-// bounds how many are in flight) and unmapped by release, which must
-// only be called when no buffer is used any more: nothing may keep a
-// slice of one past that (a chunk store that writes asynchronously must
-// not get them; see readImageAt).
-type hugeBufs struct {
-	mu   sync.Mutex
-	free [][]byte
-	maps [][]byte
+// Each buffer is a mapping of its own outside the Go heap, of
+// poolBufCap bytes reserved up front: a stream's chunk grows in it by
+// reslicing, never by copying into a larger buffer (pxar chunks reach
+// 16 MiB; growing them by doubling copied every byte about once more),
+// and only what is touched costs memory. Past its first small page the
+// buffer lies on 2 MiB boundaries and is advised as transparent huge
+// pages (MADV_HUGEPAGE), so a chunk lies in a few huge pages instead of
+// a thousand small ones, which the page faults of fresh memory, the
+// CPU's TLB and the O_DIRECT writes of blobs (pages pinned, I/O
+// segments) all pay for: reading, hashing and writing 256 MiB of chunk
+// files took 0.32 s of CPU from such buffers against 0.61 s from heap
+// buffers on the 2-CPU test machine. Without THP they are small pages.
+// Being outside the heap, they neither count towards the Go memory
+// limit nor are emptied by a collection, as a sync.Pool is.
+//
+// A buffer lent out must be put back only once nothing uses it any
+// more: a chunk store that reads a blob after Insert returned (a remote
+// backend's HTTP transport may) must not get these buffers; backups
+// without a ChunkBatch use heap buffers (Store.getChunkBuf). Idle
+// buffers are unmapped when the last session using the pool ends
+// (release) and by Store.Close.
+type bufPool struct {
+	mu    sync.Mutex
+	free  [][]byte
+	maps  map[*byte][]byte // a buffer's first byte → its whole mapping
+	users int
+	// mapped counts the buffers mapped so far (tests).
+	mapped int
 }
 
-// get returns a buffer of n ≤ hugeBufCap bytes, or nil if none could be
-// mapped.
-func (h *hugeBufs) get(n int) []byte {
-	if n > hugeBufCap {
+// acquire registers a session using the pool.
+func (p *bufPool) acquire() {
+	p.mu.Lock()
+	p.users++
+	p.mu.Unlock()
+}
+
+// release ends a session's use of the pool; when it was the last, idle
+// buffers are unmapped.
+func (p *bufPool) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.users--; p.users <= 0 {
+		p.users = 0
+		p.unmapIdle()
+	}
+}
+
+// unmapIdle unmaps every idle buffer (p.mu held).
+func (p *bufPool) unmapIdle() {
+	for _, b := range p.free {
+		p.unmap(b)
+	}
+	p.free = nil
+}
+
+func (p *bufPool) unmap(b []byte) {
+	first := unsafe.SliceData(b[:1])
+	if m, ok := p.maps[first]; ok {
+		unix.Munmap(m)
+		delete(p.maps, first)
+	}
+}
+
+// get returns a buffer of n ≤ poolBufCap bytes with capacity poolBufCap,
+// or nil if n is larger or no buffer could be mapped. Its content is
+// undefined.
+func (p *bufPool) get(n int) []byte {
+	if n > poolBufCap {
 		return nil
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if k := len(h.free); k > 0 {
-		b := h.free[k-1]
-		h.free = h.free[:k-1]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if k := len(p.free); k > 0 {
+		b := p.free[k-1]
+		p.free = p.free[:k-1]
 		return b[:n]
 	}
-	m, err := unix.Mmap(-1, 0, hugeBufCap+hugePage, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	m, err := unix.Mmap(-1, 0, poolBufCap+hugePage, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return nil
 	}
-	h.maps = append(h.maps, m)
-	off := (hugePage - int(uintptr(unsafe.Pointer(unsafe.SliceData(m))))%hugePage) % hugePage
-	unix.Madvise(m[off:off+FixedChunkSize], unix.MADV_HUGEPAGE) // advice: without THP, small pages
-	return m[off : off+n : off+hugeBufCap]
+	// The buffer starts poolLead bytes before the mapping's first 2 MiB
+	// boundary past poolLead.
+	addr := uintptr(unsafe.Pointer(unsafe.SliceData(m)))
+	off := int((addr+poolLead+hugePage-1)&^(hugePage-1)-addr) - poolLead
+	b := m[off : off+poolBufCap : off+poolBufCap]
+	huge := (poolBufCap - poolLead) &^ (hugePage - 1)
+	unix.Madvise(b[poolLead:poolLead+huge], unix.MADV_HUGEPAGE) // advice: without THP, small pages
+	if p.maps == nil {
+		p.maps = make(map[*byte][]byte)
+	}
+	p.maps[unsafe.SliceData(b)] = m
+	p.mapped++
+	return b[:n]
 }
 
-// owns reports whether b is a buffer get handed out.
-func (h *hugeBufs) owns(b []byte) bool {
-	if cap(b) != hugeBufCap {
+// owns reports whether b is (a reslice from the start of) a buffer get
+// handed out.
+func (p *bufPool) owns(b []byte) bool {
+	if cap(b) != poolBufCap {
 		return false
 	}
-	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, m := range h.maps {
-		if start := uintptr(unsafe.Pointer(unsafe.SliceData(m))); p >= start && p < start+uintptr(len(m)) {
-			return true
-		}
-	}
-	return false
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.maps[unsafe.SliceData(b[:1])]
+	return ok
 }
 
-// put returns a buffer get handed out.
-func (h *hugeBufs) put(b []byte) {
-	h.mu.Lock()
-	h.free = append(h.free, b[:0])
-	h.mu.Unlock()
+// heldBytes is what a buffer of the pool holding n bytes counts in a
+// memory budget: the pages its first n bytes lie in, and at least what
+// an idle buffer keeps.
+func (p *bufPool) heldBytes(n int) int64 {
+	return int64(max(poolKeep, poolLead+(n-poolLead+hugePage-1)&^(hugePage-1)))
 }
 
-// release unmaps every buffer.
-func (h *hugeBufs) release() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, m := range h.maps {
-		unix.Munmap(m)
+// put returns a buffer get handed out, of which at most the first len(b)
+// bytes were written; memory past poolKeep is given back to the kernel.
+// With no session using the pool, the buffer is unmapped.
+func (p *bufPool) put(b []byte) {
+	if len(b) > poolKeep {
+		unix.Madvise(b[poolKeep:cap(b)], unix.MADV_DONTNEED)
 	}
-	h.maps, h.free = nil, nil
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.users == 0 {
+		p.unmap(b)
+		return
+	}
+	p.free = append(p.free, b[:0])
+}
+
+// close unmaps the idle buffers.
+func (p *bufPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.unmapIdle()
 }

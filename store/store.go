@@ -114,7 +114,8 @@ type Store struct {
 	plock   *lock.ProcessLocker
 	locks   *lock.Locks
 	log     *slog.Logger
-	bufs    [chunkBufClasses]sync.Pool // chunk buffers of writers by size class, see getChunkBuf
+	bufs    [chunkBufClasses]sync.Pool // heap chunk buffers of writers by size class, see getChunkBuf
+	pool    bufPool                    // chunk buffers of backups into the chunk directory, see bufPool
 	owner   fileOwner                  // owner of what pbsfs creates, see ownerOf
 
 	// removeStep, when set (tests), is called after each step of a
@@ -284,6 +285,7 @@ func (s *Store) Close() error {
 	s.spill.close()
 	s.cache.clear()
 	s.mem.release()
+	s.pool.close()
 	return s.plock.Close()
 }
 
