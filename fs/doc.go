@@ -144,7 +144,11 @@
 //     (--spill-size, default 2 GiB in --spill-dir /var/tmp; 0 turns it
 //     off): at once when a random read decoded it, in the background
 //     (from the cached chunk, referenced until the write is done) when
-//     a sequential scan did. Later reads of it that miss the cache are
+//     a sequential scan did. The same goes for any chunk of an
+//     unencrypted archive fetched from an S3 bucket, except that a
+//     sequential scan spills it only when it fetches it a second time
+//     (a first pass, a restore or a copy, mostly reads each chunk once).
+//     Later reads of it that miss the cache are
 //     preads of its range there (a sequential reader's read-ahead reads
 //     the whole chunk back into the cache), so a second cat of a file
 //     reads the decoded bytes back instead of decompressing and hashing

@@ -36,7 +36,8 @@ import (
 //     chunks of random reads at once and those of sequential scans in the
 //     background (a second cat of a file reads the decoded bytes back,
 //     each chunk whole into the cache without the page cache, instead of
-//     decoding every chunk again); a chunk whose digest is that of all
+//     decoding every chunk again; chunks fetched from a bucket, from the
+//     second scan that fetches them on); a chunk whose digest is that of all
 //     zeros (a hole) is never read at all.
 
 // Archive gives random access to the decoded bytes of an index archive.
@@ -225,8 +226,10 @@ func (s *Store) loadChunk(ctx context.Context, d Digest, size uint64, dec *Chunk
 				if scan {
 					// A compressed chunk of a sequential scan: spilled
 					// in the background (below), so that the reader
-					// does not wait for the write.
-					spillLater = true
+					// does not wait for the write; in a store whose
+					// chunks come from a bucket, only once a scan
+					// fetches it a second time (admitScan).
+					spillLater = !s.remote || s.spill.admitScan(d)
 				} else {
 					// A compressed chunk a random reader wanted: later
 					// reads of it are preads of the spill file, so it
