@@ -74,17 +74,23 @@ func TestMetadataModeEndToEnd(t *testing.T) {
 	args := []string{"backup", "--no-progress", "--type", "host", "--id", "m", "--time", t0.Add(time.Hour).Format(time.RFC3339),
 		"--change-detection-mode", "metadata", "root.pxar:" + src}
 	out := e.pbsfs(t, args...)
-	var read, reused int
+	var read, reused, afresh, fromPrev int
 	for _, l := range strings.Split(out, "\n") {
 		if strings.HasPrefix(l, "change detection metadata: ") {
 			fmt.Sscanf(l, "change detection metadata: %d files read, %d reused", &read, &reused)
+			if _, rest, ok := strings.Cut(l, "by reference, "); ok {
+				fmt.Sscanf(rest, "%d unchanged encoded afresh (padding; %d of them from the previous snapshot)", &afresh, &fromPrev)
+			}
 		}
 	}
 	t.Logf("%s", out)
 	// Small unchanged files near changed ones share chunks with them and
-	// are read again under the client's padding rule; big.bin is not.
-	if read < changed || reused == 0 {
-		t.Errorf("metadata mode read %d files and reused %d after %d of %d changed", read, reused, changed, seen)
+	// are encoded afresh under the client's padding rule, their bytes
+	// taken from the previous snapshot (what the diff below compares);
+	// big.bin is reused.
+	if read < changed || reused == 0 || fromPrev == 0 || fromPrev > afresh {
+		t.Errorf("metadata mode read %d files, reused %d and encoded %d afresh (%d from the previous snapshot) after %d of %d changed",
+			read, reused, afresh, fromPrev, changed, seen)
 	}
 	e.pbsfs(t, "verify")
 	snap := t0.Add(time.Hour).UTC().Format("2006-01-02T15:04:05Z")

@@ -126,7 +126,15 @@ func (b *Backup) previousPxar(ctx context.Context, name string, payloadW *Stream
 		d, start, end := dx.Chunk(i)
 		chunks[i] = pxar.PayloadChunk{Start: start, End: end, Digest: d}
 	}
-	return &pxar.Previous{Archive: a, Chunks: chunks, Inject: payloadW.Inject, Check: payloadW.Check}, nil
+	prev := &pxar.Previous{Archive: a, Chunks: chunks, Inject: payloadW.Inject, Check: payloadW.Check}
+	if !b.s.Remote() {
+		// The unchanged files the padding rule encodes afresh are read
+		// from the previous payload stream, run by run in order (a
+		// stream reader, with read-ahead), where its chunks are local
+		// files: from a bucket, the source's files are nearer.
+		prev.Payload = b.s.NewArchiveWith(ctx, dx, b.dec).NewReader()
+	}
+	return prev, nil
 }
 
 // AddPxar archives the directory tree at dir as pxar archive name

@@ -135,6 +135,9 @@ func parseBackupTime(s string) (time.Time, error) {
 	return t, nil
 }
 
+// backupCacheBytes bounds the decoded-chunk cache of a backup.
+const backupCacheBytes = 16 << 20
+
 func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 	if p := os.Getenv("PBSFS_CPUPROFILE"); p != "" {
 		// A CPU profile of the whole backup, for go tool pprof.
@@ -211,7 +214,16 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 	if opts.Key, opts.SignOnly, err = c.cryptOptions(ctx, e); err != nil {
 		return err
 	}
-	s, err := e.openStore()
+	if e.storePath == "" {
+		return usagef("no datastore: give --store DIR (or -s DIR) or set PBSFS_STORE")
+	}
+	// A backup reads the previous snapshot's split archive in order, run
+	// by run (metadata mode, pxar.Previous.Payload): a small decoded-chunk
+	// cache and read-ahead serve it, and keep the backup's peak memory
+	// bounded (a mount's cache is 256 MiB).
+	sopts := e.storeOptions()
+	sopts.CacheBytes, sopts.ReadAheadBytes = backupCacheBytes, backupCacheBytes/4
+	s, err := e.openStoreWith(sopts)
 	if err != nil {
 		return err
 	}
@@ -264,8 +276,8 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 	}
 	if c.pxars > 0 && c.detect != "legacy" {
 		r := &c.reuse
-		fmt.Fprintf(e.stdout, "change detection %s: %d files read, %d reused (%s) in %d chunks by reference, %d unchanged re-read (padding)\n",
-			c.detect, r.FilesRead, r.FilesReused, humanBytes(r.BytesReused), b.Stats.InjectedChunks.Load(), r.FilesReencoded)
+		fmt.Fprintf(e.stdout, "change detection %s: %d files read, %d reused (%s) in %d chunks by reference, %d unchanged encoded afresh (padding; %d of them from the previous snapshot)\n",
+			c.detect, r.FilesRead, r.FilesReused, humanBytes(r.BytesReused), b.Stats.InjectedChunks.Load(), r.FilesReencoded, r.FilesFromPrev)
 	}
 	fmt.Fprintf(e.stdout, "read %s, %d new chunks, %d reused, wrote %s in %s (%s/s)\n",
 		humanBytes(uint64(read)), b.Stats.NewChunks.Load(), b.Stats.ReusedChunks.Load(),
@@ -334,6 +346,7 @@ func (c *backupCmd) addArchives(ctx context.Context, b *store.Backup, specs []ar
 			c.reuse.FilesReused += rs.FilesReused
 			c.reuse.BytesReused += rs.BytesReused
 			c.reuse.FilesReencoded += rs.FilesReencoded
+			c.reuse.FilesFromPrev += rs.FilesFromPrev
 			c.skipped += n
 			if err != nil {
 				return err

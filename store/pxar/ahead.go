@@ -29,7 +29,8 @@ import (
 // bounds allow, and asks the kernel to read ahead the contents of the
 // files the encoder will read (every file without metadata change
 // detection; with it the changed and new files and the unchanged ones
-// the padding rule will read again, see reuser.aheadFiles).
+// the padding rule will read again from the source, see
+// reuser.aheadFiles).
 //
 // The stats the encoder archives are the walker's, taken earlier than
 // without it. A file changed in place afterwards is archived with the
@@ -292,7 +293,9 @@ func (w *walker) flushRun(keepLast bool) {
 	}
 	if run.reread {
 		for _, f := range files {
-			w.fetch(f.path, uint64(f.bytes))
+			if !w.reuse.fromPrev(uint64(f.bytes)) {
+				w.fetch(f.path, uint64(f.bytes))
+			}
 		}
 		return
 	}

@@ -2,6 +2,7 @@ package pxar
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -20,7 +21,8 @@ import (
 // payload stream are gathered first (in a bounded list of pending
 // entries), then reused together if the chunks covering the run waste at
 // most ReusePaddingThreshold of their bytes on data the run does not
-// need, or else read and encoded afresh.
+// need, or else encoded afresh (their bytes read from the previous
+// payload stream where Previous.Payload allows, see prevReadMax).
 //
 // The rule is the PBS client's (pbs-client/src/pxar/create.rs,
 // flush_cached_reusing_if_below_threshold, and look_ahead_cache.rs): it
@@ -38,14 +40,34 @@ import (
 // (proxmox-backup-client/src/main.rs; 512 when unset); maxPending plays
 // its part here. So a changed file every few small files makes the client
 // read the unchanged ones around it again, and pbsfs does the same by
-// default (MaxPadding relaxes it); lookAhead makes that reading start
-// early.
+// default (MaxPadding relaxes it), taking the small ones' bytes from the
+// previous payload stream instead of the source (prevReadMax); lookAhead
+// makes the reading of the others start early.
 
 // ReusePaddingThreshold is the largest share of the reused chunks' bytes
 // that may belong to no reused file (the PBS client's
 // CHUNK_PADDING_THRESHOLD). Above it, a run of unchanged files is
 // encoded afresh rather than reusing mostly foreign chunks.
 const ReusePaddingThreshold = 0.1
+
+// prevReadMax is the largest unchanged file of a run encoded afresh
+// that is read from the previous payload stream (Previous.Payload)
+// instead of the source.
+//
+// Why: the padding rule makes the client read the unchanged files around
+// changed ones again; where a few percent of many small files changed,
+// that is most of the tree, each file an open, a stat, two reads and a
+// close (and, on a cold page cache, a disk request of its own). Their
+// metadata equals the previous entry's, the premise on which metadata mode
+// reuses any payload, so their bytes are those the previous payload
+// stream holds for them: a few chunks, read once and verified by digest,
+// give them all, and the archive written is the one the client writes
+// for files that hold what their metadata says. A file is held in
+// memory before it is written (a chunk that cannot be read then leaves
+// nothing half written, and the file is read from the source instead),
+// so only small files are taken this way; the padding rule rarely
+// re-reads a large one, whose own bytes outweigh the padding.
+const prevReadMax = 1 << 20
 
 // maxPending bounds the entries gathered before a run of unchanged files
 // is decided (the PBS client's lookahead cache).
@@ -77,6 +99,11 @@ type Previous struct {
 	// Check makes sure chunks are available (and stay so: a chunk store
 	// touches them), or fails with ErrChunkUnavailable.
 	Check func(chunks []PayloadChunk) error
+	// Payload, if not nil, reads the previous payload stream: the
+	// unchanged files of a run the padding rule encodes afresh are read
+	// from it rather than from the source, where they can be (see
+	// prevReadMax).
+	Payload io.ReaderAt
 	// MaxPadding is the largest share (0 to 1) of a reused run's chunk
 	// bytes that no reused file needs; 0 means ReusePaddingThreshold, the
 	// PBS client's. 1 reuses every unchanged file whatever its chunks
@@ -95,6 +122,8 @@ type ReuseStats struct {
 	PartialChunks   int64  // reused chunks also holding bytes no file needs
 	RunsReencoded   int64  // runs of unchanged files encoded afresh (padding)
 	FilesReencoded  int64  // unchanged files among them
+	FilesFromPrev   int64  // of those, files read from the previous payload stream
+	PrevUnreadable  int64  // files read from the source because their previous payload was not
 	ChunksUnusable  int64  // runs encoded afresh because a chunk was missing
 	PreviousEntries int64  // previous directory entries compared with
 }
@@ -186,6 +215,7 @@ type reuser struct {
 	seen       map[[2]uint64]bool // hardlinked inodes met while pending
 	continued  bool               // the run is cut short by a full pending list
 	ahead      map[string]bool    // files lookAhead started reading, by path
+	buf        []byte             // a file's previous payload item (encodePrev)
 }
 
 // prevDir returns the previous entries of the directory name in the
@@ -279,7 +309,8 @@ func (r *reuser) markAhead(p string) {
 
 // aheadFiles returns the paths of the regular files of directory path
 // (names sorted, infos their stats, prev the previous snapshot's entries
-// of the directory) whose contents will be read all the same: a run of
+// of the directory) whose contents will be read from the source all the
+// same (not from the previous payload stream, see fromPrev): a run of
 // unchanged files that lies between two changed files of the directory,
 // whose chunks would be mostly padding (the rule of flush). Without it such a run's
 // files are prefetched only when the run ends, just before they are read,
@@ -306,7 +337,7 @@ func (r *reuser) aheadFiles(path string, names []string, infos []*SourceInfo, pr
 			return
 		}
 		for k := first; k < last; k++ {
-			if infos[k] != nil && infos[k].Kind == KindFile {
+			if infos[k] != nil && infos[k].Kind == KindFile && !r.fromPrev(infos[k].Size) {
 				out = append(out, join(path, names[k]))
 			}
 		}
@@ -358,7 +389,7 @@ func (c *creator) emit(p pending) error {
 	if c.reuse != nil && len(c.reuse.pending) > 0 {
 		return c.addPending(p)
 	}
-	return c.write(p, 0, false)
+	return c.write(p, 0, readFiles)
 }
 
 func (c *creator) addPending(p pending) error {
@@ -394,7 +425,7 @@ func (c *creator) fileMeta(path, name string, info *SourceInfo) error {
 		if err := c.flush(false); err != nil {
 			return err
 		}
-		return c.write(p, 0, false)
+		return c.write(p, 0, readFiles)
 	}
 	if r.files > 0 && start != r.end {
 		if err := c.flush(true); err != nil {
@@ -531,7 +562,7 @@ func (c *creator) flush(keepLast bool) error {
 		if len(entries) == 0 {
 			return nil
 		}
-		return c.writeAll(entries, 0, false)
+		return c.writeAll(entries, 0, readFiles)
 	}
 	run, err := r.decideRun(start, end, r.held, r.continued)
 	if err != nil {
@@ -543,8 +574,8 @@ func (c *creator) flush(keepLast bool) error {
 	if run.reread {
 		st.RunsReencoded++
 		st.FilesReencoded += int64(files)
-		c.prefetch(entries)
-		return c.writeAll(entries, 0, false)
+		c.prefetch(entries, true)
+		return c.writeAll(entries, start, reencodeRun)
 	}
 	if !sameFirst {
 		if err := c.injectHeld(); err != nil {
@@ -576,8 +607,8 @@ func (c *creator) flush(keepLast bool) error {
 		if sameFirst {
 			r.held = oldHeld
 		}
-		c.prefetch(entries)
-		return c.writeAll(entries, 0, false)
+		c.prefetch(entries, false)
+		return c.writeAll(entries, 0, readFiles)
 	}
 	if startPad > 0 {
 		st.PartialChunks++
@@ -586,27 +617,43 @@ func (c *creator) flush(keepLast bool) error {
 		st.PartialChunks++
 	}
 	r.held = held
-	return c.writeAll(entries, base, true)
+	return c.writeAll(entries, base, reuseRun)
 }
 
 // prefetch starts reading the regular files among entries, which are
-// about to be read in order.
-func (c *creator) prefetch(entries []pending) {
+// about to be read in order; with reencode, not those read from the
+// previous payload stream.
+func (c *creator) prefetch(entries []pending, reencode bool) {
 	for _, p := range entries {
-		if p.op == opFile && !c.reuse.ahead[p.path] && !c.walk.fetching(p.path) {
+		if p.op == opFile && !(reencode && p.reusable && c.reuse.fromPrev(p.info.Size)) &&
+			!c.reuse.ahead[p.path] && !c.walk.fetching(p.path) {
 			c.pf.add(p.path, true)
 		}
 	}
 }
 
-// writeAll writes pending entries in order; reused files point at base
-// plus their offset in the run when reuse is set.
-func (c *creator) writeAll(entries []pending, base uint64, reuse bool) error {
+// fromPrev reports whether an unchanged file of size bytes in a run
+// encoded afresh is read from the previous payload stream.
+func (r *reuser) fromPrev(size uint64) bool {
+	return r != nil && r.prev.Payload != nil && size <= prevReadMax
+}
+
+// runWrite says how writeAll writes the files of a run.
+type runWrite int
+
+const (
+	readFiles   runWrite = iota // every file read from the source
+	reuseRun                    // unchanged files point into the injected chunks at base
+	reencodeRun                 // unchanged files encoded afresh, from the previous payload stream at base where they can be
+)
+
+// writeAll writes pending entries in order, how says.
+func (c *creator) writeAll(entries []pending, base uint64, how runWrite) error {
 	for _, p := range entries {
 		if err := c.ctx.Err(); err != nil {
 			return err
 		}
-		if err := c.write(p, base, reuse); err != nil {
+		if err := c.write(p, base, how); err != nil {
 			return err
 		}
 	}
@@ -614,8 +661,10 @@ func (c *creator) writeAll(entries []pending, base uint64, reuse bool) error {
 }
 
 // write writes one entry; a regular file is a HARDLINK to an earlier
-// path of it, a payload reference (reuse), or read and encoded.
-func (c *creator) write(p pending, base uint64, reuse bool) error {
+// path of it, a payload reference (reuseRun), or encoded with its
+// contents, read from the previous payload stream (reencodeRun) or the
+// source.
+func (c *creator) write(p pending, base uint64, how runWrite) error {
 	switch p.op {
 	case opBeginDir:
 		return c.w.BeginDir(p.name, &p.info.Metadata)
@@ -632,7 +681,7 @@ func (c *creator) write(p pending, base uint64, reuse bool) error {
 		}
 	}
 	var off LinkOffset
-	if reuse && p.reusable {
+	if how == reuseRun && p.reusable {
 		var err error
 		off, err = c.w.AddPayloadRef(p.name, &info.Metadata, info.Size, base+p.rel)
 		if err != nil {
@@ -644,15 +693,49 @@ func (c *creator) write(p pending, base uint64, reuse bool) error {
 		if err := c.injectHeld(); err != nil {
 			return err
 		}
-		var ok bool
+		ok := false
 		var err error
-		off, ok, err = c.encodeFile(p.path, p.name, info)
-		if err != nil || !ok {
-			return err
+		if how == reencodeRun && p.reusable && c.reuse.fromPrev(info.Size) {
+			off, ok, err = c.encodePrev(p, base+p.rel)
+			if err != nil {
+				return err
+			}
+		}
+		if !ok {
+			off, ok, err = c.encodeFile(p.path, p.name, info)
+			if err != nil || !ok {
+				return err
+			}
 		}
 	}
 	if info.Nlink > 1 {
 		c.links[key] = hardlinkTarget{path: p.path, off: off}
 	}
 	return nil
+}
+
+// encodePrev writes the unchanged file of pending entry p with its
+// contents read from the previous payload stream, where its PAYLOAD item
+// starts at offset at (see prevReadMax). It reports false, having
+// written nothing, if that item cannot be read or is not the file's
+// (its size differs): the file is then read from the source.
+func (c *creator) encodePrev(p pending, at uint64) (LinkOffset, bool, error) {
+	r, info := c.reuse, p.info
+	n := headerSize + info.Size
+	r.buf = slices.Grow(r.buf[:0], int(n))[:n]
+	if _, err := r.prev.Payload.ReadAt(r.buf, int64(at)); err != nil ||
+		binary.LittleEndian.Uint64(r.buf) != typePayload || binary.LittleEndian.Uint64(r.buf[8:]) != n {
+		c.opts.Stats.PrevUnreadable++
+		return 0, false, nil
+	}
+	c.walk.passed(p.path)
+	if c.opts.aheadHook != nil {
+		c.opts.aheadHook("previous", p.path)
+	}
+	off, err := c.w.AddFile(p.name, &info.Metadata, info.Size, bytes.NewReader(r.buf[headerSize:]))
+	if err != nil {
+		return 0, false, err
+	}
+	c.opts.Stats.FilesFromPrev++
+	return off, true, c.catalog(p.path, func(cat CatalogWriter) error { return cat.AddFile(p.name, info.Size, info.Mtime.Secs) })
 }

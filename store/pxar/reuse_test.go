@@ -575,3 +575,79 @@ func treeToChange(t *testing.T, files map[string]string, metadata bool) (string,
 	mc := memChunks{}
 	return root, func(out *bytes.Buffer) *Previous { return mc.previous(t, meta1, payload1, out, nil) }
 }
+
+// failingReaderAt fails every read.
+type failingReaderAt struct{}
+
+func (failingReaderAt) ReadAt([]byte, int64) (int, error) { return 0, io.ErrUnexpectedEOF }
+
+// TestReusePaddingFromPrevious: the unchanged files that the padding rule
+// encodes afresh are read from the previous payload stream
+// (Previous.Payload), not from the source, and the archive is byte for
+// byte the one written when they are read from the source. A payload
+// item that cannot be read, or is not the file's, makes that file be
+// read from the source instead.
+func TestReusePaddingFromPrevious(t *testing.T) {
+	base := reuseTree()
+	meta1, payload1, _ := createSplit(t, base, nil, CreateOptions{})
+	tree := base.clone()
+	tree["c"].content[0] ^= 1
+	tree["c"].info.Mtime.Secs++
+	// One chunk for all files, so that the rule re-reads the unchanged
+	// ones (see TestReusePadding).
+	prev := func(mc memChunks, out *bytes.Buffer, payload io.ReaderAt) *Previous {
+		p := mc.previous(t, meta1, payload1, out, nil)
+		all := p.Chunks[1 : len(p.Chunks)-1]
+		var b []byte
+		for _, c := range all {
+			b = append(b, mc[c.Digest]...)
+		}
+		d := sha256.Sum256(b)
+		mc[d] = b
+		p.Chunks = []PayloadChunk{p.Chunks[0], {Start: all[0].Start, End: all[len(all)-1].End, Digest: d}, p.Chunks[len(p.Chunks)-1]}
+		p.Payload = payload
+		return p
+	}
+	src := &openLog{Source: tree}
+	wantMeta, wantPayload, wantSt := createSplit(t, src, func(out *bytes.Buffer) *Previous { return prev(memChunks{}, out, nil) }, CreateOptions{})
+	if wantSt.FilesRead != 7 || wantSt.FilesReencoded != 6 || wantSt.FilesFromPrev != 0 {
+		t.Fatalf("without Payload: stats %+v, want 7 read, 6 of them encoded afresh", wantSt)
+	}
+	// The previous payload with the header of "d"'s item damaged: its
+	// size no longer says 16 + its length.
+	damaged := slices.Clone(payload1)
+	a, err := Open(bytes.NewReader(meta1), int64(len(meta1)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ed, err := a.Lookup("/d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged[ed.PayloadOffset+8]++
+	for _, tc := range []struct {
+		name       string
+		payload    io.ReaderAt
+		opened     []string
+		fromPrev   int64
+		unreadable int64
+	}{
+		{"intact", bytes.NewReader(payload1), []string{"c"}, 6, 0},
+		{"damaged header", bytes.NewReader(damaged), []string{"c", "d"}, 5, 1},
+		{"unreadable", failingReaderAt{}, []string{"a", "b", "c", "d", "sub/e", "sub/f", "z"}, 0, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &openLog{Source: tree}
+			meta, payload, st := createSplit(t, src, func(out *bytes.Buffer) *Previous { return prev(memChunks{}, out, tc.payload) }, CreateOptions{})
+			if !slices.Equal(src.opened, tc.opened) {
+				t.Errorf("read %q from the source, want %q", src.opened, tc.opened)
+			}
+			if st.FilesFromPrev != tc.fromPrev || st.PrevUnreadable != tc.unreadable || st.FilesRead != int64(len(tc.opened)) || st.FilesReencoded != 6 {
+				t.Errorf("stats %+v, want %d from the previous payload, %d unreadable", st, tc.fromPrev, tc.unreadable)
+			}
+			if !bytes.Equal(meta, wantMeta) || !bytes.Equal(payload, wantPayload) {
+				t.Errorf("archive differs from the one read from the source: meta %d/%d bytes, payload %d/%d", len(meta), len(wantMeta), len(payload), len(wantPayload))
+			}
+		})
+	}
+}
