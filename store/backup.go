@@ -405,15 +405,11 @@ func positioned(r io.Reader) (readerAtSeeker, int64, bool) {
 	return src, base, true
 }
 
-// imagePiece is how much of a chunk a worker reads at once before it
-// hashes those bytes, while they are still in the CPU's cache.
-const imagePiece = 1 << 20
-
 // readImageAt stores the size bytes of src from offset base in fixed
 // chunks, as readImage does, except that every worker reads its own
-// chunks (pread) and hashes each piece right after reading it: no
-// handoff of buffers between goroutines, the copy out of the page cache
-// spread over all cores, and the bytes hashed while cached. On success
+// chunks (pread) and hashes each right after reading it: no handoff of
+// buffers between goroutines, the copy out of the page cache spread
+// over all cores. On success
 // src's offset is left after the bytes read, as a sequential read would.
 func (b *Backup) readImageAt(ctx context.Context, src readerAtSeeker, base int64, size uint64, record func(chunkRef) error) error {
 	u := b.uploaderOnly(ctx, record)
@@ -449,8 +445,8 @@ func (b *Backup) readImageAt(ctx context.Context, src readerAtSeeker, base int64
 	return nil
 }
 
-// readChunkAt reads chunk i of the image at base in src, hashing it as it
-// reads (unencrypted archives), and stores it.
+// readChunkAt reads chunk i of the image at base in src, hashes it right
+// after (unencrypted archives), and stores it.
 func (u *uploader) readChunkAt(src io.ReaderAt, base int64, i, size uint64) error {
 	off := i * FixedChunkSize
 	n := int(min(uint64(FixedChunkSize), size-off))
@@ -474,23 +470,22 @@ func (u *uploader) readChunkAt(src io.ReaderAt, base int64, i, size uint64) erro
 	if u.b.mode != CryptEncrypt {
 		sum = u.newPieceSum()
 	}
-	for p := 0; p < n; {
-		piece := job.data[p:min(p+imagePiece, n)]
-		if _, err := src.ReadAt(piece, base+int64(off)+int64(p)); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			u.b.putBuf(job.buf)
-			u.b.mem.release(job.held + job.blob)
-			u.endCompute(&job)
-			return fmt.Errorf("read at %d: %w", base+int64(off)+int64(p), err)
+	// One read of the whole chunk: pieceSum hashes it 32 KiB at a time
+	// and computes the CRC of each piece right after, while it is in the
+	// first-level cache, so reading it in smaller pieces spares nothing
+	// but costs a system call each (and, for each read the scheduler
+	// sees blocking, a handoff of the worker's P).
+	if _, err := src.ReadAt(job.data, base+int64(off)); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
 		}
-		if sum != nil {
-			sum.write(piece)
-		}
-		p += len(piece)
+		u.b.putBuf(job.buf)
+		u.b.mem.release(job.held + job.blob)
+		u.endCompute(&job)
+		return fmt.Errorf("read at %d: %w", base+int64(off), err)
 	}
 	if sum != nil {
+		sum.write(job.data)
 		sum.finish(&job)
 	}
 	u.b.Stats.BytesRead.Add(int64(n))
