@@ -57,7 +57,8 @@ const poolKeep = poolLead + 2*hugePage
 // (release) and by Store.Close.
 type bufPool struct {
 	mu    sync.Mutex
-	free  [][]byte
+	free  [][]byte         // idle buffers keeping their first poolKeep bytes (at most poolWarm)
+	cold  [][]byte         // idle buffers holding no memory
 	maps  map[*byte][]byte // a buffer's first byte → its whole mapping
 	users int
 	// mapped counts the buffers mapped so far (tests).
@@ -84,10 +85,10 @@ func (p *bufPool) release() {
 
 // unmapIdle unmaps every idle buffer (p.mu held).
 func (p *bufPool) unmapIdle() {
-	for _, b := range p.free {
+	for _, b := range append(p.free, p.cold...) {
 		p.unmap(b)
 	}
-	p.free = nil
+	p.free, p.cold = nil, nil
 }
 
 func (p *bufPool) unmap(b []byte) {
@@ -110,6 +111,11 @@ func (p *bufPool) get(n int) []byte {
 	if k := len(p.free); k > 0 {
 		b := p.free[k-1]
 		p.free = p.free[:k-1]
+		return b[:n]
+	}
+	if k := len(p.cold); k > 0 {
+		b := p.cold[k-1]
+		p.cold = p.cold[:k-1]
 		return b[:n]
 	}
 	m, err := unix.Mmap(-1, 0, poolBufCap+hugePage, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
@@ -150,20 +156,39 @@ func (p *bufPool) heldBytes(n int) int64 {
 	return int64(max(poolKeep, poolLead+(n-poolLead+hugePage-1)&^(hugePage-1)))
 }
 
+// poolWarm is how many idle buffers keep their first poolKeep bytes in
+// memory; the others give all their pages back. Idle buffers are in no
+// backup's memory budget, so this bounds what they hold: without it a
+// backup of /usr/share (44,749 files) kept 18 buffers mapped, 78 MB of
+// huge pages, most of them idle, and peaked at 131-143 MB of RSS
+// against 100 MB with heap buffers.
+const poolWarm = 4
+
 // put returns a buffer get handed out, of which at most the first len(b)
-// bytes were written; memory past poolKeep is given back to the kernel.
-// With no session using the pool, the buffer is unmapped.
+// bytes were written; memory past poolKeep is given back to the kernel,
+// all of it when poolWarm idle buffers keep theirs already. With no
+// session using the pool, the buffer is unmapped.
 func (p *bufPool) put(b []byte) {
-	if len(b) > poolKeep {
-		unix.Madvise(b[poolKeep:cap(b)], unix.MADV_DONTNEED)
+	p.mu.Lock()
+	warm := len(p.free) < poolWarm
+	p.mu.Unlock()
+	keep := 0
+	if warm {
+		keep = poolKeep
+	}
+	if len(b) > keep {
+		unix.Madvise(b[keep:cap(b)], unix.MADV_DONTNEED)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.users == 0 {
+	switch {
+	case p.users == 0:
 		p.unmap(b)
-		return
+	case warm:
+		p.free = append(p.free, b[:0])
+	default:
+		p.cold = append(p.cold, b[:0])
 	}
-	p.free = append(p.free, b[:0])
 }
 
 // close unmaps the idle buffers.

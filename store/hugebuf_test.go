@@ -116,3 +116,46 @@ func TestStreamChunkGrowsInPlace(t *testing.T) {
 		t.Errorf("%d pool buffers mapped after the backup", len(s.pool.maps))
 	}
 }
+
+// TestBufPoolWarm: at most poolWarm idle buffers keep memory; the others
+// give all their pages back, and get lends the warm ones first.
+func TestBufPoolWarm(t *testing.T) {
+	var p bufPool
+	p.acquire()
+	defer p.release()
+	var bufs [][]byte
+	for range poolWarm + 2 {
+		b := p.get(poolKeep + directAlign)
+		for i := range b {
+			b[i] = 1
+		}
+		bufs = append(bufs, b)
+	}
+	for _, b := range bufs {
+		p.put(b)
+	}
+	for i, b := range bufs {
+		want := 0
+		if i < poolWarm {
+			want = poolKeep / directAlign
+		}
+		if n := resident(t, b[:cap(b)]); n != want {
+			t.Errorf("idle buffer %d: %d pages resident, want %d", i, n, want)
+		}
+	}
+	if len(p.free) != poolWarm || len(p.cold) != 2 {
+		t.Fatalf("%d warm and %d cold idle buffers, want %d and 2", len(p.free), len(p.cold), poolWarm)
+	}
+	for i := range poolWarm {
+		b := p.get(10)
+		if resident(t, b[:poolKeep]) != poolKeep/directAlign {
+			t.Errorf("get %d lent a cold buffer while warm ones were idle", i)
+		}
+		defer p.put(b)
+	}
+	if b := p.get(10); resident(t, b[:cap(b)]) != 0 || p.mapped != poolWarm+2 {
+		t.Errorf("after the warm ones: %d pages resident, %d mapped; want a cold buffer", resident(t, b[:cap(b)]), p.mapped)
+	} else {
+		p.put(b)
+	}
+}
