@@ -83,6 +83,20 @@ func (mc memChunks) previous(t *testing.T, meta, payload []byte, out *bytes.Buff
 	}}
 }
 
+// oneChunk makes the files of p's payload one chunk (between the start
+// marker's and the tail's), so that a change to one of them makes the
+// padding rule encode the unchanged ones afresh.
+func (mc memChunks) oneChunk(p *Previous) {
+	all := p.Chunks[1 : len(p.Chunks)-1]
+	var b []byte
+	for _, c := range all {
+		b = append(b, mc[c.Digest]...)
+	}
+	d := sha256.Sum256(b)
+	mc[d] = b
+	p.Chunks = []PayloadChunk{p.Chunks[0], {Start: all[0].Start, End: all[len(all)-1].End, Digest: d}, p.Chunks[len(p.Chunks)-1]}
+}
+
 // createSplit archives src as a split archive, against prev if not nil.
 func createSplit(t *testing.T, src Source, prev func(out *bytes.Buffer) *Previous, opts CreateOptions) (meta, payload []byte, st ReuseStats) {
 	t.Helper()
@@ -305,14 +319,7 @@ func TestReusePadding(t *testing.T) {
 			meta, payload, st := createSplit(t, src, func(out *bytes.Buffer) *Previous {
 				p := mc.previous(t, meta1, payload1, out, nil)
 				// One chunk for all files: [16, tail).
-				all := p.Chunks[1 : len(p.Chunks)-1]
-				var b []byte
-				for _, c := range all {
-					b = append(b, mc[c.Digest]...)
-				}
-				d := sha256.Sum256(b)
-				mc[d] = b
-				p.Chunks = []PayloadChunk{p.Chunks[0], {Start: all[0].Start, End: all[len(all)-1].End, Digest: d}, p.Chunks[len(p.Chunks)-1]}
+				mc.oneChunk(p)
 				p.MaxPadding = tc.max
 				return p
 			}, CreateOptions{})
@@ -483,14 +490,7 @@ func TestLookAheadPrefetch(t *testing.T) {
 	previous := func(mc memChunks, max float64) func(out *bytes.Buffer) *Previous {
 		return func(out *bytes.Buffer) *Previous {
 			p := mc.previous(t, meta1, payload1, out, nil)
-			all := p.Chunks[1 : len(p.Chunks)-1]
-			var b []byte
-			for _, c := range all {
-				b = append(b, mc[c.Digest]...)
-			}
-			d := sha256.Sum256(b)
-			mc[d] = b
-			p.Chunks = []PayloadChunk{p.Chunks[0], {Start: all[0].Start, End: all[len(all)-1].End, Digest: d}, p.Chunks[len(p.Chunks)-1]}
+			mc.oneChunk(p)
 			p.MaxPadding = max
 			return p
 		}
@@ -597,14 +597,7 @@ func TestReusePaddingFromPrevious(t *testing.T) {
 	// ones (see TestReusePadding).
 	prev := func(mc memChunks, out *bytes.Buffer, payload io.ReaderAt) *Previous {
 		p := mc.previous(t, meta1, payload1, out, nil)
-		all := p.Chunks[1 : len(p.Chunks)-1]
-		var b []byte
-		for _, c := range all {
-			b = append(b, mc[c.Digest]...)
-		}
-		d := sha256.Sum256(b)
-		mc[d] = b
-		p.Chunks = []PayloadChunk{p.Chunks[0], {Start: all[0].Start, End: all[len(all)-1].End, Digest: d}, p.Chunks[len(p.Chunks)-1]}
+		mc.oneChunk(p)
 		p.Payload = payload
 		return p
 	}
