@@ -39,6 +39,29 @@ func fetchFromGet(ctx context.Context, s *FileChunkStore, d Digest, bufs func(in
 	return nil
 }
 
+// engineStoreAway makes an engineStore, closes it and moves its chunk
+// directory away, leaving an empty one: it returns the store's archive
+// (for its index and size), the image, the store's root and a backend
+// serving the moved chunks, for a store opened again on root with it as
+// Options.Backend (chunks that come from elsewhere, as from a bucket).
+func engineStoreAway(t *testing.T) (*Archive, []byte, string, *fetchingChunks) {
+	t.Helper()
+	_, a0, img, _ := engineStore(t, Options{})
+	root := a0.s.Root()
+	ref := a0.s.chunks.Dir()
+	if err := a0.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	remote := filepath.Join(t.TempDir(), "remote")
+	if err := os.Rename(ref, remote); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(ref, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return a0, img, root, &fetchingChunks{FileChunkStore: NewFileChunkStore(remote)}
+}
+
 // TestRemoteChunksInEngineMemory: chunks the read engine loads from a
 // backend (Options.Backend: here a second chunk directory, with and
 // without ChunkFetcher) decode to the archive's bytes and land in the
@@ -47,18 +70,7 @@ func fetchFromGet(ctx context.Context, s *FileChunkStore, d Digest, bufs func(in
 func TestRemoteChunksInEngineMemory(t *testing.T) {
 	for _, fetcher := range []bool{false, true} {
 		t.Run(map[bool]string{false: "Get", true: "FetchInto"}[fetcher], func(t *testing.T) {
-			_, a0, img, _ := engineStore(t, Options{})
-			root := a0.s.Root()
-			ref := a0.s.chunks.Dir()
-			_ = a0.s.Close()
-			remote := filepath.Join(t.TempDir(), "remote")
-			if err := os.Rename(ref, remote); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Mkdir(ref, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			backend := &fetchingChunks{FileChunkStore: NewFileChunkStore(remote)}
+			a0, img, root, backend := engineStoreAway(t)
 			s, err := Open(root, Options{RuntimeDir: t.TempDir(), Backend: func(*FileChunkStore) (ChunkStore, error) {
 				if fetcher {
 					return backend, nil

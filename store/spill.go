@@ -67,8 +67,9 @@ const minSeen = 256
 
 // admitScan reports whether chunk d, which a sequential scan just
 // fetched from a bucket (a remote store), is to be spilled: only when a
-// scan fetched it before, within the last seenMax chunks remembered so.
-// The first fetch is remembered and not written.
+// scan fetched it before, within the last chunks remembered so (minSeen,
+// or as many as the file holds chunks of FixedChunkSize). The first
+// fetch is remembered and not written.
 //
 // Why: a first sequential read through a bucket (a restore, a copy of an
 // image) mostly reads each chunk once, and writing every chunk it

@@ -3,8 +3,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -14,20 +12,7 @@ import (
 // spill file.
 func remoteEngineStore(t *testing.T) (*Store, *Archive, []byte, *fetchingChunks) {
 	t.Helper()
-	_, a0, img, _ := engineStore(t, Options{})
-	root := a0.s.Root()
-	ref := a0.s.chunks.Dir()
-	if err := a0.s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	remote := filepath.Join(t.TempDir(), "remote")
-	if err := os.Rename(ref, remote); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(ref, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	backend := &fetchingChunks{FileChunkStore: NewFileChunkStore(remote)}
+	a0, img, root, backend := engineStoreAway(t)
 	s, err := Open(root, Options{RuntimeDir: t.TempDir(), CacheBytes: 64 * mib, SpillBytes: 64 * mib, SpillDir: t.TempDir(),
 		Backend: func(*FileChunkStore) (ChunkStore, error) { return backend, nil }})
 	if err != nil {

@@ -214,9 +214,6 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 	if opts.Key, opts.SignOnly, err = c.cryptOptions(ctx, e); err != nil {
 		return err
 	}
-	if e.storePath == "" {
-		return usagef("no datastore: give --store DIR (or -s DIR) or set PBSFS_STORE")
-	}
 	// A backup reads the previous snapshot's split archive in order, run
 	// by run (metadata mode, pxar.Previous.Payload): a small decoded-chunk
 	// cache and read-ahead serve it, and keep the backup's peak memory

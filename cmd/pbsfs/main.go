@@ -141,15 +141,15 @@ func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format
 
 // openStore opens the datastore named by --store.
 func (e *env) openStore() (*store.Store, error) {
-	if e.storePath == "" {
-		return nil, usagef("no datastore: give --store DIR (or -s DIR) or set PBSFS_STORE")
-	}
 	return e.openStoreWith(e.storeOptions())
 }
 
 // openStoreWith opens the datastore named by --store with opts: a
 // directory, or a datastore in a bucket.
 func (e *env) openStoreWith(opts store.Options) (*store.Store, error) {
+	if e.storePath == "" {
+		return nil, usagef("no datastore: give --store DIR (or -s DIR) or set PBSFS_STORE")
+	}
 	if e.isS3() {
 		ctx := e.ctx
 		if ctx == nil {
