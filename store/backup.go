@@ -107,6 +107,8 @@ type Backup struct {
 	dec     *ChunkDecoder  // names chunks: keyed digests when encrypting
 	release []func() error // undone in reverse order
 	done    bool
+	// directReads counts the image chunks read with O_DIRECT (tests).
+	directReads atomic.Int64
 
 	catalog       *catalog.Writer // catalog of plain pxar archives, if any
 	catalogStream *StreamWriter
@@ -414,6 +416,10 @@ func positioned(r io.Reader) (readerAtSeeker, int64, bool) {
 func (b *Backup) readImageAt(ctx context.Context, src readerAtSeeker, base int64, size uint64, record func(chunkRef) error) error {
 	u := b.uploaderOnly(ctx, record)
 	u.compute = make(chan struct{}, runtime.GOMAXPROCS(0))
+	if d := openDirect(src, base); d != nil {
+		defer d.Close()
+		u.direct = d
+	}
 	chunks := (size + FixedChunkSize - 1) / FixedChunkSize
 	var next atomic.Uint64
 	for range b.opts.Workers {
@@ -445,13 +451,20 @@ func (b *Backup) readImageAt(ctx context.Context, src readerAtSeeker, base int64
 	return nil
 }
 
-// readChunkAt reads chunk i of the image at base in src, hashes it right
-// after (unencrypted archives), and stores it.
+// readChunkAt reads chunk i of the image at base in src (with O_DIRECT
+// when the uploader has a direct source), hashes it right after
+// (unencrypted archives), and stores it.
 func (u *uploader) readChunkAt(src io.ReaderAt, base int64, i, size uint64) error {
 	off := i * FixedChunkSize
 	n := int(min(uint64(FixedChunkSize), size-off))
+	at := base + int64(off)
 	job := upJob{end: off + uint64(n), blob: int64(blobBound(n))}
-	job.held = u.b.bufHeld(chunkHeadroom + n)
+	direct := u.direct != nil && !u.noDirect.Load()
+	if direct {
+		job.held = u.b.bufHeld(directAlign + alignUp(n))
+	} else {
+		job.held = u.b.bufHeld(chunkHeadroom + n)
+	}
 	if err := u.b.mem.acquire(u.ctx, job.held+job.blob); err != nil {
 		return err
 	}
@@ -460,36 +473,51 @@ func (u *uploader) readChunkAt(src io.ReaderAt, base int64, i, size uint64) erro
 		case u.compute <- struct{}{}:
 			job.compute = true
 		case <-u.ctx.Done():
-			u.b.mem.release(job.held + job.blob)
+			u.discard(&job)
 			return u.ctx.Err()
 		}
 	}
-	job.buf = u.b.getBuf(chunkHeadroom + n)
-	job.data = job.buf[chunkHeadroom:]
-	var sum *pieceSum
-	if u.b.mode != CryptEncrypt {
-		sum = u.newPieceSum()
-	}
-	// One read of the whole chunk: pieceSum hashes it 32 KiB at a time
-	// and computes the CRC of each piece right after, while it is in the
-	// first-level cache, so reading it in smaller pieces spares nothing
-	// but costs a system call each (and, for each read the scheduler
-	// sees blocking, a handoff of the worker's P).
-	if _, err := src.ReadAt(job.data, base+int64(off)); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	if direct {
+		var err error
+		if direct, err = u.readDirect(&job, at, n); err != nil {
+			u.discard(&job)
+			return err
 		}
-		u.b.putBuf(job.buf)
-		u.b.mem.release(job.held + job.blob)
-		u.endCompute(&job)
-		return fmt.Errorf("read at %d: %w", base+int64(off), err)
 	}
-	if sum != nil {
+	if !direct {
+		job.buf = u.b.getBuf(chunkHeadroom + n)
+		job.data = job.buf[chunkHeadroom:]
+		// One read of the whole chunk: pieceSum hashes it 32 KiB at a
+		// time and computes the CRC of each piece right after, while it
+		// is in the first-level cache, so reading it in smaller pieces
+		// spares nothing but costs a system call each (and, for each
+		// read the scheduler sees blocking, a handoff of the worker's P).
+		if _, err := src.ReadAt(job.data, at); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			u.discard(&job)
+			return fmt.Errorf("read at %d: %w", at, err)
+		}
+	}
+	if u.b.mode != CryptEncrypt {
+		sum := u.newPieceSum()
 		sum.write(job.data)
 		sum.finish(&job)
 	}
 	u.b.Stats.BytesRead.Add(int64(n))
 	return u.store(job)
+}
+
+// discard gives back what a job not handed to store holds: its buffer,
+// its budget and its compute token.
+func (u *uploader) discard(job *upJob) {
+	if job.buf != nil {
+		u.b.putBuf(job.buf)
+		job.buf, job.data = nil, nil
+	}
+	u.b.mem.release(job.held + job.blob)
+	u.endCompute(job)
 }
 
 // cachePiece is how many bytes pieceSum hashes before it computes their
@@ -1130,6 +1158,10 @@ type uploader struct {
 	// many chunks), which decides whether its CRC is computed as it is
 	// hashed (pieceSum).
 	compressed atomic.Bool
+	// direct, when set, is the image source opened with O_DIRECT
+	// (openDirect) that readChunkAt reads from, until noDirect is set.
+	direct   *os.File
+	noDirect atomic.Bool
 }
 
 type upJob struct {
@@ -1338,7 +1370,7 @@ func (u *uploader) store(job upJob) error {
 			if !job.crcKnown {
 				job.crc = crc32.ChecksumIEEE(job.data)
 			}
-			blob = putUncompressedHeader(job.buf[:chunkHeadroom+plain], job.crc)
+			blob = inPlaceBlob(&job, job.crc)
 		case u.b.mode == CryptEncrypt:
 			blob, err = s.codec.AppendEncodeEncrypted(u.b.blobBuf(int(job.blob)), job.data, u.b.opts.Key, compress)
 		default:

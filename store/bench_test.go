@@ -292,27 +292,31 @@ func BenchmarkChunkFiles(b *testing.B) {
 
 // TestIngestTable prints the one-core ingest table of a first backup
 // (PBSFS_BENCH=1; run under taskset -c N with -cpu 1): for random and
-// mixed data (benchImage, 512 MiB each), pbsfs ingest (AddImage into a
-// store made as `pbsfs init` makes one and holding none of the image's
-// chunks, see benchStoreDir; synced: chunk batch, syncfs, indexes,
-// manifest) against
+// mixed data (benchImage, 512 MiB each), pbsfs ingest (AddImage of the
+// image file, read with O_DIRECT as a backup reads it, into a store made
+// as `pbsfs init` makes one and holding none of the image's chunks, see
+// benchStoreDir; synced: chunk batch, syncfs, indexes, manifest) against
 // SHA-256 of the same bytes and against dd (the same bytes written to one
-// file and fsynced). The three run in turn, round after round
-// (PBSFS_BENCH_ROUNDS, default 5), so that a change in the machine's load
-// hits all three of a round alike; every ratio is taken within a round
-// (paired) and the table gives the median of the rounds' ratios and their
-// spread [min–max]; MB/s columns are medians over the rounds.
+// file and fsynced); and ingest of the same file read through the page
+// cache (pageCacheFile), as it was read before O_DIRECT reads. They run
+// in turn, round after round (PBSFS_BENCH_ROUNDS, default 5), so that a
+// change in the machine's load hits all of a round alike; every ratio is
+// taken within a round (paired) and the table gives the median of the
+// rounds' ratios and their spread [min–max]; MB/s columns are medians
+// over the rounds.
 //
 // What each CPU figure is:
 //   - sha: CPU time of the thread that hashes (RUSAGE_THREAD, locked to it).
 //   - own: CPU time (user+sys) of this process during the run
 //     (RUSAGE_SELF): hashing, chunking, compressing, and the kernel's work
-//     done in this process's syscalls (copying into the page cache, the
-//     part of fsync done in the caller).
+//     done in this process's syscalls (submitting the reads and writes,
+//     copying out of or into the page cache where one is used, the part
+//     of fsync done in the caller).
 //   - kern: the kernel's work not charged to this process: CPU time of
 //     every kernel thread (children of kthreadd: the writeback kworkers
 //     that syncfs and dirty-page flushing run in, the filesystem's journal
-//     thread) plus the machine's irq and softirq time (/proc/stat), from
+//     thread) plus the machine's irq and softirq time (/proc/stat: the
+//     completions of the direct reads and writes among them), from
 //     before the run to after it. Another process's writes in the same
 //     window count here too: on a shared machine kern is an upper bound.
 //   - all = own + kern: what the run cost the machine. The issue's goal
@@ -321,11 +325,12 @@ func BenchmarkChunkFiles(b *testing.B) {
 //
 // Columns: SHA-256 MB per CPU second; ingest MB (of input) per own and per
 // all CPU second; dd the same; sha/own and sha/all the paired ratios of
-// SHA-256's CPU time to ingest's; dd/all the share of ingest's all-CPU
+// SHA-256's CPU time to ingest's, and sha/all of the ingest reading
+// through the page cache; dd/all the share of ingest's all-CPU
 // that dd spent to write the same (uncompressed) bytes; ingest and dd
 // wall MB/s (both wait for the disk: their data is synced).
 //
-// A second table says where ingest's time goes: before each round's three
+// A second table says where ingest's time goes: before each round's
 // runs, ingestStages runs every stage of the upload path alone over the
 // same chunks on one locked thread (read from the page cache, SHA-256,
 // the compressibility probe, zstd, CRC32, writing the chunk files: own
@@ -367,6 +372,7 @@ func TestIngestTable(t *testing.T) {
 		sha, ingestWall, ddWall []time.Duration
 		ingest, dd              []cpus
 		shaOwn, shaAll, ddShare []float64
+		shaCached               []float64 // sha/all reading the image through the page cache
 		stages                  map[string][]time.Duration
 	}
 	rows := map[string]*row{}
@@ -394,32 +400,48 @@ func TestIngestTable(t *testing.T) {
 			runtime.UnlockOSThread()
 			r.sha = append(r.sha, sha)
 
-			s := openBenchStore(t, root, digests)
-			f, err := os.Open(path)
-			if err != nil {
-				t.Fatal(err)
+			// ingest backs up the image, read by AddImage as it reads
+			// a file (O_DIRECT) or, with cached, through the page cache
+			// (a source that is not an *os.File).
+			ingest := func(cached bool) (time.Duration, cpus) {
+				s := openBenchStore(t, root, digests)
+				defer s.Close()
+				f, err := os.Open(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				var src io.Reader = f
+				if cached {
+					src = pageCacheFile{f}
+				}
+				unix.Sync() // nothing of an earlier run left to write back
+				start, s0 := time.Now(), sample()
+				b, err := s.StartBackup(ctx, GroupRef{Type: TypeVM, ID: "1"}, time.Unix(1_800_000_000, 0), BackupOptions{})
+				if err == nil {
+					err = b.AddImage(ctx, "disk.img", src, size)
+				}
+				if err == nil {
+					err = b.Finish()
+				}
+				el, ic := time.Since(start), since(s0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n := b.directReads.Load(); (n > 0) == cached {
+					t.Fatalf("cached=%v: %d chunks read with O_DIRECT", cached, n)
+				}
+				return el, ic
 			}
-			unix.Sync() // nothing of an earlier run left to write back
-			start, s0 := time.Now(), sample()
-			b, err := s.StartBackup(ctx, GroupRef{Type: TypeVM, ID: "1"}, time.Unix(1_800_000_000, 0), BackupOptions{})
-			if err == nil {
-				err = b.AddImage(ctx, "disk.img", f, size)
-			}
-			if err == nil {
-				err = b.Finish()
-			}
-			el, ic := time.Since(start), since(s0)
-			f.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.Close()
+			el, ic := ingest(false)
 			r.ingestWall = append(r.ingestWall, el)
 			r.ingest = append(r.ingest, ic)
+			_, cc := ingest(true)
+			r.shaCached = append(r.shaCached, sha.Seconds()/(cc.own+cc.kern).Seconds())
 
 			out := filepath.Join(t.TempDir(), "dd")
 			unix.Sync()
-			start, s0 = time.Now(), sample()
+			start, s0 := time.Now(), sample()
 			o, err := os.Create(out)
 			if err != nil {
 				t.Fatal(err)
@@ -462,14 +484,14 @@ func TestIngestTable(t *testing.T) {
 		slices.Sort(v)
 		return fmt.Sprintf("%.2f [%.2f–%.2f]", v[len(v)/2], v[0], v[len(v)-1])
 	}
-	t.Logf("GOMAXPROCS=%d, %d MiB per kind, %d rounds of SHA-256, ingest and dd in turn; MB/s: medians over rounds; ratios: median [min–max] of the rounds' paired ratios", runtime.GOMAXPROCS(0), size>>20, rounds)
+	t.Logf("GOMAXPROCS=%d, %d MiB per kind, %d rounds of SHA-256, ingest (O_DIRECT reads), ingest (page-cache reads) and dd in turn; MB/s: medians over rounds; ratios: median [min–max] of the rounds' paired ratios", runtime.GOMAXPROCS(0), size>>20, rounds)
 	t.Logf("own = the process's user+sys CPU; all = own + kernel threads' CPU + irq/softirq (writeback charged to no process; upper bound on a shared machine)")
-	t.Logf("| data | SHA-256 MB/s | ingest own MB/s | ingest all MB/s | sha/own | sha/all (goal ≥ 0.6) | dd own MB/s | dd all MB/s | dd all / ingest all | ingest wall MB/s | dd wall MB/s |")
-	t.Logf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	t.Logf("| data | SHA-256 MB/s | ingest own MB/s | ingest all MB/s | sha/own | sha/all (goal ≥ 0.6) | sha/all, page-cache reads | dd own MB/s | dd all MB/s | dd all / ingest all | ingest wall MB/s | dd wall MB/s |")
+	t.Logf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, kind := range kinds {
 		r := rows[kind]
-		t.Logf("| %s | %.0f | %.0f | %.0f | %s | %s | %.0f | %.0f | %s | %.0f | %.0f |", kind,
-			mbps(r.sha), mbps(pick(r.ingest, own)), mbps(pick(r.ingest, all)), ratio(r.shaOwn), ratio(r.shaAll),
+		t.Logf("| %s | %.0f | %.0f | %.0f | %s | %s | %s | %.0f | %.0f | %s | %.0f | %.0f |", kind,
+			mbps(r.sha), mbps(pick(r.ingest, own)), mbps(pick(r.ingest, all)), ratio(r.shaOwn), ratio(r.shaAll), ratio(r.shaCached),
 			mbps(pick(r.dd, own)), mbps(pick(r.dd, all)), ratio(r.ddShare), mbps(r.ingestWall), mbps(r.ddWall))
 	}
 	t.Logf("Where ingest's time goes: each stage of the upload path run alone over the same bytes, one goroutine, MB (of input) per CPU second, medians over rounds; in brackets the stage's share of SHA-256's time (the stages' sum against ingest's own CPU: what is left is the pipeline: goroutines, budget, pool, index)")
@@ -489,6 +511,16 @@ func TestIngestTable(t *testing.T) {
 		t.Logf("| %s | %s | %s | %s | %s | %s | %s | %s | %.2f | %.2f |", kind, cell("read"), cell("sha"), cell("probe"), cell("zstd"),
 			cell("crc"), cell("write"), cell("writeAll"), sum/sha, median(pick(r.ingest, own)).Seconds()/sha)
 	}
+}
+
+// pageCacheFile is a file as a source AddImage reads at offsets but not
+// with O_DIRECT (it is no *os.File): through the page cache.
+type pageCacheFile struct{ f *os.File }
+
+func (p pageCacheFile) Read(b []byte) (int, error)              { return p.f.Read(b) }
+func (p pageCacheFile) ReadAt(b []byte, off int64) (int, error) { return p.f.ReadAt(b, off) }
+func (p pageCacheFile) Seek(off int64, whence int) (int64, error) {
+	return p.f.Seek(off, whence)
 }
 
 // benchStoreDir returns the root of the datastore TestIngestTable backs

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // sequentialOnly hides every method of a reader but Read, so AddImage
@@ -37,10 +39,75 @@ func imageFixture(t *testing.T, prefix int) (string, int) {
 }
 
 // TestAddImagePositioned: an image read from a file at an offset (the
-// workers read their chunks themselves) is stored exactly as the same
-// bytes read sequentially, verifies, and leaves the file's offset after
-// the image.
+// workers read their chunks themselves: with O_DIRECT when the offset is
+// aligned, through the page cache when not) is stored exactly as the
+// same bytes read sequentially, verifies, and leaves the file's offset
+// after the image. The file is backed up right after it was written, its
+// pages still dirty in the page cache: a direct read must see them (the
+// kernel writes them back first), not what the disk held before.
 func TestAddImagePositioned(t *testing.T) {
+	ctx := context.Background()
+	path, size := imageFixture(t, directAlign)
+	direct := directReadable(t, filepath.Dir(path))
+	s := newTestStore(t)
+	csums := map[string]string{}
+	for i, mode := range []string{"direct", "sequential"} {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		start := int64(directAlign)
+		if _, err := f.Seek(start, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		var r io.Reader = f
+		if mode == "sequential" {
+			r = sequentialOnly{f}
+		}
+		b, err := s.StartBackup(ctx, GroupRef{Type: TypeVM, ID: mode}, time.Unix(1_800_000_000+int64(i), 0), BackupOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.AddImage(ctx, "disk.img", r, uint64(size)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Finish(); err != nil {
+			t.Fatal(err)
+		}
+		if off, _ := f.Seek(0, io.SeekCurrent); off != start+int64(size) {
+			t.Errorf("%s: file offset %d after the image, want %d", mode, off, start+int64(size))
+		}
+		verifyAll(t, s, b.Ref())
+		m, err := s.LoadManifest(b.Ref())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, fi := range m.Files {
+			if fi.Filename == "disk.img.fidx" {
+				csums[mode] = fi.Csum
+			}
+		}
+		if n := b.Stats.BytesRead.Load(); n != int64(size) {
+			t.Errorf("%s: read %d bytes, want %d", mode, n, size)
+		}
+		want := int64(0)
+		if mode == "direct" && direct {
+			want = int64(size+FixedChunkSize-1) / FixedChunkSize
+		}
+		if n := b.directReads.Load(); n != want {
+			t.Errorf("%s: %d chunks read with O_DIRECT, want %d", mode, n, want)
+		}
+	}
+	if csums["direct"] == "" || csums["direct"] != csums["sequential"] {
+		t.Errorf("index checksums differ: %v", csums)
+	}
+}
+
+// TestAddImagePositionedUnaligned: an image at an unaligned offset,
+// read by the workers through the page cache, is stored as the same
+// bytes read sequentially.
+func TestAddImagePositionedUnaligned(t *testing.T) {
 	ctx := context.Background()
 	path, size := imageFixture(t, 100)
 	s := newTestStore(t)
@@ -68,9 +135,6 @@ func TestAddImagePositioned(t *testing.T) {
 		if err := b.Finish(); err != nil {
 			t.Fatal(err)
 		}
-		if off, _ := f.Seek(0, io.SeekCurrent); off != int64(100+size) {
-			t.Errorf("%s: file offset %d after the image, want %d", mode, off, 100+size)
-		}
 		verifyAll(t, s, b.Ref())
 		m, err := s.LoadManifest(b.Ref())
 		if err != nil {
@@ -81,13 +145,41 @@ func TestAddImagePositioned(t *testing.T) {
 				csums[mode] = fi.Csum
 			}
 		}
-		if n := b.Stats.BytesRead.Load(); n != int64(size) {
-			t.Errorf("%s: read %d bytes, want %d", mode, n, size)
+		if n := b.directReads.Load(); n != 0 {
+			t.Errorf("%s: %d chunks read with O_DIRECT at an unaligned offset", mode, n)
 		}
 	}
 	if csums["positioned"] == "" || csums["positioned"] != csums["sequential"] {
 		t.Errorf("index checksums differ: %v", csums)
 	}
+}
+
+// directReadable reports whether the file system of dir serves O_DIRECT
+// reads (tmpfs before Linux 6.6 does not): where it does, an aligned
+// image must be read so.
+func directReadable(t *testing.T, dir string) bool {
+	t.Helper()
+	p := filepath.Join(dir, "direct-probe")
+	if err := os.WriteFile(p, make([]byte, directAlign), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(p)
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Logf("%s: no O_DIRECT (%v)", dir, err)
+		return false
+	}
+	defer unix.Close(fd)
+	buf, err := unix.Mmap(-1, 0, directAlign, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(buf)
+	if n, err := unix.Pread(fd, buf, 0); n != directAlign {
+		t.Logf("%s: O_DIRECT read: %d, %v", dir, n, err)
+		return false
+	}
+	return true
 }
 
 // TestAddImageSourceSize: a source shorter or longer than the size given
