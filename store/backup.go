@@ -409,10 +409,10 @@ func positioned(r io.Reader) (readerAtSeeker, int64, bool) {
 
 // readImageAt stores the size bytes of src from offset base in fixed
 // chunks, as readImage does, except that every worker reads its own
-// chunks (pread) and hashes each right after reading it: no handoff of
-// buffers between goroutines, the copy out of the page cache spread
-// over all cores. On success
-// src's offset is left after the bytes read, as a sequential read would.
+// chunks (with O_DIRECT when src allows, see openDirect; else pread
+// through the page cache) and hashes each right after reading it: no
+// handoff of buffers between goroutines. On success src's offset is left
+// after the bytes read, as a sequential read would.
 func (b *Backup) readImageAt(ctx context.Context, src readerAtSeeker, base int64, size uint64, record func(chunkRef) error) error {
 	u := b.uploaderOnly(ctx, record)
 	u.compute = make(chan struct{}, runtime.GOMAXPROCS(0))
@@ -1160,13 +1160,13 @@ type uploader struct {
 	compressed atomic.Bool
 	// direct, when set, is the image source opened with O_DIRECT
 	// (openDirect) that readChunkAt reads from, until noDirect is set.
-	direct   *os.File
+	direct   io.ReaderAt
 	noDirect atomic.Bool
 }
 
 type upJob struct {
 	seq  int
-	buf  []byte // chunkHeadroom bytes, then data
+	buf  []byte // chunkHeadroom bytes, then data (directAlign bytes when read by readDirect, until inPlaceBlob moves it)
 	data []byte
 	end  uint64
 	held int64 // budget reserved for data's buffer
@@ -1366,7 +1366,8 @@ func (u *uploader) store(job upJob) error {
 		switch {
 		case inPlace:
 			// The uncompressed blob is the header in the headroom
-			// before the data: no copy.
+			// before the data: no copy, but the move of data read
+			// with O_DIRECT to the headroom's end (inPlaceBlob).
 			if !job.crcKnown {
 				job.crc = crc32.ChecksumIEEE(job.data)
 			}

@@ -379,6 +379,9 @@ func TestIngestTable(t *testing.T) {
 	root := benchStoreDir(t)
 	for _, kind := range kinds {
 		path := benchImage(t, kind, size)
+		if !directReadable(t, filepath.Dir(path)) {
+			t.Skipf("%s: no O_DIRECT reads; the table measures a backup reading its image so", filepath.Dir(path))
+		}
 		data, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)

@@ -29,10 +29,14 @@ import (
 // A worker reads a chunk with O_DIRECT into its buffer directAlign bytes
 // past the start (address, length and offset aligned). It holds its
 // compute token while it waits for the device, as it does for a buffered
-// read: letting other workers take the token during the read doubled the
-// context switches of a 1-core backup of a 512 MiB image (1,565 → 3,065)
-// and cost more CPU and more time, cold as warm (0.935 s against 0.870
-// s cold). A chunk stored uncompressed is moved down to the blob's
+// read, so as many reads are in flight as before (one per CPU): letting
+// other workers take the token during the read doubled the context
+// switches of a 1-core backup of a 512 MiB image (1,565 → 3,065) and
+// cost 5-10 % more CPU, for wall times within the noise on the test
+// machine's disk. On a device slow to answer (a network block device, a
+// disk that seeks) more reads in flight might pay; the kernel's
+// readahead, which a buffered read of a cold file had, a direct read has
+// not. A chunk stored uncompressed is moved down to the blob's
 // place (chunkHeadroom) before its header is written, a copy in memory
 // that costs less than the copy out of the page cache it replaces.
 //
@@ -88,14 +92,14 @@ func (u *uploader) readDirect(job *upJob, off int64, n int) (bool, error) {
 	rn := alignUp(n)
 	buf := u.b.getBuf(directAlign + rn)
 	if uintptr(unsafe.Pointer(unsafe.SliceData(buf)))%directAlign != 0 {
-		u.b.putBuf(buf)
-		u.noDirect.Store(true)
+		u.b.putBuf(buf) // this buffer only: the next may be aligned
 		return false, nil
 	}
 	// The last chunk of a source whose size is not aligned reads past its
-	// end: the short read gives what there is.
+	// end: the short read gives what there is (a file system may answer
+	// the read after it, at the unaligned end, with EINVAL).
 	k, err := u.direct.ReadAt(buf[directAlign:directAlign+rn], off)
-	if errors.Is(err, syscall.EINVAL) {
+	if k < n && errors.Is(err, syscall.EINVAL) {
 		u.b.putBuf(buf)
 		u.noDirect.Store(true)
 		return false, nil

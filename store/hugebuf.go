@@ -20,7 +20,10 @@ const poolBufCap = (poolMaxChunk + poolMaxChunk>>10 + 256 + chunkHeadroom + dire
 // first 2 MiB boundary: a chunk's data starts chunkHeadroom bytes into
 // the buffer, so a fixed-size chunk with its headroom fits in that page
 // and two huge pages, while the buffer (and an uncompressed blob built
-// in place) starts on a page boundary, as O_DIRECT writes need.
+// in place) starts on a page boundary, as O_DIRECT writes need. An image
+// chunk read with O_DIRECT (readDirect) starts directAlign bytes in, on
+// the first huge page's boundary: directAlign plus a fixed-size chunk is
+// exactly poolKeep.
 const poolLead = directAlign
 
 // poolKeep is how many bytes of an idle buffer stay mapped: a buffer that
