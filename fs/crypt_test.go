@@ -60,10 +60,10 @@ func TestMountEncrypted(t *testing.T) {
 		}
 	}
 	must(b.AddImage(ctx, "drive-scsi0.img", bytes.NewReader(image), uint64(len(image))))
-	must(b.AddBlob("qemu-server.conf", []byte("memory: 4096\n")))
+	must(b.AddBlob(ctx, "qemu-server.conf", []byte("memory: 4096\n")))
 	_, err = b.AddPxar(ctx, "root.pxar", src, store.PxarOptions{})
 	must(err)
-	must(b.Finish())
+	must(b.Finish(ctx))
 	snapDir := filepath.Join("vm/100", b.Ref().TimeString())
 
 	t.Run("with key", func(t *testing.T) {
@@ -157,7 +157,7 @@ func TestMountSignOnly(t *testing.T) {
 	if err := b.AddImage(ctx, "drive-scsi0.img", bytes.NewReader(image), uint64(len(image))); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	ref := b.Ref()

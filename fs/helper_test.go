@@ -84,7 +84,7 @@ func backup(t *testing.T, s *store.Store, sn snap) store.SnapshotRef {
 		}
 	}
 	for name, data := range sn.blobs {
-		if err := b.AddBlob(name, data); err != nil {
+		if err := b.AddBlob(ctx, name, data); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -93,7 +93,7 @@ func backup(t *testing.T, s *store.Store, sn snap) store.SnapshotRef {
 			t.Fatal(err)
 		}
 	}
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	ref := b.Ref()

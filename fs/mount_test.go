@@ -41,6 +41,7 @@ func readDirNames(t *testing.T, dir string) []string {
 }
 
 func TestHierarchy(t *testing.T) {
+	ctx := context.Background()
 	s := newStore(t, nil)
 	for i := range 2 {
 		backup(t, s, snap{g: vm, t: t0.Add(time.Duration(i) * time.Hour), blobs: map[string][]byte{"qemu-server.conf": []byte("x")}})
@@ -51,12 +52,12 @@ func TestHierarchy(t *testing.T) {
 	}
 	backup(t, s, snap{g: web, t: t0, blobs: map[string][]byte{"a.conf": []byte("z")}})
 	// A backup in progress stays hidden until it finishes.
-	running, err := s.StartBackup(context.Background(), vm, t0.Add(5*time.Hour), store.BackupOptions{})
+	running, err := s.StartBackup(ctx, vm, t0.Add(5*time.Hour), store.BackupOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer running.Abort()
-	if err := running.AddBlob("qemu-server.conf", []byte("new")); err != nil {
+	if err := running.AddBlob(ctx, "qemu-server.conf", []byte("new")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -90,7 +91,7 @@ func TestHierarchy(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(mnt, "vm/100/2026-11-20T15:00:00Z")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("in-progress snapshot: %v, want ENOENT", err)
 	}
-	if err := running.Finish(); err != nil {
+	if err := running.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.Readlink(filepath.Join(mnt, "vm/100/latest")); got != "2026-11-20T15:00:00Z" {

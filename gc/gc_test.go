@@ -755,20 +755,21 @@ func TestNamespacesAndStrayIndexes(t *testing.T) {
 }
 
 func TestBackupsSurvive(t *testing.T) {
+	ctx := context.Background()
 	// Real backups through the store: everything referenced survives an
 	// aged sweep and reads back.
 	ts := newTestStore(t)
 	g := group("real")
 	data := bytes.Repeat([]byte("pbsfs garbage collection "), 40000)
 	for i := range 2 {
-		b, err := ts.StartBackup(context.Background(), g, time.Unix(1_700_000_000+int64(i), 0), store.BackupOptions{})
+		b, err := ts.StartBackup(ctx, g, time.Unix(1_700_000_000+int64(i), 0), store.BackupOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := b.AddStream(context.Background(), "data.pxar", bytes.NewReader(data[i:]), 1<<12); err != nil {
+		if err := b.AddStream(ctx, "data.pxar", bytes.NewReader(data[i:]), 1<<12); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Finish(); err != nil {
+		if err := b.Finish(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -779,7 +780,7 @@ func TestBackupsSurvive(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, si := range snaps {
-		a, err := ts.OpenArchive(context.Background(), si.Ref, "data.pxar.didx")
+		a, err := ts.OpenArchive(ctx, si.Ref, "data.pxar.didx")
 		if err != nil {
 			t.Fatal(err)
 		}

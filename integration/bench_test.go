@@ -205,6 +205,7 @@ type benchRow struct {
 // PBSFS_BENCH_PREADS (20000) the random-read passes; PBSFS_BENCH_LARGE=0
 // leaves out the rows of the large files (they are still backed up).
 func TestBench(t *testing.T) {
+	ctx := context.Background()
 	if os.Getenv("PBSFS_BENCH") != "1" {
 		t.Skip("benchmarks run with PBSFS_BENCH=1 (integration/bench.sh)")
 	}
@@ -243,14 +244,14 @@ func TestBench(t *testing.T) {
 	ms := e.open(t)
 	g := store.GroupRef{Type: store.TypeHost, ID: "many"}
 	for i := range nsnaps {
-		b, err := ms.StartBackup(context.Background(), g, t0.Add(time.Duration(i)*time.Minute), store.BackupOptions{})
+		b, err := ms.StartBackup(ctx, g, t0.Add(time.Duration(i)*time.Minute), store.BackupOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := b.AddBlob("host.conf", []byte(strconv.Itoa(i))); err != nil {
+		if err := b.AddBlob(ctx, "host.conf", []byte(strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Finish(); err != nil {
+		if err := b.Finish(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -67,7 +67,7 @@ func TestTestdataArchives(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := b.Finish(); err != nil {
+		if err := b.Finish(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}

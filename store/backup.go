@@ -289,8 +289,12 @@ func (b *Backup) archivePath(file string) (string, error) {
 }
 
 // AddBlob stores data as blob archive name (".blob" is appended), e.g.
-// "qemu-server.conf".
-func (b *Backup) AddBlob(name string, data []byte) error {
+// "qemu-server.conf". ctx ends the upload of a store in a bucket; once
+// it is done, nothing is written.
+func (b *Backup) AddBlob(ctx context.Context, name string, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	file := name + ".blob"
 	p, err := b.archivePath(file)
 	if err != nil {
@@ -305,7 +309,7 @@ func (b *Backup) AddBlob(name string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("blob %s: %w", name, err)
 	}
-	if err := b.s.writeFile(context.Background(), p, blob); err != nil { // AddBlob takes no context (yet)
+	if err := b.s.writeFile(ctx, p, blob); err != nil {
 		return err
 	}
 	sum := sha256.Sum256(blob)
@@ -935,13 +939,23 @@ func (b *Backup) AddStream(ctx context.Context, name string, r io.Reader, avg in
 }
 
 // Finish writes the manifest, which marks the snapshot finished, and
-// releases the session's locks. At least one archive must exist.
-func (b *Backup) Finish() error {
+// releases the session's locks. At least one archive must exist. ctx
+// ends the wait for the chunks' sync and the manifest's upload; a Finish
+// whose ctx is done (the user interrupted the backup) removes the
+// snapshot as Abort does and returns ctx's error.
+func (b *Backup) Finish(ctx context.Context) error {
 	if b.done {
 		return errors.New("backup already finished")
 	}
 	defer b.unlock()
 	b.done = true
+	if err := ctx.Err(); err != nil {
+		if b.catalogStream != nil {
+			b.catalogStream.Abort()
+		}
+		b.abortFiles()
+		return err
+	}
 	if err := b.finishCatalog(); err != nil {
 		b.abortFiles()
 		return err
@@ -969,7 +983,7 @@ func (b *Backup) Finish() error {
 		"compressed_size": b.Stats.BytesWritten.Load(),
 		"duplicates":      b.Stats.ReusedChunks.Load(),
 	})
-	if err := b.flushChunks(context.Background()); err != nil {
+	if err := b.flushChunks(ctx); err != nil {
 		b.abortFiles()
 		return err
 	}
@@ -979,7 +993,7 @@ func (b *Backup) Finish() error {
 			return err
 		}
 	}
-	if err := b.s.writeManifest(context.Background(), b.ref, m); err != nil { // Finish takes no context (yet)
+	if err := b.s.writeManifest(ctx, b.ref, m); err != nil {
 		b.abortFiles()
 		return err
 	}

@@ -50,7 +50,7 @@ func TestBackupRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.AddBlob("qemu-server.conf", []byte("memory: 2048\n")); err != nil {
+	if err := b.AddBlob(ctx, "qemu-server.conf", []byte("memory: 2048\n")); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.AddImage(ctx, "drive-scsi0.img", bytes.NewReader(image), uint64(len(image))); err != nil {
@@ -63,7 +63,7 @@ func TestBackupRoundTrip(t *testing.T) {
 	if si, err := s.Snapshot(b.Ref()); err != nil || si.Finished {
 		t.Fatalf("in-progress snapshot %+v, %v", si, err)
 	}
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	si, err := s.Snapshot(b.Ref())
@@ -113,7 +113,7 @@ func TestBackupRoundTrip(t *testing.T) {
 	if err := b2.AddImage(ctx, "drive-scsi0.img", bytes.NewReader(image), uint64(len(image))); err != nil {
 		t.Fatal(err)
 	}
-	if err := b2.Finish(); err != nil {
+	if err := b2.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if n := b2.Stats.NewChunks.Load(); n != 0 || b2.Stats.ReusedChunks.Load() != 3 {
@@ -164,7 +164,7 @@ func TestBackupLocksAndAbort(t *testing.T) {
 	if _, err := s.StartBackup(ctx, g, t1.Add(time.Minute), BackupOptions{}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("second session: %v, want ErrLocked", err)
 	}
-	if err := b.Finish(); err == nil {
+	if err := b.Finish(ctx); err == nil {
 		t.Fatal("Finish with no archive succeeded")
 	}
 	if _, err := os.Stat(s.Path(b.Ref().Dir())); !os.IsNotExist(err) {
@@ -196,7 +196,7 @@ func TestMissingAndCorruptChunks(t *testing.T) {
 	if err := b.AddImage(ctx, "d.img", bytes.NewReader(image), uint64(len(image))); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	idx, _ := s.OpenIndex(b.Ref(), "d.img.fidx")
@@ -391,7 +391,7 @@ func TestStreamReadFrom(t *testing.T) {
 		if _, err := sw.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Finish(); err != nil {
+		if err := b.Finish(ctx); err != nil {
 			t.Fatal(err)
 		}
 		idx, err := s.OpenIndex(b.Ref(), "data.pxar.didx")
@@ -441,7 +441,7 @@ func TestShortChunksOwnBuffers(t *testing.T) {
 	if _, err := sw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	idx, err := s.OpenIndex(b.Ref(), "data.pxar.didx")
@@ -480,4 +480,46 @@ func startDataStream(t *testing.T, s *Store, when time.Time) (*Backup, *StreamWr
 		t.Fatal(err)
 	}
 	return b, sw
+}
+
+// TestFinishCancelled: a Finish whose context is done (an interrupted
+// backup) removes the snapshot, as Abort does, returns the context's
+// error and releases the group, and an AddBlob whose context is done
+// writes nothing.
+func TestFinishCancelled(t *testing.T) {
+	s := newTestStore(t)
+	g := GroupRef{Type: TypeHost, ID: "h"}
+	t0 := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	ctx, cancel := context.WithCancel(context.Background())
+	b, err := s.StartBackup(ctx, g, t0, BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddBlob(ctx, "host.conf", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := b.AddBlob(ctx, "other.conf", []byte("y")); !errors.Is(err, context.Canceled) {
+		t.Errorf("AddBlob after cancel: %v", err)
+	}
+	if err := b.Finish(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Finish after cancel: %v", err)
+	}
+	if _, err := os.Stat(s.Path(b.Ref().Dir())); !os.IsNotExist(err) {
+		t.Errorf("snapshot directory after a cancelled Finish: %v", err)
+	}
+	// The group is free: a new backup starts and finishes.
+	b2, err := s.StartBackup(context.Background(), g, t0.Add(time.Minute), BackupOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.AddBlob(context.Background(), "host.conf", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Finish(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if snaps, _, err := s.Snapshots(g); err != nil || len(snaps) != 1 || !snaps[0].Ref.Time.Equal(t0.Add(time.Minute)) {
+		t.Errorf("snapshots: %v, %v; want only the second", snaps, err)
+	}
 }

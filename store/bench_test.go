@@ -111,7 +111,7 @@ func BenchmarkIngest(b *testing.B) {
 					if err := bk.AddImage(ctx, "disk.img", f, 1<<30); err != nil {
 						b.Fatal(err)
 					}
-					if err := bk.Finish(); err != nil {
+					if err := bk.Finish(ctx); err != nil {
 						b.Fatal(err)
 					}
 					return bk
@@ -162,7 +162,7 @@ func BenchmarkVerify(b *testing.B) {
 	if err := bk.AddImage(ctx, "disk.img", pr, size); err != nil {
 		b.Fatal(err)
 	}
-	if err := bk.Finish(); err != nil {
+	if err := bk.Finish(ctx); err != nil {
 		b.Fatal(err)
 	}
 	idx, _ := s.OpenIndex(bk.Ref(), "disk.img.fidx")
@@ -425,7 +425,7 @@ func TestIngestTable(t *testing.T) {
 					err = b.AddImage(ctx, "disk.img", src, size)
 				}
 				if err == nil {
-					err = b.Finish()
+					err = b.Finish(ctx)
 				}
 				el, ic := time.Since(start), since(s0)
 				if err != nil {

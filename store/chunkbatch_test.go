@@ -130,7 +130,7 @@ func TestChunkBatchCrash(t *testing.T) {
 			b.Abort()
 			return b, err
 		}
-		return b, b.Finish()
+		return b, b.Finish(ctx)
 	}
 
 	// A clean run: the order of events and the number of syncs.
@@ -339,7 +339,7 @@ func TestSplitArchiveOneFlush(t *testing.T) {
 		t.Errorf("%d flushes for the two streams, want 1", dones)
 	}
 	mu.Unlock()
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for _, v := range m.violations {

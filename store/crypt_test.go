@@ -202,7 +202,7 @@ func backupEncrypted(t *testing.T, s *Store, g GroupRef, at time.Time, opts Back
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.AddBlob("qemu-server.conf", []byte("memory: 2048\n")); err != nil {
+	if err := b.AddBlob(ctx, "qemu-server.conf", []byte("memory: 2048\n")); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.AddImage(ctx, "drive-scsi0.img", bytes.NewReader(image), uint64(len(image))); err != nil {
@@ -211,7 +211,7 @@ func backupEncrypted(t *testing.T, s *Store, g GroupRef, at time.Time, opts Back
 	if err := b.AddStream(ctx, "data.pxar", bytes.NewReader(stream), 64<<10); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return b.Ref()
@@ -371,6 +371,7 @@ func TestSignOnlyBackup(t *testing.T) {
 
 // A backup with another key than its base's does not take it as base.
 func TestBackupBaseNeedsSameKey(t *testing.T) {
+	ctx := context.Background()
 	s := newTestStore(t)
 	g := GroupRef{Type: TypeHost, ID: "h"}
 	t0 := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
@@ -384,17 +385,17 @@ func TestBackupBaseNeedsSameKey(t *testing.T) {
 		{BackupOptions{}, false},
 		{BackupOptions{Key: vectorKey()}, false}, // the base is now the plain one
 	} {
-		b, err := s.StartBackup(context.Background(), g, t0.Add(time.Duration(i+1)*time.Minute), tc.opts)
+		b, err := s.StartBackup(ctx, g, t0.Add(time.Duration(i+1)*time.Minute), tc.opts)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, ok := b.Base(); ok != tc.base {
 			t.Errorf("case %d: base %v, want %v", i, ok, tc.base)
 		}
-		if err := b.AddBlob("x", []byte("x")); err != nil {
+		if err := b.AddBlob(ctx, "x", []byte("x")); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Finish(); err != nil {
+		if err := b.Finish(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -146,7 +146,7 @@ func TestAddImageDirectEncrypted(t *testing.T) {
 	if err := b.AddImage(ctx, "disk.img", f, uint64(size)); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if n := b.directReads.Load(); direct && n == 0 {

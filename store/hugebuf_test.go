@@ -106,7 +106,7 @@ func TestStreamChunkGrowsInPlace(t *testing.T) {
 	if _, err := sw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if n := sw.w.n; n != 1 {

@@ -77,7 +77,7 @@ func TestAddImagePositioned(t *testing.T) {
 			if err := b.AddImage(ctx, "disk.img", r, uint64(size)); err != nil {
 				t.Fatal(err)
 			}
-			if err := b.Finish(); err != nil {
+			if err := b.Finish(ctx); err != nil {
 				t.Fatal(err)
 			}
 			if off, _ := f.Seek(0, io.SeekCurrent); off != int64(start+size) {

@@ -57,7 +57,7 @@ func TestIngestBlobCRC(t *testing.T) {
 	if err := b.AddStream(ctx, "data.pxar", bytes.NewReader(stream), 1<<20); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	counts := map[BlobKind]int{}

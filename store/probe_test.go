@@ -45,7 +45,7 @@ func TestCompressProbe(t *testing.T) {
 	if err := b.AddImage(ctx, "disk.img", bytes.NewReader(data), uint64(len(data))); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	verifyAll(t, s, b.Ref())

@@ -579,7 +579,7 @@ func backupImage(t *testing.T, s *Store, img []byte) SnapshotRef {
 	if err := b.AddImage(ctx, "drive-scsi0.img", bytes.NewReader(img), uint64(len(img))); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return b.Ref()

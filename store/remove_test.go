@@ -19,7 +19,7 @@ func backupOne(t *testing.T, s *Store, g GroupRef, when time.Time) SnapshotRef {
 	if err := b.AddImage(ctx, "d.img", bytes.NewReader([]byte("disk")), 4); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return b.Ref()

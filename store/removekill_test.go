@@ -34,7 +34,7 @@ func killSnapshot(t *testing.T, s *Store, when time.Time) SnapshotRef {
 		t.Fatal(err)
 	}
 	for i := range 5 {
-		if err := b.AddBlob(fmt.Sprintf("conf%d.conf", i), []byte(fmt.Sprint("config ", i))); err != nil {
+		if err := b.AddBlob(ctx, fmt.Sprintf("conf%d.conf", i), []byte(fmt.Sprint("config ", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -44,7 +44,7 @@ func killSnapshot(t *testing.T, s *Store, when time.Time) SnapshotRef {
 	if err := b.AddStream(ctx, "data.pxar", bytes.NewReader(bytes.Repeat([]byte("x"), 1000)), 4<<20); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return b.Ref()

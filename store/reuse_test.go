@@ -52,7 +52,7 @@ func metadataBackup(t *testing.T, s *Store, dir string, n int, key *crypto.Key) 
 		b.Abort()
 		t.Fatal(err)
 	}
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return b.Ref(), st, warnings

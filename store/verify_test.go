@@ -27,10 +27,10 @@ func TestVerifyRecordsAndRenames(t *testing.T) {
 		if err := b.AddImage(ctx, "d.img", bytes.NewReader(img), uint64(len(img))); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.AddBlob("vm.conf", []byte("conf")); err != nil {
+		if err := b.AddBlob(ctx, "vm.conf", []byte("conf")); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Finish(); err != nil {
+		if err := b.Finish(ctx); err != nil {
 			t.Fatal(err)
 		}
 		refs = append(refs, b.Ref())
@@ -106,7 +106,7 @@ func TestVerifyRecordsAndRenames(t *testing.T) {
 		t.Error("failed snapshot used as base")
 	}
 	nb.AddImage(ctx, "d.img", bytes.NewReader(img), uint64(len(img)))
-	if err := nb.Finish(); err != nil {
+	if err := nb.Finish(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if nb.Stats.NewChunks.Load() != 1 {

@@ -255,7 +255,7 @@ func (c *backupCmd) run(ctx context.Context, e *env, args []string) error {
 		b.Abort()
 		return err
 	}
-	if err := b.Finish(); err != nil {
+	if err := b.Finish(ctx); err != nil {
 		return err
 	}
 	el := time.Since(start)
@@ -353,7 +353,7 @@ func (c *backupCmd) addArchives(ctx context.Context, b *store.Backup, specs []ar
 			if err != nil {
 				return fmt.Errorf("archive %s: %w", spec.name, err)
 			}
-			if err := b.AddBlob(spec.name, data); err != nil {
+			if err := b.AddBlob(ctx, spec.name, data); err != nil {
 				return err
 			}
 		}

@@ -35,10 +35,10 @@ func makeSnapshots(t *testing.T, dir, runtimeDir string, g store.GroupRef, times
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := b.AddBlob("conf", []byte("snapshot "+ts)); err != nil {
+		if err := b.AddBlob(ctx, "conf", []byte("snapshot "+ts)); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Finish(); err != nil {
+		if err := b.Finish(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
