@@ -504,11 +504,6 @@ func (u *uploader) readChunkAt(src io.ReaderAt, base int64, i, size uint64) erro
 			return fmt.Errorf("read at %d: %w", at, err)
 		}
 	}
-	if u.b.mode != CryptEncrypt {
-		sum := u.newPieceSum()
-		sum.write(job.data)
-		sum.finish(&job)
-	}
 	u.b.Stats.BytesRead.Add(int64(n))
 	return u.store(job)
 }
@@ -561,11 +556,10 @@ func (ps *pieceSum) write(data []byte) {
 	}
 }
 
-// finish stores the sums in job.
-func (ps *pieceSum) finish(job *upJob) {
-	ps.h.Sum(job.digest[:0])
-	job.hashed = true
-	job.crc, job.crcKnown = ps.crc, ps.withCRC
+// sums returns the digest and, when crcKnown, the CRC32 of the data.
+func (ps *pieceSum) sums() (d Digest, crc uint32, crcKnown bool) {
+	ps.h.Sum(d[:0])
+	return d, ps.crc, ps.withCRC
 }
 
 // StreamWriter cuts a stream into content-defined chunks as it is written
@@ -1185,12 +1179,6 @@ type upJob struct {
 	end  uint64
 	held int64 // budget reserved for data's buffer
 	blob int64 // budget reserved for the encoded chunk
-	// digest is data's, when hashed (computed while it was read).
-	digest Digest
-	hashed bool
-	// crc is the CRC32 of data, when crcKnown (computed while hashed).
-	crc      uint32
-	crcKnown bool
 	// compute: the job holds a token of uploader.compute.
 	compute bool
 }
@@ -1359,16 +1347,18 @@ func (u *uploader) store(job upJob) error {
 	if err := u.ctx.Err(); err != nil {
 		return err
 	}
-	if !job.hashed {
-		if u.b.mode == CryptEncrypt {
-			job.digest, job.hashed = u.b.dec.Digest(job.data), true
-		} else {
-			sum := u.newPieceSum()
-			sum.write(job.data)
-			sum.finish(&job)
-		}
+	var (
+		d        Digest
+		crc      uint32
+		crcKnown bool // crc is data's (computed as it was hashed)
+	)
+	if u.b.mode == CryptEncrypt {
+		d = u.b.dec.Digest(job.data)
+	} else {
+		sum := u.newPieceSum()
+		sum.write(job.data)
+		d, crc, crcKnown = sum.sums()
 	}
-	d := job.digest
 	ref := chunkRef{end: job.end, length: uint64(len(job.data)), digest: d}
 	reused, err := u.b.reuseChunk(u.ctx, d)
 	if err == nil && !reused {
@@ -1382,10 +1372,10 @@ func (u *uploader) store(job upJob) error {
 			// The uncompressed blob is the header in the headroom
 			// before the data: no copy, but the move of data read
 			// with O_DIRECT to the headroom's end (inPlaceBlob).
-			if !job.crcKnown {
-				job.crc = crc32.ChecksumIEEE(job.data)
+			if !crcKnown {
+				crc = crc32.ChecksumIEEE(job.data)
 			}
-			blob = inPlaceBlob(&job, job.crc)
+			blob = inPlaceBlob(&job, crc)
 		case u.b.mode == CryptEncrypt:
 			blob, err = s.codec.AppendEncodeEncrypted(u.b.blobBuf(int(job.blob)), job.data, u.b.opts.Key, compress)
 		default:

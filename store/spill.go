@@ -51,7 +51,8 @@ type spillTier struct {
 	items  map[Digest]*list.Element
 	// seen holds the digests of chunks that sequential scans fetched
 	// from a bucket without spilling them (see admitScan): seenRing in
-	// the order they came, at most seenMax of them, oldest out first.
+	// the order they came, at most as many as admitScan says, oldest out
+	// first.
 	seen     map[Digest]struct{}
 	seenRing []Digest
 	seenNext int
